@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each creates or reuses .venv,
+# installs the CPU torch wheel first (so pip never pulls a multi-GB CUDA build), then lmforget.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On a GPU machine: make install TORCH_SPEC='torch==2.13.0' TORCH_PIP_ARGS='--index-url <your CUDA index>'
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+EXTRAS ?= dev,demo
+
+.PHONY: install resources demo test test-slow bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.installed-$(EXTRAS)
+
+# Fetches and caches the offline demo resources (SmolLM2 GGUF, Wikipedia sections, Natural-Instructions).
+resources: install
+	$(BIN)/lmforget resources fetch
+
+demo: resources
+	$(BIN)/lmforget demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: resources
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/python benchmarks/bench_scoring.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

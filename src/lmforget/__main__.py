@@ -1,0 +1,5 @@
+import sys
+
+from lmforget.cli import main
+
+sys.exit(main())

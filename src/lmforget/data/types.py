@@ -1,0 +1,170 @@
+"""Typed records for upstream examples and new tasks: the one shape every loader produces.
+
+An upstream example is either raw text (scored on every token but the first) or a chat
+(scored on the final assistant answer only). A task example is a chat or a prompt/completion
+pair; prompt/completion pairs are turned into a two-turn chat so that one template and one
+answer-span rule serve fine-tuning and scoring alike (PROTOCOL.md section 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from lmforget.errors import LmforgetError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def _check_messages(messages: tuple[Message, ...], where: str) -> None:
+    if not messages:
+        raise LmforgetError(f"{where}: empty 'messages'")
+    for m in messages:
+        if m.role not in ROLES:
+            raise LmforgetError(f"{where}: unknown role {m.role!r} (expected one of {', '.join(ROLES)})")
+    if messages[-1].role != "assistant":
+        raise LmforgetError(f"{where}: the last message must be the assistant's answer")
+
+
+def to_messages(raw: Iterable[dict], where: str) -> tuple[Message, ...]:
+    """Validate a list of {"role", "content"} dicts (Tulu/OpenAI style) into Messages."""
+    try:
+        msgs = tuple(Message(str(m["role"]), str(m["content"])) for m in raw)
+    except (TypeError, KeyError) as exc:
+        raise LmforgetError(f"{where}: each message needs 'role' and 'content' ({exc})") from None
+    _check_messages(msgs, where)
+    return msgs
+
+
+@dataclass(frozen=True)
+class UpstreamExample:
+    """One upstream (pre-training or instruction) example whose forgetting is measured.
+
+    Exactly one of ``text`` and ``messages`` is set. ``answer`` is the gold answer used for
+    binary (exact-match) forgetting; for chats it defaults to the final assistant turn.
+    """
+
+    id: str
+    text: str | None = None
+    messages: tuple[Message, ...] | None = None
+    source: str = ""
+    answer: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.messages is None):
+            raise LmforgetError(f"upstream example {self.id!r}: needs exactly one of 'text' or 'messages'")
+        if self.messages is not None:
+            _check_messages(self.messages, f"upstream example {self.id!r}")
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    @property
+    def gold(self) -> str:
+        if self.answer is not None:
+            return self.answer
+        if self.messages is not None:
+            return self.messages[-1].content
+        raise LmforgetError(f"upstream example {self.id!r}: raw text has no gold answer for exact match")
+
+    def to_json(self) -> dict:
+        d: dict = {"id": self.id, "source": self.source}
+        if self.text is not None:
+            d["text"] = self.text
+        else:
+            d["messages"] = [m.as_dict() for m in self.messages or ()]
+        if self.answer is not None:
+            d["answer"] = self.answer
+        return d
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    """One training/evaluation example of a new task, always held as a chat."""
+
+    messages: tuple[Message, ...]
+
+    @classmethod
+    def from_prompt(cls, prompt: str, completion: str, system: str | None = None) -> "TaskExample":
+        msgs = [Message("user", prompt), Message("assistant", completion)]
+        if system:
+            msgs.insert(0, Message("system", system))
+        return cls(tuple(msgs))
+
+    @property
+    def prompt(self) -> str:
+        return "\n\n".join(m.content for m in self.messages[:-1])
+
+    @property
+    def completion(self) -> str:
+        return self.messages[-1].content
+
+    def to_json(self) -> dict:
+        return {"messages": [m.as_dict() for m in self.messages]}
+
+
+@dataclass
+class TaskSet:
+    """A new fine-tuning task: a name (matrix row), a group (flan/tulu/dolly/...), its examples."""
+
+    name: str
+    group: str
+    train: list[TaskExample]
+    eval: list[TaskExample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise LmforgetError("a task has an empty name")
+        if not self.train:
+            raise LmforgetError(f"task {self.name!r} has no training examples")
+
+
+@dataclass
+class UpstreamSet:
+    """The N upstream examples: the columns of the forgetting matrix, in order."""
+
+    examples: list[UpstreamExample]
+    name: str = "upstream"
+
+    def __post_init__(self) -> None:
+        if not self.examples:
+            raise LmforgetError(f"upstream set {self.name!r} is empty")
+        seen: set[str] = set()
+        for ex in self.examples:
+            if ex.id in seen:
+                raise LmforgetError(f"upstream set {self.name!r}: duplicate id {ex.id!r}")
+            seen.add(ex.id)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self):
+        return iter(self.examples)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.examples]
+
+    @property
+    def sources(self) -> list[str]:
+        return [e.source for e in self.examples]
+
+    def fingerprint(self) -> str:
+        """SHA-256 over ids and content: a run refuses to resume on different data."""
+        h = hashlib.sha256()
+        for ex in self.examples:
+            h.update(json.dumps(ex.to_json(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            h.update(b"\n")
+        return h.hexdigest()
