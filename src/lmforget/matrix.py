@@ -107,6 +107,24 @@ class ForgettingMatrix:
         """Boolean mask of columns with no NaN in any row (the NaN policy: drop such columns)."""
         return ~np.isnan(self.Z).any(axis=0)
 
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: mean forgetting, share of entries forgotten, most/least harmful task."""
+        with np.errstate(all="ignore"):
+            row_means = np.nanmean(self.Z, axis=1) if self.Z.size else np.array([])
+            finite = self.Z[np.isfinite(self.Z)]
+        if finite.size == 0:
+            raise LmforgetError("the matrix has no measured entry")
+        order = np.argsort(-np.nan_to_num(row_means, nan=-np.inf))
+        return {
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "mean": float(finite.mean()),
+            "share_forgotten": float((finite > 0).mean()),
+            "most_harmful_task": {"task": str(self.tasks[order[0]]), "mean": float(row_means[order[0]])},
+            "least_harmful_task": {"task": str(self.tasks[order[-1]]), "mean": float(row_means[order[-1]])},
+            "task_means": {str(t): float(v) for t, v in zip(self.tasks, row_means)},
+        }
+
     # --------------------------------------------------------------------- io
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -1,0 +1,113 @@
+"""`lmforget collect`, `lmforget matrix`, `lmforget recipes`: steps 1-4 from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lmforget.cli import app, console, print_json
+
+
+@app.command()
+def collect(
+    recipe: str = typer.Argument(..., help="A recipe YAML path or a shipped recipe name (see `lmforget recipes`)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. finetune.steps=10."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run directory (created, or resumed if it exists)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Fine-tune on each task and score the upstream set before and after: the forgetting matrix."""
+    from lmforget.collect import collect as run_collect
+    from lmforget.config import load_recipe
+
+    cfg = load_recipe(recipe, overrides or [])
+    matrix = run_collect(cfg, out, progress=not quiet, log=console.print)
+    console.print(f"[green]matrix[/green] {matrix.shape[0]} tasks x {matrix.shape[1]} examples -> {out}/matrix.npz")
+
+
+@app.command()
+def matrix(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `lmforget collect`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .npz matrix file."),
+    allow_partial: bool = typer.Option(False, help="Write the finished rows even if some tasks are unfinished."),
+) -> None:
+    """Assemble the forgetting matrix (.npz) from a run directory."""
+    from lmforget.runs import Run
+
+    if out.suffix != ".npz":
+        from lmforget.errors import LmforgetError
+
+        raise LmforgetError(f"{out}: the matrix file must end in .npz")
+    m = Run.open(run_dir).matrix(require_all=not allow_partial)
+    m.save(out)
+    console.print(f"{m.shape[0]} tasks x {m.shape[1]} examples ({m.kind}) -> {out}")
+
+
+@app.command()
+def recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the shipped recipes."""
+    from lmforget.config import recipe_summary, shipped_recipes
+
+    rows = [recipe_summary(name) for name in shipped_recipes()]
+    if as_json:
+        print_json({"recipes": rows})
+        return
+    from rich.table import Table
+
+    table = Table("recipe", "model", "description")
+    for row in rows:
+        table.add_row(row["name"], row["model"], row["description"])
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-run"), "-o", "--out", help="Run directory (resumed if it exists)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides of the demo recipe, e.g. finetune.steps=6."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """The offline demo: collect the `demo` recipe, then summarise and analyse its forgetting matrix."""
+    import time
+
+    from lmforget.analysis import analyze, write_report
+    from lmforget.collect import collect as run_collect
+    from lmforget.config import load_recipe
+    from lmforget.resources import locate
+
+    start = time.perf_counter()
+    cfg = load_recipe("demo", overrides or [])
+    for name in ("smollm2", "wikipedia", "bigbench"):  # fail before any work if one is missing
+        locate(name)
+    m = run_collect(cfg, out, progress=not quiet, log=console.print)
+    result = analyze(m, ranks=min(10, m.shape[0]))
+    write_report(result, out / "analysis", m)
+    summary = m.summary()
+    summary["r2_by_rank"] = result["r2_by_rank"]
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    summary["outputs"] = {"matrix": str(out / "matrix.npz"), "report": str(out / "analysis" / "report.md"),
+                          "heatmap": str(out / "analysis" / "figures" / "heatmap.png")}
+    if as_json:
+        print_json(summary)
+        return
+    _print_summary(summary)
+
+
+def _print_summary(s: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"forgetting matrix: {s['shape'][0]} tasks x {s['shape'][1]} upstream examples",
+                  show_header=False)
+    table.add_row("mean forgetting (NLL increase, nats/token)", f"{s['mean']:+.4f}")
+    table.add_row("share of entries forgotten (> 0)", f"{100 * s['share_forgotten']:.1f}%")
+    most, least = s["most_harmful_task"], s["least_harmful_task"]
+    table.add_row("most harmful task", f"{most['task']} ({most['mean']:+.4f})")
+    table.add_row("least harmful task", f"{least['task']} ({least['mean']:+.4f})")
+    r2 = s["r2_by_rank"]
+    table.add_row("R^2 of rank-1 / rank-3 approximation",
+                  f"{r2[0]:.3f} / {r2[min(2, len(r2) - 1)]:.3f}")
+    for key, path in s["outputs"].items():
+        table.add_row(key, path)
+    table.add_row("wall time", f"{s['seconds']:.0f} s")
+    console.print(table)

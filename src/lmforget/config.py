@@ -1,0 +1,187 @@
+"""Typed recipes: one YAML file = one experiment (model, data, fine-tuning, scoring), with overrides.
+
+A recipe is a path to a YAML file or the name of a shipped recipe (``src/lmforget/recipes/NAME.yaml``).
+``key=value`` overrides use dotted paths (``finetune.steps=10``, ``tasks.flan.path=/data/flan``) and
+YAML-typed values. Unknown keys are errors: a typo must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lmforget.data.specs import TaskSpec, UpstreamSpec
+from lmforget.errors import LmforgetError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Which model to start from; see `lmforget.models.load_model` for accepted names."""
+
+    name: str
+    dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    device: str = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False  # only when the user asks (MPT on older transformers)
+
+
+class LoraConfig(_Strict):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+class FinetuneConfig(_Strict):
+    """The paper's recipe knobs (PROTOCOL.md section 3); defaults are the paper's."""
+
+    method: Literal["full", "lora"] = "full"
+    lr: float = 2e-6
+    steps: int = Field(1000, ge=1)
+    max_epochs: float = Field(3.0, gt=0)  # steps are capped at this many passes over the task
+    warmup_steps: int = Field(10, ge=0)
+    scheduler: str = "linear"
+    effective_batch: int = Field(8, ge=1)  # examples per optimizer step, over all devices
+    batch_size: int = Field(1, ge=1)  # per device; gradient accumulation makes up the rest
+    max_length: int = Field(1024, ge=2)  # keep the END of longer inputs
+    optimizer: str = "auto"  # auto = paged_adamw_8bit with bitsandbytes on CUDA, else adamw_torch
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool | Literal["auto"] = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    deepspeed: str | None = None  # a DeepSpeed JSON config path, passed to TrainingArguments
+
+
+    def grad_accum(self, world_size: int = 1) -> int:
+        """Accumulation steps so that batch_size x devices x steps = effective_batch."""
+        per_step = self.batch_size * world_size
+        if self.effective_batch % per_step:
+            raise LmforgetError(f"finetune.effective_batch={self.effective_batch} is not a multiple of "
+                                f"finetune.batch_size={self.batch_size} x {world_size} device(s)")
+        return self.effective_batch // per_step
+
+
+class ScoreConfig(_Strict):
+    """How upstream examples are scored before and after fine-tuning."""
+
+    metric: Literal["logppl", "binary"] = "logppl"
+    backend: Literal["hf", "vllm"] = "hf"
+    max_length: int = Field(1024, ge=2)
+    token_budget: int = Field(16384, ge=16)
+    batch_size: int = Field(64, ge=1)
+    max_new_tokens: int = Field(512, ge=1)  # binary metric: greedy generation length
+
+
+class Recipe(_Strict):
+    name: str = "recipe"
+    description: str = ""
+    model: ModelConfig
+    upstream: UpstreamSpec
+    tasks: dict[str, TaskSpec]  # named task sources (e.g. flan, tulu, dolly)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    seed: int = 0
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable hash of the named sections (all when none) for run manifests."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {k: data[k] for k in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("lmforget.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def _recipe_text(recipe: str) -> tuple[str, Path | None]:
+    """The YAML text of a recipe path or shipped name."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise LmforgetError(f"recipe file not found: {path}")
+        return path.read_text(encoding="utf-8"), path.parent
+    shipped = resources.files("lmforget.recipes") / f"{recipe}.yaml"
+    if not shipped.is_file():
+        raise LmforgetError(f"unknown recipe {recipe!r}: not a file and not a shipped recipe "
+                            f"({', '.join(shipped_recipes())})")
+    return shipped.read_text(encoding="utf-8"), None
+
+
+def recipe_summary(recipe: str) -> dict:
+    """Name, model and description of a recipe without validating it (paper recipes need paths)."""
+    text, _ = _recipe_text(recipe)
+    data = yaml.safe_load(text) or {}
+    return {"name": data.get("name", recipe), "model": (data.get("model") or {}).get("name", ""),
+            "description": data.get("description", "")}
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise LmforgetError(f"bad override {item!r}: expected dotted.key=value")
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            parsed = value
+        out.append((key.split("."), parsed))
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict; a key that names nothing in the recipe is an error."""
+    for parts, value in parse_overrides(overrides):
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict):
+                raise LmforgetError(f"override {'.'.join(parts)}: {'.'.join(parts[:i])} is not a section")
+            if part not in node:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, dict):
+            raise LmforgetError(f"override {'.'.join(parts)}: {'.'.join(parts[:-1])} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe (path or shipped name), apply overrides, validate; errors name the bad key."""
+    text, base_dir = _recipe_text(recipe)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise LmforgetError(f"recipe {recipe}: invalid YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise LmforgetError(f"recipe {recipe}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        parsed = Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        kind = "unknown recipe key" if err["type"] == "extra_forbidden" else "bad recipe value"
+        msg = err["msg"].removeprefix("Value error, ")
+        hint = f" (set it on the command line: {where}.path=PATH)" if "needs 'path'" in msg else ""
+        raise LmforgetError(f"recipe {recipe}: {kind} {where!r}: {msg}{hint}") from None
+    return parsed
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    """Rebuild a recipe stored in a run manifest."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise LmforgetError(f"stored recipe is invalid: {exc.errors()[0]['msg']}") from None

@@ -1,0 +1,177 @@
+"""Fine-tune one task: full fine-tuning or LoRA on transformers' Trainer, with the paper's knobs.
+
+Trainer keeps accelerate's DDP/FSDP/DeepSpeed launch paths working unchanged (`accelerate launch
+-m lmforget ...`). The training set is a plain list of `Encoded` examples, so the replay mixture
+hook (`build_train_set(..., replay=...)`, or any torch Dataset passed to `train`) needs no
+special case here. Loss is on answer tokens only (the scored positions of `lmforget.encoding`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from lmforget.config import FinetuneConfig
+from lmforget.data.types import TaskSet, UpstreamExample
+from lmforget.encoding import Encoded, encode_task_example, encode_upstream
+from lmforget.errors import LmforgetError
+from lmforget.resources import resolve_path
+
+
+class EncodedDataset(Dataset):
+    """Token ids + answer-only labels, one item per example; padding happens in the collator."""
+
+    def __init__(self, items: Sequence[Encoded]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        enc = self.items[i]
+        return {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels()}
+
+
+def encode_task(tokenizer, task: TaskSet, max_length: int) -> list[Encoded]:
+    """Encode the task's training examples; an example whose answer is cut away entirely is dropped."""
+    items = [encode_task_example(tokenizer, ex, max_length) for ex in task.train]
+    kept = [e for e in items if e.n_scored > 0]
+    if not kept:
+        raise LmforgetError(f"task {task.name!r}: no training example has answer tokens within "
+                            f"max_length={max_length}")
+    return kept
+
+
+def build_train_set(tokenizer, task: TaskSet, cfg: FinetuneConfig,
+                    replay: Sequence[UpstreamExample] = ()) -> list[Encoded]:
+    """The task's examples plus replayed upstream examples (the replay mixture hook)."""
+    items = encode_task(tokenizer, task, cfg.max_length)
+    items += [e for e in (encode_upstream(tokenizer, ex, cfg.max_length) for ex in replay) if e.n_scored > 0]
+    return items
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def plan_steps(n_examples: int, cfg: FinetuneConfig, stretch: float = 1.0) -> int:
+    """Optimizer steps: `cfg.steps * stretch`, capped at `cfg.max_epochs` passes over the data."""
+    cap = math.ceil(cfg.max_epochs * n_examples / cfg.effective_batch)
+    return max(1, min(math.ceil(cfg.steps * stretch), cap))
+
+
+def _collate(tokenizer):
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        out = {}
+        for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("labels", -100)):
+            out[key] = torch.tensor([b[key] + [pad] * (width - len(b[key])) for b in batch], dtype=torch.long)
+        return out
+
+    return collate
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    steps: int
+    train_loss: float
+    seconds: float
+    n_examples: int
+    log: list[dict] = field(default_factory=list)
+
+
+def _use_bf16(cfg: FinetuneConfig) -> bool:
+    if cfg.bf16 == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(cfg.bf16)
+
+
+def _optimizer(cfg: FinetuneConfig) -> str:
+    if cfg.optimizer != "auto":
+        return cfg.optimizer
+    if torch.cuda.is_available():
+        try:
+            import bitsandbytes  # noqa: F401
+
+            return "paged_adamw_8bit"
+        except ImportError:
+            pass
+    return "adamw_torch"
+
+
+def wrap_lora(model, cfg: FinetuneConfig):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are random: seed them
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: FinetuneConfig, *,
+          max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
+          description: str = "fine-tuning") -> TrainResult:
+    """Fine-tune `model` in place (LoRA adapters are merged back) and return it with a log."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    dataset = train_set if isinstance(train_set, Dataset) else EncodedDataset(train_set)
+    if len(dataset) == 0:
+        raise LmforgetError(f"{description}: empty training set")
+    steps = max_steps or plan_steps(len(dataset), cfg)
+    if cfg.method == "lora":
+        model = wrap_lora(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    cbs = list(callbacks)
+    if progress:
+        from lmforget.progress import TrainProgress
+
+        cbs.append(TrainProgress(description))
+    with tempfile.TemporaryDirectory(prefix="lmforget-train-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum(world_size()),
+            learning_rate=cfg.lr,
+            lr_scheduler_type=cfg.scheduler,
+            warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
+            optim=_optimizer(cfg),
+            bf16=_use_bf16(cfg),
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            use_cpu=not torch.cuda.is_available(),
+            save_strategy="no",
+            logging_strategy="steps",
+            logging_steps=1,
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            deepspeed=resolve_path(cfg.deepspeed) if cfg.deepspeed else None,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                          data_collator=_collate(tokenizer), callbacks=cbs)
+        trainer.remove_callback(PrinterCallback)  # stdout is reserved for --json output
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+        log = [dict(entry) for entry in trainer.state.log_history]
+        model = trainer.model
+    if cfg.method == "lora":
+        model = model.merge_and_unload()
+    model.eval()
+    return TrainResult(model=model, steps=output.global_step, train_loss=float(output.training_loss),
+                       seconds=seconds, n_examples=len(dataset), log=log)

@@ -1,0 +1,44 @@
+"""Rich progress bars (with ETA) on stderr, for fine-tuning steps and scoring."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from transformers import TrainerCallback
+
+_console = Console(stderr=True)
+
+
+def make_progress(transient: bool = False) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=_console, transient=transient)
+
+
+class TrainProgress(TrainerCallback):
+    """Optimizer steps with the latest loss and an ETA."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self._progress: Progress | None = None
+        self._task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._progress = make_progress(transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=state.max_steps, info="")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._progress is not None and logs and "loss" in logs:
+            self._progress.update(self._task, info=f"loss {logs['loss']:.4f}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,251 @@
+"""Run directories: one row per task, written atomically, resumable, guarded by fingerprints.
+
+Layout of RUN_DIR::
+
+    manifest.json          recipe, fingerprints (model, upstream, scorer, fine-tuning, tasks), version
+    data/upstream.jsonl    the N upstream examples, in column order
+    data/tasks.jsonl       every task's examples (name, group, split, messages)
+    base.parquet           base-model scores: id, nll, n_tokens (+ correct for the binary metric)
+    rows/<task>.json       fine-tuning log of a task (steps, loss, seconds)
+    rows/<task>.parquet    scores after fine-tuning on that task; its presence marks the task done
+    matrix.npz             the forgetting matrix (DESIGN.md contract)
+
+A killed run loses at most the task in progress; re-running the same command skips finished tasks.
+A directory made from different data, model or settings is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from lmforget import __version__
+from lmforget.atomic import atomic_path, write_json
+from lmforget.config import Recipe, recipe_from_dict
+from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
+from lmforget.errors import LmforgetError
+from lmforget.matrix import ForgettingMatrix
+
+MANIFEST = "manifest.json"
+
+
+def task_slug(name: str) -> str:
+    """A file-system-safe, collision-free file stem for a task name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80].strip("._") or "task"
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def task_fingerprint(task: TaskSet) -> str:
+    h = hashlib.sha256(json.dumps([task.name, task.group], ensure_ascii=False).encode())
+    for split, items in (("train", task.train), ("eval", task.eval)):
+        for ex in items:
+            h.update(json.dumps([split, ex.to_json()], sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def _write_jsonl(path: Path, records) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+@dataclass
+class Run:
+    """An opened run directory (read side); `collect` is the write side."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise LmforgetError(f"{path}: not a run directory (no {MANIFEST}); create one with `lmforget collect`")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise LmforgetError(f"{mpath}: corrupt manifest ({exc})") from None
+        return cls(path, manifest)
+
+    @property
+    def recipe(self) -> Recipe:
+        return recipe_from_dict(self.manifest["recipe"])
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.manifest["tasks"]]
+
+    def upstream(self) -> UpstreamSet:
+        recs = _read_jsonl(self.path / "data" / "upstream.jsonl")
+        return UpstreamSet([_upstream_from_json(r) for r in recs])
+
+    def tasks(self) -> list[TaskSet]:
+        by_name: dict[str, TaskSet] = {}
+        for rec in _read_jsonl(self.path / "data" / "tasks.jsonl"):
+            ex = TaskExample(tuple(Message(m["role"], m["content"]) for m in rec["messages"]))
+            task = by_name.get(rec["task"])
+            if task is None:
+                task = by_name[rec["task"]] = TaskSet.__new__(TaskSet)
+                task.name, task.group, task.train, task.eval = rec["task"], rec["group"], [], []
+            (task.train if rec["split"] == "train" else task.eval).append(ex)
+        return [by_name[n] for n in self.task_names if n in by_name]
+
+    def base_scores(self) -> pd.DataFrame | None:
+        p = self.path / "base.parquet"
+        return pd.read_parquet(p) if p.is_file() else None
+
+    def row_path(self, task: str) -> Path:
+        return self.path / "rows" / f"{task_slug(task)}.parquet"
+
+    def finished(self) -> list[str]:
+        return [t for t in self.task_names if self.row_path(t).is_file()]
+
+    def row_log(self, task: str) -> dict | None:
+        p = self.path / "rows" / f"{task_slug(task)}.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def matrix(self, require_all: bool = False) -> ForgettingMatrix:
+        """Assemble Z from the finished rows (unfinished tasks are left out, or refused)."""
+        base = self.base_scores()
+        if base is None:
+            raise LmforgetError(f"{self.path}: the base model has not been scored yet; run `lmforget collect` first")
+        done = self.finished()
+        missing = [t for t in self.task_names if t not in done]
+        if require_all and missing:
+            raise LmforgetError(f"{self.path}: {len(missing)} task(s) unfinished (e.g. {missing[0]!r}); "
+                                "re-run the collect command to finish them")
+        if not done:
+            raise LmforgetError(f"{self.path}: no finished task yet; run `lmforget collect`")
+        recipe = self.recipe
+        groups = {t["name"]: t["group"] for t in self.manifest["tasks"]}
+        upstream = self.upstream()
+        ids = np.array(upstream.ids)
+        if list(base["id"]) != list(ids):
+            raise LmforgetError(f"{self.path}: base.parquet does not match data/upstream.jsonl")
+        rows = []
+        for task in done:
+            after = pd.read_parquet(self.row_path(task))
+            if list(after["id"]) != list(ids):
+                raise LmforgetError(f"{self.row_path(task)}: ids do not match the upstream set")
+            rows.append(after)
+        kind = recipe.score.metric
+        if kind == "binary":
+            keep = base["correct"].to_numpy(bool)
+            Z = np.stack([(~r["correct"].to_numpy(bool)).astype(np.float32) for r in rows])[:, keep]
+            base_nll = None
+        else:
+            keep = np.ones(len(ids), bool)
+            before = base["nll"].to_numpy(np.float64)
+            Z = np.stack([r["nll"].to_numpy(np.float64) - before for r in rows]).astype(np.float32)
+            base_nll = before.astype(np.float32)
+        meta = {
+            "model": recipe.model.name,
+            "recipe": recipe.name,
+            "scorer": recipe.score.model_dump(mode="json"),
+            "finetune": recipe.finetune.model_dump(mode="json"),
+            "fingerprints": self.manifest["fingerprints"],
+            "lmforget_version": __version__,
+            "n_undefined": int(np.isnan(Z).any(axis=0).sum()) if Z.size else 0,
+            "unfinished_tasks": missing,
+        }
+        if kind == "binary":
+            meta["n_base_correct"] = int(keep.sum())
+            meta["n_upstream"] = int(len(ids))
+        return ForgettingMatrix(Z=Z, tasks=np.array(done), task_groups=np.array([groups[t] for t in done]),
+                                examples=ids[keep], example_sources=np.array(upstream.sources)[keep],
+                                kind=kind, base_nll=base_nll, meta=meta)
+
+
+def _upstream_from_json(rec: dict) -> UpstreamExample:
+    msgs = rec.get("messages")
+    return UpstreamExample(
+        id=str(rec["id"]),
+        text=rec.get("text"),
+        messages=tuple(Message(m["role"], m["content"]) for m in msgs) if msgs is not None else None,
+        source=rec.get("source", ""),
+        answer=rec.get("answer"),
+    )
+
+
+def _fingerprints(recipe: Recipe, upstream: UpstreamSet, tasks: list[TaskSet], model_fp: str) -> dict:
+    return {
+        "model": model_fp,
+        "upstream": upstream.fingerprint()[:16],
+        "scorer": recipe.fingerprint("score"),
+        "finetune": recipe.fingerprint("finetune", "seed"),
+        "tasks": {t.name: task_fingerprint(t) for t in tasks},
+    }
+
+
+def _check_compatible(path: Path, old: dict, new: dict) -> None:
+    labels = {"model": "model", "upstream": "upstream data", "scorer": "scorer settings",
+              "finetune": "fine-tuning settings"}
+    for key, label in labels.items():
+        if old.get(key) != new.get(key):
+            raise LmforgetError(f"{path} was made with different {label} ({old.get(key)} != {new.get(key)}); "
+                                "use a new output directory or restore the original recipe")
+    for name, fp in old.get("tasks", {}).items():
+        if name in new["tasks"] and new["tasks"][name] != fp:
+            raise LmforgetError(f"{path}: task {name!r} has different data than when the run was made; "
+                                "use a new output directory")
+
+
+def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, tasks: list[TaskSet],
+                model_fp: str, is_main: bool = True) -> Run:
+    """Create the run directory, or check that an existing one was made from the same inputs."""
+    path = Path(run_dir)
+    fps = _fingerprints(recipe, upstream, tasks, model_fp)
+    mpath = path / MANIFEST
+    if mpath.is_file():
+        run = Run.open(path)
+        _check_compatible(path, run.manifest.get("fingerprints", {}), fps)
+        known = set(run.task_names)
+        if all(t.name in known for t in tasks) and len(known) == len(tasks):
+            return run
+    elif path.exists() and any(path.iterdir()):
+        raise LmforgetError(f"{path} exists, is not empty and is not a run directory; choose a new -o directory")
+    manifest = {
+        "lmforget_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "recipe": recipe.model_dump(mode="json"),
+        "fingerprints": fps,
+        "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
+                  for t in tasks],
+        "n_upstream": len(upstream),
+    }
+    if is_main:
+        path.mkdir(parents=True, exist_ok=True)
+        _write_jsonl(path / "data" / "upstream.jsonl", (ex.to_json() for ex in upstream))
+        _write_jsonl(path / "data" / "tasks.jsonl", (
+            {"task": t.name, "group": t.group, "split": split, **ex.to_json()}
+            for t in tasks for split, items in (("train", t.train), ("eval", t.eval)) for ex in items))
+        write_json(mpath, manifest)  # last: the manifest marks a complete directory
+    return Run(path, manifest)
+
+
+def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:
+    write_json(run.path / "rows" / f"{task_slug(task)}.json", log)
+    write_table(run.row_path(task), scores)  # last: its presence marks the task finished
+
+
+StepHook = Callable[[str, dict], None]
