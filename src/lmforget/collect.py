@@ -48,7 +48,8 @@ def load_inputs(recipe: Recipe) -> tuple[UpstreamSet, list[TaskSet]]:
     return upstream, tasks
 
 
-def _load(recipe: Recipe):
+def load_recipe_model(recipe: Recipe):
+    """The recipe's model and tokenizer, freshly loaded (every task starts from the base weights)."""
     from lmforget.models import load_model
 
     m = recipe.model
@@ -101,7 +102,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
 
     model = tokenizer = None
     if run.base_scores() is None:
-        model, tokenizer = _load(recipe)
+        model, tokenizer = load_recipe_model(recipe)
         if state.is_main_process:
             base = score_upstream(model, tokenizer, upstream, recipe.score, progress,
                                   workdir=run.path / "work" / "base")
@@ -111,7 +112,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
     for i, task in enumerate(todo, 1):
         start = time.perf_counter()
         if model is None:
-            model, tokenizer = _load(recipe)
+            model, tokenizer = load_recipe_model(recipe)
         train_set = build_train_set(tokenizer, task, recipe.finetune)
         steps = plan_steps(len(train_set), recipe.finetune)
         result = train(model, tokenizer, train_set, recipe.finetune, max_steps=steps, progress=progress,

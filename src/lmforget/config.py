@@ -83,6 +83,25 @@ class ScoreConfig(_Strict):
     max_new_tokens: int = Field(512, ge=1)  # binary metric: greedy generation length
 
 
+class ReplayConfig(_Strict):
+    """The replay study (PROTOCOL.md section 6): which run supplies the rows, and the mixture knobs."""
+
+    run: str  # a run directory made by `lmforget collect` with this recipe's model, data and scorer
+    test_tasks: list[str]  # tasks fine-tuned with replay (their rows in `run` serve oracle/offline)
+    train_tasks: list[str] | None = None  # completer training rows; None = every other task of the run
+    methods: list[str] = Field(default_factory=lambda: ["none", "random", "oracle", "offline-mf", "online-mf"])
+    heldout: int = Field(10000, ge=1)  # never replayed; the evaluation set
+    rate: float = Field(1 / 32, gt=0, lt=1)  # replay share r: n_rep = floor(n_task * r) + 1
+    strategy: Literal["softmax", "top", "mir", "random"] = "softmax"  # how targeted scores pick examples
+    temperature: float = Field(0.1, gt=0)
+    mir_group: int = Field(30, ge=1)
+    reveal: int = Field(30, ge=1)  # offline: revealed entries of the task's row
+    probes: int = Field(30, ge=1)  # online: fixed probe examples scored mid-training
+    online_fraction: float = Field(0.1, gt=0, lt=1)  # online: share of steps trained with random replay
+    score_file: str | None = None  # CSV (task,)id,score for the `file` method
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str = "recipe"
     description: str = ""
@@ -91,6 +110,7 @@ class Recipe(_Strict):
     tasks: dict[str, TaskSpec]  # named task sources (e.g. flan, tulu, dolly)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    replay: ReplayConfig | None = None
     seed: int = 0
 
     def fingerprint(self, *sections: str) -> str:

@@ -94,7 +94,13 @@ def encode_chat(tokenizer, messages: Sequence[Message], max_length: int | None =
         raise LmforgetError("chat scoring needs a fast tokenizer (with offset mapping)")
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
-    scored = [(e > start and s < end and e > s) for s, e in enc["offset_mapping"]]
+    # The answer is the run of tokens from the first to the last one whose characters overlap it.
+    # Tokens strictly between are scored even when their offsets are empty: byte-level tokenizers
+    # trim offsets, so a lone-space token (GPT-2 "Ġ" before "(", Llama-3/OLMo-2 before digits) is 0 wide.
+    overlap = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and e > start and s < end]
+    scored = [False] * len(ids)
+    if overlap:
+        scored[overlap[0]:overlap[-1] + 1] = [True] * (overlap[-1] + 1 - overlap[0])
     return _keep_end(ids, scored, max_length)
 
 

@@ -120,8 +120,12 @@ def wrap_lora(model, cfg: FinetuneConfig):
 
 def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: FinetuneConfig, *,
           max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
-          description: str = "fine-tuning") -> TrainResult:
-    """Fine-tune `model` in place (LoRA adapters are merged back) and return it with a log."""
+          description: str = "fine-tuning", trainer_cls: type | None = None) -> TrainResult:
+    """Fine-tune `model` in place (LoRA adapters are merged back) and return it with a log.
+
+    `trainer_cls` is a `Trainer` subclass for callers that change how batches are fetched
+    (online replay swaps replay examples mid-training and needs batches built when consumed).
+    """
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     dataset = train_set if isinstance(train_set, Dataset) else EncodedDataset(train_set)
@@ -162,8 +166,8 @@ def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: Finetun
             remove_unused_columns=False,
             deepspeed=resolve_path(cfg.deepspeed) if cfg.deepspeed else None,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                          data_collator=_collate(tokenizer), callbacks=cbs)
+        trainer = (trainer_cls or Trainer)(model=model, args=args, train_dataset=dataset,
+                                           data_collator=_collate(tokenizer), callbacks=cbs)
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for --json output
         start = time.perf_counter()
         output = trainer.train()

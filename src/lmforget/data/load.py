@@ -1,0 +1,141 @@
+"""Specs -> typed data: the one entry point recipes and the CLI use to get upstream and task sets.
+
+Every format goes through the same steps, in the same order, so that options mean the same thing
+everywhere: upstream = adapter -> source filter -> min_chars -> chunking -> seeded selection -> cuts;
+tasks = adapter -> name filter -> max_tasks -> per-task seeded train/eval split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+# Adapter modules register themselves by format name on import.
+from lmforget.data import bbh, dolly, dolma, flan, mmlu, natural_instructions, pile, records, truthfulqa, tulu, wikipedia  # noqa: F401
+from lmforget.data.registry import TASKS, UPSTREAM, RawTask
+from lmforget.data.select import (choose, chunk_words, cut_chars, cut_tokens, cut_words, sample,
+                                  split_pool, task_rng)
+from lmforget.data.specs import TaskSpec, UpstreamSpec, task_spec, upstream_spec
+from lmforget.data.types import TaskSet, UpstreamExample, UpstreamSet
+from lmforget.errors import LmforgetError
+
+log = logging.getLogger(__name__)
+
+
+def _describe(spec: UpstreamSpec | TaskSpec) -> str:
+    where = spec.path if spec.path is not None else spec.dataset
+    return f"{spec.format} ({where})" if where else spec.format
+
+
+def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec, seen: set[str]) -> Iterator[UpstreamExample]:
+    keep = set(spec.sources) if spec.sources else None
+    for ex in stream:
+        seen.add(ex.source)
+        if keep is not None and ex.source not in keep:
+            continue
+        if ex.text is not None:
+            if len(ex.text) < spec.min_chars:
+                continue
+            if spec.chunk_words is not None:
+                for k, piece in enumerate(chunk_words(ex.text, spec.chunk_words)):
+                    if len(piece) >= spec.min_chars:
+                        yield replace(ex, id=f"{ex.id}#{k}", text=piece)
+                continue
+        yield ex
+
+
+def load_upstream(spec: UpstreamSpec | dict[str, Any], tokenizer=None) -> UpstreamSet:
+    """The upstream set a spec describes; `tokenizer` is needed only for `max_tokens`."""
+    spec = upstream_spec(spec)
+    if spec.max_tokens is not None and tokenizer is None:
+        raise LmforgetError("upstream spec: 'max_tokens' needs the model's tokenizer (or use 'max_words')")
+    seen: set[str] = set()
+    chosen = choose(_filtered(UPSTREAM[spec.format](spec), spec, seen), spec.n, spec.select, spec.seed)
+    if not chosen:
+        hint = f" (sources present: {', '.join(sorted(seen)) or 'none'})" if spec.sources else ""
+        raise LmforgetError(f"upstream {_describe(spec)}: no examples left after filtering{hint}")
+    if spec.n is not None and len(chosen) < spec.n:
+        log.warning("upstream %s: asked for %d examples, found %d", _describe(spec), spec.n, len(chosen))
+    chosen = _cut(chosen, spec, tokenizer)
+    return UpstreamSet(chosen, name=spec.name or spec.format)
+
+
+def _cut(examples: list[UpstreamExample], spec: UpstreamSpec, tokenizer) -> list[UpstreamExample]:
+    if spec.max_chars is None and spec.max_words is None and spec.max_tokens is None:
+        return examples
+    idx = [i for i, ex in enumerate(examples) if ex.text is not None]
+    texts = [examples[i].text or "" for i in idx]
+    if spec.max_words is not None:
+        texts = [cut_words(t, spec.max_words) for t in texts]
+    if spec.max_chars is not None:
+        texts = [cut_chars(t, spec.max_chars) for t in texts]
+    if spec.max_tokens is not None:
+        texts = cut_tokens(texts, spec.max_tokens, tokenizer)
+    out = list(examples)
+    for i, t in zip(idx, texts):
+        out[i] = replace(out[i], text=t)
+    return out
+
+
+def _select_tasks(raws: list[RawTask], spec: TaskSpec) -> list[RawTask]:
+    # Adapters that skip unwanted tasks early report their names, so a typo can list them.
+    skipped = [r.name for r in raws if r.meta.get("skipped")]
+    raws = [r for r in raws if not r.meta.get("skipped")]
+    if spec.tasks:
+        by_name: dict[str, RawTask] = {}
+        for raw in raws:
+            for alias in [raw.name, *raw.meta.get("aliases", [])]:
+                by_name.setdefault(alias, raw)
+        missing = [t for t in spec.tasks if t not in by_name]
+        if missing:
+            avail = sorted({r.name for r in raws} | set(skipped))
+            shown = ", ".join(avail[:12]) + (", ..." if len(avail) > 12 else "")
+            raise LmforgetError(f"tasks {_describe(spec)}: no task named {missing[0]!r} "
+                                f"(available: {shown or 'none'})")
+        raws = [by_name[t] for t in spec.tasks]
+    if spec.max_tasks is not None and len(raws) > spec.max_tasks:
+        pick = np.sort(np.random.default_rng(spec.seed).choice(len(raws), spec.max_tasks, replace=False))
+        raws = [raws[i] for i in pick]
+    return raws
+
+
+def _task_set(raw: RawTask, spec: TaskSpec) -> TaskSet:
+    rng = task_rng(spec.seed, raw.name)
+    if raw.held_out is None:
+        train, ev = split_pool(raw.pool, spec.n_train, spec.n_eval, rng)
+    else:
+        train, ev = sample(raw.pool, spec.n_train, rng), sample(raw.held_out, spec.n_eval, rng)
+    if not train:
+        raise LmforgetError(f"tasks {_describe(spec)}: task {raw.name!r} has no training examples "
+                            f"({len(raw.pool)} in the source, n_eval={spec.n_eval})")
+    return TaskSet(raw.name, spec.group or raw.group, train, ev)
+
+
+def load_task_family(spec: TaskSpec | dict[str, Any]) -> list[TaskSet]:
+    """The tasks of one spec (one source family), in the source's order."""
+    spec = task_spec(spec)
+    raws = _select_tasks(list(TASKS[spec.format](spec)), spec)
+    if not raws:
+        raise LmforgetError(f"tasks {_describe(spec)}: no tasks found")
+    return [_task_set(raw, spec) for raw in raws]
+
+
+def load_tasks(specs: TaskSpec | dict[str, Any] | Sequence[TaskSpec | dict[str, Any]]) -> list[TaskSet]:
+    """All tasks of one or more specs (the matrix rows, in order); names must be unique."""
+    if isinstance(specs, (TaskSpec, dict)):
+        specs = [specs]
+    out: list[TaskSet] = []
+    seen: dict[str, str] = {}
+    for spec in specs:
+        for task in load_task_family(spec):
+            if task.name in seen:
+                raise LmforgetError(f"task name {task.name!r} appears twice (groups {seen[task.name]!r} "
+                                    f"and {task.group!r}); keep it in one spec only")
+            seen[task.name] = task.group
+            out.append(task)
+    if not out:
+        raise LmforgetError("no tasks: give at least one task spec")
+    return out

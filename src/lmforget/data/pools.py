@@ -1,0 +1,53 @@
+"""Per-task example pools that stay bounded while a large mixture streams past.
+
+When only n_train + n_eval examples of each task are needed, each task keeps a seeded reservoir
+of that size instead of every example, so grouping Tulu's 326k chats needs little memory.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from lmforget.data.registry import RawTask, skipped
+from lmforget.data.select import task_rng
+from lmforget.data.specs import TaskSpec
+from lmforget.data.types import TaskExample
+
+
+class TaskPools:
+    def __init__(self, spec: TaskSpec, group: str):
+        self.group = group
+        self.wanted = set(spec.tasks) if spec.tasks else None
+        self.cap = None if spec.n_train is None else spec.n_train + spec.n_eval
+        self.seed = spec.seed
+        self._pools: dict[str, list[TaskExample]] = {}
+        self._seen: dict[str, int] = {}
+        self._rngs: dict = {}
+        self._skipped: set[str] = set()
+
+    def wants(self, name: str) -> bool:
+        if self.wanted is None or name in self.wanted:
+            return True
+        self._skipped.add(name)
+        return False
+
+    def add(self, name: str, make: Callable[[], TaskExample]) -> None:
+        """Offer one example; `make` builds (and validates) it only when it is kept."""
+        pool = self._pools.setdefault(name, [])
+        seen = self._seen.get(name, 0)
+        self._seen[name] = seen + 1
+        if self.cap is None or seen < self.cap:
+            pool.append(make())
+            return
+        rng = self._rngs.get(name)
+        if rng is None:
+            rng = self._rngs[name] = task_rng(self.seed, "pool:" + name)
+        j = int(rng.integers(0, seen + 1))
+        if j < self.cap:
+            pool[j] = make()
+
+    def tasks(self) -> Iterator[RawTask]:
+        for name, pool in self._pools.items():
+            yield RawTask(name, self.group, pool, None, {"n_available": self._seen[name]})
+        for name in sorted(self._skipped):
+            yield skipped(name)

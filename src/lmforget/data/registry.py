@@ -1,0 +1,70 @@
+"""Adapters by format name: each source family registers how its records become examples.
+
+An upstream adapter yields `UpstreamExample`s in file order; a task adapter yields `RawTask`s
+(every example of a task, plus a natural held-out pool where the source has one). Selection,
+cutting and splitting are done once, in `lmforget.data.load`, for every format alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from lmforget.data.readers import Record, iter_hub, iter_path
+from lmforget.data.specs import TaskSpec, UpstreamSpec, _Source
+from lmforget.data.types import TaskExample, UpstreamExample
+from lmforget.errors import LmforgetError
+
+UpstreamAdapter = Callable[[UpstreamSpec], Iterator[UpstreamExample]]
+
+
+@dataclass
+class RawTask:
+    """All examples of one task before sampling; `held_out` is the source's own eval split."""
+
+    name: str
+    group: str
+    pool: list[TaskExample]
+    held_out: list[TaskExample] | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def skipped(name: str) -> RawTask:
+    """A task an adapter saw but did not read (not among `tasks`): only its name is reported."""
+    return RawTask(name, "", [], None, {"skipped": True})
+
+
+TaskAdapter = Callable[[TaskSpec], Iterator[RawTask]]
+
+UPSTREAM: dict[str, UpstreamAdapter] = {}
+TASKS: dict[str, TaskAdapter] = {}
+
+
+def register_upstream(name: str) -> Callable[[UpstreamAdapter], UpstreamAdapter]:
+    def deco(fn: UpstreamAdapter) -> UpstreamAdapter:
+        UPSTREAM[name] = fn
+        return fn
+    return deco
+
+
+def register_tasks(name: str) -> Callable[[TaskAdapter], TaskAdapter]:
+    def deco(fn: TaskAdapter) -> TaskAdapter:
+        TASKS[name] = fn
+        return fn
+    return deco
+
+
+def records(spec: _Source) -> Iterator[tuple[Record, str]]:
+    """The raw records a spec points at: local files/saved data set, or a hub data set."""
+    if spec.dataset is not None:
+        return iter_hub(spec.dataset, spec.subset, spec.split)
+    return iter_path(local_path(spec), spec.split)
+
+
+def local_path(spec: _Source) -> str:
+    """The spec's local path with 'package:' (lmforget's own data) and '~' expanded."""
+    from lmforget.resources import resolve_path
+
+    if spec.path is None:
+        raise LmforgetError(f"format {getattr(spec, 'format')!r} needs 'path'")
+    return resolve_path(spec.path)

@@ -1,0 +1,121 @@
+"""Seeded choices and text cuts shared by every adapter.
+
+Selection streams (reservoir sampling), so choosing 10,000 documents from a corpus of millions
+never holds the corpus in memory; the chosen items keep their original order. Per-task splits are
+seeded by (seed, task name), so adding or removing a task never changes another task's examples.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Iterable, Sequence, TypeVar
+
+import numpy as np
+
+from lmforget.errors import LmforgetError
+
+T = TypeVar("T")
+
+
+def first_n(items: Iterable[T], n: int | None) -> list[T]:
+    out: list[T] = []
+    if n == 0:
+        return out
+    for item in items:
+        out.append(item)
+        if n is not None and len(out) >= n:
+            break
+    return out
+
+
+def reservoir(items: Iterable[T], n: int, seed: int) -> list[T]:
+    """A uniform random sample of n items from a stream (Algorithm R), in stream order."""
+    rng = np.random.default_rng(seed)
+    keep: list[tuple[int, T]] = []
+    for i, item in enumerate(items):
+        if i < n:
+            keep.append((i, item))
+        else:
+            j = int(rng.integers(0, i + 1))
+            if j < n:
+                keep[j] = (i, item)
+    keep.sort(key=lambda pair: pair[0])
+    return [item for _, item in keep]
+
+
+def choose(items: Iterable[T], n: int | None, how: str, seed: int) -> list[T]:
+    if n is None:
+        return list(items)
+    if how == "first":
+        return first_n(items, n)
+    return reservoir(items, n, seed)
+
+
+def task_rng(seed: int, name: str) -> np.random.Generator:
+    """A generator for one task, independent of which other tasks are loaded."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def split_pool(pool: Sequence[T], n_train: int | None, n_eval: int,
+               rng: np.random.Generator) -> tuple[list[T], list[T]]:
+    """Shuffle one pool and cut it into train (first) and eval (next) parts."""
+    order = rng.permutation(len(pool))
+    if n_train is None:
+        n_train = max(len(pool) - n_eval, 0)
+    train = [pool[i] for i in order[:n_train]]
+    ev = [pool[i] for i in order[n_train:n_train + n_eval]]
+    return train, ev
+
+
+def sample(pool: Sequence[T], n: int | None, rng: np.random.Generator) -> list[T]:
+    """n items of a pool in a seeded random order (all of them, shuffled, when n is None)."""
+    order = rng.permutation(len(pool))
+    if n is not None:
+        order = order[:n]
+    return [pool[i] for i in order]
+
+
+def slug(text: str) -> str:
+    """A stable, readable id: lower case, runs of non-alphanumerics -> '_'."""
+    s = re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+    return s or "x"
+
+
+def chunk_words(text: str, size: int) -> list[str]:
+    words = text.split()
+    return [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+
+
+def cut_words(text: str, n: int) -> str:
+    """The first n whitespace-separated words, keeping the original spacing up to them."""
+    matches = list(re.finditer(r"\S+", text))
+    if len(matches) <= n:
+        return text
+    return text[: matches[n - 1].end()]
+
+
+def cut_chars(text: str, n: int) -> str:
+    """At most n characters, ending at a word boundary when one exists in the second half."""
+    if len(text) <= n:
+        return text
+    head = text[:n]
+    space = head.rfind(" ")
+    return head[:space] if space > n // 2 else head
+
+
+def cut_tokens(texts: list[str], n: int, tokenizer) -> list[str]:
+    """Each text cut to its first n tokens (no special tokens), as text; needs a tokenizer."""
+    if tokenizer is None:
+        raise LmforgetError("'max_tokens' needs the model's tokenizer; pass tokenizer= or use max_words")
+    out = []
+    fast = getattr(tokenizer, "is_fast", False)
+    for text in texts:
+        if fast:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+            out.append(text if len(offsets) <= n else text[: offsets[n - 1][1]])
+        else:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            out.append(text if len(ids) <= n else tokenizer.decode(ids[:n]))
+    return out

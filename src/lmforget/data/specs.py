@@ -1,0 +1,99 @@
+"""Typed, small descriptions of where upstream and task data come from (embedded in recipes).
+
+A spec names a source `format` (one adapter per source family), where the data lives (`path`,
+or a hub `dataset`), and the few selection options the paper's setups need. Unknown keys are
+errors, so a typo in a recipe never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmforget.errors import LmforgetError
+
+UpstreamFormat = Literal["records", "dolma", "pile", "tulu", "wikipedia"]
+TaskFormat = Literal[
+    "records", "tulu", "flan", "dolly", "mmlu", "bbh", "truthfulqa", "natural-instructions"
+]
+# Formats that have a built-in offline default location (so `path` may be left out).
+DEFAULT_LOCATED = {"wikipedia", "natural-instructions"}
+
+
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(None, description="file, directory, glob, or save_to_disk directory")
+    dataset: str | None = Field(None, description="Hugging Face hub name (needs network)")
+    subset: str | None = Field(None, description="hub configuration name")
+    split: str | None = Field(None, description="hub/saved split; MMLU: the CSV folder (default test)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_location(self):
+        fmt = getattr(self, "format")
+        if self.path is not None and self.dataset is not None:
+            raise ValueError("give either 'path' or 'dataset', not both")
+        if self.path is None and self.dataset is None and fmt not in DEFAULT_LOCATED:
+            raise ValueError(f"format {fmt!r} needs 'path' (local files) or 'dataset' (hub name)")
+        return self
+
+
+class UpstreamSpec(_Source):
+    """Where the N upstream examples come from and how they are chosen and cut."""
+
+    format: UpstreamFormat
+    n: int | None = Field(None, ge=1, description="keep this many examples (all when unset)")
+    select: Literal["random", "first"] = "random"
+    sources: list[str] | None = Field(None, description="keep only these source labels")
+    min_chars: int = Field(0, ge=0, description="drop texts shorter than this (before selection)")
+    chunk_words: int | None = Field(None, ge=1, description="split raw texts into chunks of this many words")
+    max_chars: int | None = Field(None, ge=1)
+    max_words: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="cut with the model's tokenizer")
+    name: str | None = None
+
+
+class TaskSpec(_Source):
+    """Where a family of new tasks comes from, which tasks to keep, and how many examples."""
+
+    format: TaskFormat
+    tasks: list[str] | None = Field(None, description="task names to keep, in this order")
+    max_tasks: int | None = Field(None, ge=1, description="seeded random choice of this many tasks")
+    n_train: int | None = Field(None, ge=1, description="training examples per task (all when unset)")
+    n_eval: int = Field(0, ge=0, description="held-out examples per task")
+    group: str | None = Field(None, description="override the task group label")
+    n_shots: int = Field(5, ge=0, description="MMLU: in-context examples from dev/")
+
+
+def _error(kind: str, exc: ValidationError) -> LmforgetError:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+    return LmforgetError(f"{kind} spec: " + "; ".join(parts))
+
+
+def upstream_spec(obj: dict[str, Any] | UpstreamSpec) -> UpstreamSpec:
+    """Validate a dict into an UpstreamSpec; problems become one LmforgetError line."""
+    if isinstance(obj, UpstreamSpec):
+        return obj
+    try:
+        return UpstreamSpec.model_validate(obj)
+    except ValidationError as exc:
+        raise _error("upstream", exc) from None
+
+
+def task_spec(obj: dict[str, Any] | TaskSpec) -> TaskSpec:
+    """Validate a dict into a TaskSpec; problems become one LmforgetError line."""
+    if isinstance(obj, TaskSpec):
+        return obj
+    try:
+        return TaskSpec.model_validate(obj)
+    except ValidationError as exc:
+        raise _error("task", exc) from None

@@ -1,0 +1,13 @@
+"""Predicting forgetting of unseen tasks by matrix completion (PROTOCOL.md section 5).
+
+Library API:
+    get_completer(name, **params) -> Completer      fit(Z_train) / predict(revealed)
+    list_completers(kind=None) -> list[str]
+    complete_row(Z_train, revealed_row, method, seed) -> np.ndarray
+    evaluate(...) / make_split(...) in lmforget.predict.protocol
+This package never imports torch, fine-tuning or scoring code.
+"""
+
+from lmforget.predict.base import Completer, complete_row, get_completer, list_completers, register
+
+__all__ = ["Completer", "complete_row", "get_completer", "list_completers", "register"]

@@ -1,0 +1,113 @@
+"""Online targeted replay: start with random replay, measure forgetting mid-training, then target.
+
+PROTOCOL.md section 6: train the first 10% of steps with random replay; then score a fixed set of
+probe examples with the same scorer (current weights vs the base model), complete the task's row
+with a completer fitted on the training rows, and continue with targeted replay, keeping the data
+order and the learning-rate schedule. The run stays one `Trainer.train()` call: a callback swaps
+what the replay slots of a `ReplayMixture` hold, so optimizer, scheduler and sampler never restart.
+
+Batch timing. accelerate's prepared dataloader fetches one batch ahead, and Trainer fetches all the
+micro-batches of an optimizer step before running them; a batch fetched before a swap would still
+hold the old replay examples. `MixtureTrainer` therefore serves the training set with a plain
+single-process DataLoader (same random sampler, seeded with `data_seed`), so the batches of step
+s + 1 are built only after `on_step_end(s)` has run: a swap at step s affects exactly the batches
+of steps after s (tested). It is single-process by design; online replay refuses multi-GPU runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from transformers import Trainer, TrainerCallback
+
+from lmforget.data.types import UpstreamExample
+from lmforget.errors import LmforgetError
+from lmforget.replay.mixture import ReplayMixture
+from lmforget.replay.scores import predict_row
+from lmforget.replay.selection import select
+
+
+class MixtureTrainer(Trainer):
+    """A Trainer whose training batches are built when they are consumed (no look-ahead)."""
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.args.world_size > 1:
+            raise LmforgetError("online replay runs in a single process; launch it without accelerate/torchrun")
+        generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
+                                                  else self.args.seed)
+        return DataLoader(self.train_dataset, batch_size=self._train_batch_size,
+                          sampler=RandomSampler(self.train_dataset, generator=generator),
+                          collate_fn=self.data_collator, num_workers=0,
+                          drop_last=self.args.dataloader_drop_last)
+
+
+def switch_step(total_steps: int, fraction: float) -> int:
+    """The optimizer step after which targeted replay starts: round(fraction x steps), at least 1."""
+    if total_steps < 2:
+        raise LmforgetError(f"online replay needs at least 2 training steps (the plan has {total_steps}); "
+                            "raise finetune.steps")
+    return min(max(1, round(fraction * total_steps)), total_steps - 1)
+
+
+class ReplaySwitch(TrainerCallback):
+    """After optimizer step `step`, call `choose(model)` and put its examples into the mixture's slots."""
+
+    def __init__(self, mixture: ReplayMixture, step: int,
+                 choose: Callable[[torch.nn.Module], Sequence[UpstreamExample]]):
+        self.mixture = mixture
+        self.step = step
+        self.choose = choose
+        self.switched_at: int | None = None
+        self.lr_at_switch: float | None = None
+
+    def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
+        if state.global_step == self.step and self.switched_at is None:
+            self.mixture.set_replay(self.choose(model))
+            self.switched_at = state.global_step
+            if lr_scheduler is not None:
+                self.lr_at_switch = float(lr_scheduler.get_last_lr()[0])
+        return control
+
+
+@dataclass
+class OnlineTarget:
+    """Everything the switch needs to turn probe measurements into a targeted replay set.
+
+    probe_cols / base_probe_nll: the fixed probe columns and their base-model NLL (scored once);
+    Z_train: the completer's training rows; candidates: the pool columns replay may draw from.
+    """
+
+    upstream: Sequence[UpstreamExample]
+    probe_cols: np.ndarray
+    base_probe_nll: np.ndarray
+    Z_train: np.ndarray
+    candidates: np.ndarray
+    completer: str
+    strategy: str
+    n: int
+    seed: int
+    tokenizer: object
+    score_options: dict
+    temperature: float = 0.1
+    group: int = 30
+    record: dict = field(default_factory=dict)
+
+    def __call__(self, model) -> list[UpstreamExample]:
+        from lmforget.scoring import make_scorer
+
+        scorer = make_scorer("hf", model, self.tokenizer, progress=False, **self.score_options)
+        probes = [self.upstream[int(c)] for c in self.probe_cols]
+        nll = np.array([r.nll for r in scorer.score(probes)], dtype=np.float64)
+        observed = nll - self.base_probe_nll
+        keep = ~np.isnan(observed)
+        row = predict_row(self.Z_train, self.probe_cols[keep], observed[keep], self.completer, self.seed)
+        scores = row[self.candidates]
+        picks = self.candidates[select(self.strategy, scores, self.n, seed=self.seed,
+                                       temperature=self.temperature, group=self.group)]
+        self.record.update(probe_forgetting=float(np.nanmean(observed)), n_probes=int(keep.sum()),
+                           chosen=[int(c) for c in picks], chosen_scores=[float(s) for s in row[picks]])
+        return [self.upstream[int(c)] for c in picks]

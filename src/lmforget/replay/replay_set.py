@@ -1,0 +1,121 @@
+"""A replay set for a user's own trainer: predict a new task's forgetting, pick, write JSONL.
+
+Given a forgetting matrix of earlier tasks (Z.npz), a few measured entries of the new task's row
+(PROBE.csv: id,score = NLL increase of that upstream example after a short fine-tuning run), and
+the upstream data, complete the row with a completer and choose `budget` examples. The output is
+one JSON object per line that TRL's SFTTrainer and `datasets.interleave_datasets` take directly:
+raw text -> {"text": ...}, chats -> {"messages": [{"role", "content"}, ...]}, plus "id" and "score"
+(the predicted forgetting; drop both columns before interleaving with a dataset that lacks them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmforget.errors import LmforgetError
+from lmforget.replay.heldout import split_heldout
+from lmforget.replay.scores import predict_row, read_probe_file
+from lmforget.replay.selection import STRATEGIES, select
+
+
+@dataclass
+class ReplaySet:
+    records: list[dict]
+    n_pool: int
+    n_probes: int
+    n_heldout: int
+    method: str
+    strategy: str
+
+    def summary(self) -> dict:
+        scores = [r["score"] for r in self.records]
+        return {"n": len(self.records), "pool": self.n_pool, "probes": self.n_probes, "heldout": self.n_heldout,
+                "method": self.method, "strategy": self.strategy,
+                "mean_score": float(np.mean(scores)) if scores else None}
+
+
+def load_data(spec: str):
+    """An upstream set from a records file/folder/glob, or FORMAT:PATH for another lmforget.data format."""
+    from lmforget.data import load_upstream
+    from lmforget.data.specs import UpstreamFormat
+    from typing import get_args
+
+    fmt, sep, path = spec.partition(":")
+    if sep and fmt in get_args(UpstreamFormat) and not Path(spec).exists():
+        return load_upstream({"format": fmt, **({"path": path} if path else {})})
+    if not Path(spec).exists() and not any(ch in spec for ch in "*?["):
+        raise LmforgetError(f"--upstream {spec}: no such file (give a records JSONL file, or FORMAT:PATH)")
+    return load_upstream({"format": "records", "path": spec})
+
+
+def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str, budget: int, *,
+                     method: str = "mf", strategy: str = "softmax", temperature: float = 0.1, group: int = 30,
+                     heldout: int = 0, seed: int = 0) -> ReplaySet:
+    """Validate the inputs, complete the new row, and choose `budget` replay examples."""
+    from lmforget.matrix import ForgettingMatrix
+    from lmforget.predict import list_completers
+
+    if method not in list_completers("logppl"):
+        raise LmforgetError(f"unknown prediction method {method!r}; choose from {', '.join(list_completers('logppl'))}")
+    if strategy not in STRATEGIES:
+        raise LmforgetError(f"unknown selection strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if budget < 1:
+        raise LmforgetError(f"--budget must be at least 1 (got {budget})")
+    matrix = ForgettingMatrix.load(matrix_path)
+    if matrix.kind != "logppl":
+        raise LmforgetError(f"{matrix_path}: replay sets need a log-perplexity matrix (kind is {matrix.kind!r})")
+    probe_ids, probe_scores = read_probe_file(probe_path)
+    columns = {str(e): j for j, e in enumerate(matrix.examples)}
+    missing = [i for i in probe_ids if i not in columns]
+    if missing:
+        raise LmforgetError(f"{probe_path}: probe id {missing[0]!r} is not in the upstream set of {matrix_path} "
+                            f"({len(missing)} of {len(probe_ids)} probe ids missing)")
+    upstream = load_data(data)
+    by_id = {ex.id: ex for ex in upstream}
+    in_data = np.array([str(e) in by_id for e in matrix.examples])
+    if not in_data.any():
+        raise LmforgetError(f"--upstream {data}: none of its ids are columns of {matrix_path}")
+    n_heldout = 0
+    allowed = in_data.copy()
+    if heldout:
+        split = split_heldout(matrix.examples.tolist(), heldout, seed)
+        allowed[split.heldout] = False
+        n_heldout = len(split.heldout)
+    probe_cols = np.array([columns[i] for i in probe_ids])
+    row = predict_row(matrix.Z, probe_cols, probe_scores, method, seed)
+    pool = np.flatnonzero(allowed & np.isfinite(row))
+    if budget > len(pool):
+        raise LmforgetError(f"--budget {budget} is larger than the replay pool ({len(pool)} upstream examples "
+                            f"with text and a prediction{', outside the held-out set' if heldout else ''})")
+    picks = pool[select(strategy, row[pool], budget, seed=seed, temperature=temperature, group=group)]
+    chosen = [by_id[str(matrix.examples[c])] for c in picks]
+    if len({ex.is_chat for ex in chosen}) > 1:
+        raise LmforgetError(f"--upstream {data}: mixes raw texts and chats; a replay set must have one shape "
+                            "(filter the data to one kind)")
+    records = []
+    for ex, c in zip(chosen, picks):
+        rec: dict = {"text": ex.text} if ex.text is not None else {"messages": [m.as_dict() for m in ex.messages]}
+        rec.update(id=ex.id, score=float(row[c]))
+        records.append(rec)
+    return ReplaySet(records, int(len(pool)), len(probe_ids), n_heldout, method, strategy)
+
+
+def check_output(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise LmforgetError(f"{out}: the replay set is JSON lines; name it *.jsonl")
+    return out
+
+
+def write_replay_set(replay: ReplaySet, out: str | Path) -> Path:
+    from lmforget.atomic import atomic_path
+
+    out = check_output(out)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for rec in replay.records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return out

