@@ -3,12 +3,16 @@
 The cache is a fresh temporary directory (tiny tokenizers and GGUF conversions land there, never
 in the user's ~/.cache). Hub lookups are switched off so a "model not found" test fails fast.
 An existing BIG-bench archive in the user's cache stays usable through its env override.
+Torch runs single-threaded unless OMP_NUM_THREADS says otherwise: tiny models gain nothing from a
+second thread, and on a busy 2-core machine two spinning OpenMP threads made the tests ~12x slower
+(measured: tests/test_models.py + tests/test_scoring*.py, 76 s with 2 threads vs 6 s with 1).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +31,9 @@ def pytest_configure(config) -> None:
     os.environ["LMFORGET_CACHE"] = _SESSION_CACHE
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by subprocesses (CLI runs, SIGKILL tests)
+    if "torch" in sys.modules:  # already imported by a plugin: set it directly too
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_unconfigure(config) -> None:

@@ -199,3 +199,34 @@ def test_method_names() -> None:
             parse_method(bad)
     with pytest.raises(LmforgetError, match="twice"):
         parse_methods("random,random")
+
+
+# -------------------------------------------------------------------- scores
+def test_offline_reveal_is_without_replacement_from_the_candidates() -> None:
+    from lmforget.replay.scores import offline_scores, reveal_columns
+
+    candidates = np.arange(50, 150)
+    cols = reveal_columns(candidates, 30, seed=1)
+    assert len(set(cols.tolist())) == 30 and set(cols.tolist()) <= set(candidates.tolist())
+    assert np.array_equal(cols, reveal_columns(candidates, 30, seed=1))
+    with pytest.raises(LmforgetError, match="revealed"):
+        reveal_columns(candidates, 101, seed=0)
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(6, 1)) + rng.normal(size=(1, 200))  # additive structure
+    true = Z[0]  # the new task's row: its own offset plus the shared example effects
+    row, revealed = offline_scores(Z[1:], true, candidates, 30, "additive", seed=0)
+    assert np.allclose(row[revealed], true[revealed])  # revealed entries are kept
+    assert np.allclose(row, true, atol=1e-6)  # exact structure, exact completion
+
+
+def test_score_file(tmp_path) -> None:
+    from lmforget.replay.scores import read_score_file
+
+    path = tmp_path / "s.csv"
+    path.write_text("task,id,score\na,u1,0.5\na,u2,-0.1\nb,u1,9\n")
+    assert np.allclose(read_score_file(path, ["u2", "u1", "u3"], task="a"), [-0.1, 0.5, np.nan], equal_nan=True)
+    with pytest.raises(LmforgetError, match="no rows for task"):
+        read_score_file(path, ["u1"], task="c")
+    (tmp_path / "bad.csv").write_text("id,value\nu1,1\n")
+    with pytest.raises(LmforgetError, match="missing column 'score'"):
+        read_score_file(tmp_path / "bad.csv", ["u1"])

@@ -18,14 +18,29 @@ UPSTREAM = [UpstreamExample(id=f"u{i}", text=f"upstream example {i}: some words 
 TASK = TaskSet("t", "g", [TaskExample.from_prompt(f"What is {i} plus {i}?", str(2 * i)) for i in range(9)])
 
 
-class StepBoundaries(TrainerCallback):
-    """How many items had been fetched when each optimizer step ended."""
+class Consumed(TrainerCallback):
+    """The token rows each training forward pass consumed, and how many passes each step had run."""
 
-    def __init__(self, mixture: ReplayMixture):
-        self.mixture, self.ends = mixture, []
+    def __init__(self, model):
+        self.rows: list[list[tuple[int, ...]]] = []
+        self.step_ends: list[int] = []
+        model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        if module.training:
+            ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+            self.rows.append([tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)])
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append(len(self.mixture.trace))
+        self.step_ends.append(len(self.rows))
+
+    def steps_of(self, sequences: set) -> set[int]:
+        """1-based optimizer steps whose micro-batches contained one of `sequences`."""
+        out = set()
+        for k, rows in enumerate(self.rows):
+            if any(r in sequences for r in rows):
+                out.add(next(s for s, end in enumerate(self.step_ends, 1) if k < end))
+        return out
 
 
 def _run(switch_at: int | None):
@@ -33,8 +48,8 @@ def _run(switch_at: int | None):
 
     model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)  # fresh: it is trained
     mixture = ReplayMixture.build(tokenizer, TASK, CFG, UPSTREAM[:2], heldout_ids=["u7"], trace=True)
-    bounds = StepBoundaries(mixture)
-    callbacks = [bounds]
+    consumed = Consumed(model)
+    callbacks = [consumed]
     switch = None
     if switch_at is not None:
         switch = ReplaySwitch(mixture, switch_at, lambda m: UPSTREAM[4:6])
@@ -42,12 +57,12 @@ def _run(switch_at: int | None):
     result = train(model, tokenizer, mixture, CFG, max_steps=6, callbacks=callbacks, progress=False,
                    trainer_cls=MixtureTrainer)
     lrs = [e["learning_rate"] for e in result.log if "learning_rate" in e]
-    return mixture, bounds.ends, lrs, switch, result
+    return mixture, consumed, lrs, switch, result
 
 
-def test_switch_at_intended_step_keeps_lr_schedule_and_data_order() -> None:
-    plain, plain_ends, plain_lr, _, plain_result = _run(None)
-    mixed, ends, lr, switch, result = _run(2)
+def test_switch_at_intended_step_keeps_lr_schedule_and_data_order(tiny_tokenizer) -> None:
+    plain, plain_consumed, plain_lr, _, plain_result = _run(None)
+    mixed, consumed, lr, switch, result = _run(2)
     assert result.steps == plain_result.steps == 6
     assert switch.switched_at == 2
     # unbroken LR schedule: identical to the run without a switch, warm-up then linear decay
@@ -55,19 +70,20 @@ def test_switch_at_intended_step_keeps_lr_schedule_and_data_order() -> None:
     assert lr[0] == 0.0 and all(a > b for a, b in zip(lr[1:], lr[2:]))
     # unchanged data order: the same dataset indices are drawn in the same order
     assert [i for i, _ in mixed.trace] == [i for i, _ in plain.trace]
-    assert ends == plain_ends
-    # the swap affects exactly the batches after step 2: everything fetched by the end of step 2
-    # saw the first replay set (generation 0), everything after it the second (generation 1)
-    cut = ends[1]
-    assert cut > 0 and len(mixed.trace) > cut
-    assert {g for _, g in mixed.trace[:cut]} == {0}
-    assert {g for _, g in mixed.trace[cut:]} == {1}
+    assert consumed.step_ends == plain_consumed.step_ends
+    # the swap affects exactly the steps after 2: what the model trained on, batch by batch
+    first = ReplayMixture.build(tiny_tokenizer, TASK, CFG, UPSTREAM[:2])
+    old = {tuple(e.input_ids) for e in first.replay_items}
+    new = {tuple(e.input_ids) for e in mixed.replay_items}
+    assert old and new and not old & new
+    old_steps, new_steps = consumed.steps_of(old), consumed.steps_of(new)
+    assert old_steps and new_steps
+    assert max(old_steps) <= 2 < min(new_steps)
+    assert consumed.steps_of(old | new) == plain_consumed.steps_of(old)  # same slots, same steps
     assert mixed.replay_ids == ["u4", "u5"]
-    # replay slots were actually drawn on both sides of the switch
-    slots = [k for k, (i, _) in enumerate(mixed.trace) if i >= mixed.n_task]
-    assert any(k < cut for k in slots) and any(k >= cut for k in slots)
     # the weights differ once the replayed content differs
-    diff = sum(float((a - b).abs().sum()) for a, b in zip(result.model.parameters(), plain_result.model.parameters()))
+    diff = sum(float((a - b).detach().abs().sum()) for a, b in zip(result.model.parameters(),
+                                                                plain_result.model.parameters()))
     assert diff > 0
 
 

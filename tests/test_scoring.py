@@ -146,3 +146,24 @@ def test_vllm_backend_without_vllm_is_a_clear_error() -> None:
             make_scorer("vllm", "some/model")
     else:  # pragma: no cover - GPU machines
         pytest.skip("vllm is installed")
+
+
+def test_lora_wrapped_model_scores_like_its_merged_weights() -> None:
+    peft = pytest.importorskip("peft")
+    from lmforget.models import load_model
+
+    model, tok = load_model("tiny:llama", device="cpu", seed=3)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    examples = _examples()
+    got = HFScorer(wrapped, tok, padding="left", batch_size=5, progress=False).score(examples)
+    merged = wrapped.merge_and_unload()
+    ref = [reference_nll(merged, tok, ex) for ex in examples]
+    plain, _ = load_model("tiny:llama", device="cpu", seed=3)
+    base = [reference_nll(plain, tok, ex)[0] for ex in examples]
+    assert max(abs(a - b) for a, b in zip(base, (r[0] for r in ref)) if a == a) > 1e-3  # LoRA matters
+    for r, (nll, n) in zip(got, ref):
+        assert r.n_tokens == n and ((n == 0 and math.isnan(r.nll)) or abs(r.nll - nll) < 1e-4)

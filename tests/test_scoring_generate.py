@@ -67,3 +67,18 @@ def test_raw_text_without_answer_is_refused(tiny_llama) -> None:
     model, tok = tiny_llama
     with pytest.raises(LmforgetError, match="gold answer"):
         generate_and_match(model, tok, [UpstreamExample("t", text="Some text")], max_new_tokens=2)
+
+
+def test_blank_line_stop_looks_only_at_generated_text(tiny_tokenizer) -> None:
+    import torch
+
+    from lmforget.scoring.generate import _blank_line_stop
+
+    prompt = tiny_tokenizer("<|assistant|>\n", add_special_tokens=False)["input_ids"]
+    rows = ["\n", "Paris", "Paris.\n\nMore", "\n\nParis"]
+    ids = [prompt + tiny_tokenizer(r, add_special_tokens=False)["input_ids"] for r in rows]
+    width = max(map(len, ids))
+    pad = tiny_tokenizer.pad_token_id
+    batch = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+    done = _blank_line_stop(tiny_tokenizer, len(prompt))(batch, None)
+    assert done.tolist() == [False, False, True, False]

@@ -324,7 +324,12 @@ def _gguf_cache_path(path: Path) -> Path:
 
 
 def _load_gguf(path: Path, torch_dtype, device: str):
-    """Dequantise a GGUF once (transformers reads it into fp32), cache it as safetensors, load the cache."""
+    """Dequantise a GGUF once, cache it as safetensors, load the cache.
+
+    transformers dequantises every GGUF tensor to fp32 on load. The SmolLM2 file holds 210 Q4_1 tensors,
+    one Q8_0 (the tied embedding) and 61 F32 (norms), so the demo model is SmolLM2-135M-Instruct with
+    4-bit-rounded weights held in fp32 (538 MB cache), not the original bf16 checkpoint.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = _gguf_cache_path(path)

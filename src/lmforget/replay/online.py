@@ -109,5 +109,5 @@ class OnlineTarget:
         picks = self.candidates[select(self.strategy, scores, self.n, seed=self.seed,
                                        temperature=self.temperature, group=self.group)]
         self.record.update(probe_forgetting=float(np.nanmean(observed)), n_probes=int(keep.sum()),
-                           chosen=[int(c) for c in picks], chosen_scores=[float(s) for s in row[picks]])
+                           chosen=[int(c) for c in picks], chosen_scores=[float(s) for s in row[picks]], row=row)
         return [self.upstream[int(c)] for c in picks]

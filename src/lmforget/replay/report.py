@@ -71,6 +71,14 @@ def render_report(results: dict) -> str:
                     f"{_pct(m.get('reduction_vs_none'))} | {_pct(m.get('reduction_vs_random'))} | "
                     f"{_num(test.get('t_p'), '.3g')} | {_num(test.get('wilcoxon_p'), '.3g')} | "
                     f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} |")
+    head += ["", "## Diagnostics", "",
+             "How forgotten the replayed examples were in the previous run (targeting should pick higher "
+             "values than random), and how well the predicted row matched the run's row (Pearson r over the pool).",
+             "", "| method | run forgetting of replayed examples | prediction r |", "|---|---:|---:|"]
+    for name, m in methods.items():
+        if name != "none":
+            head.append(f"| {name} | {_num(m.get('mean_replay_run_forgetting'))} | "
+                        f"{_num(m.get('mean_prediction_pearson'), '.3f')} |")
     head += ["", "## Per task (held-out NLL increase)", "",
              "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for t in results["tasks"]:

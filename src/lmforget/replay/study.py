@@ -22,6 +22,7 @@ Within a task every replaying method shares the mixture layout, sampler seed and
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from dataclasses import dataclass
@@ -109,9 +110,9 @@ def _check_run_matches(recipe: Recipe, run: Run) -> None:
 def _open_run(recipe: Recipe, cfg: ReplayConfig) -> Run:
     path = Path(cfg.run).expanduser()
     if not (path / "manifest.json").is_file():
-        raise LmforgetError(f"replay.run: {path} is not a run directory; make it first with "
-                            f"`lmforget collect {recipe.name} -o {path}` (for replay-demo: `lmforget demo -o {path}`), "
-                            "or set replay.run=DIR")
+        make = f"lmforget demo -o {path}" if recipe.name == "replay-demo" else f"lmforget collect {recipe.name} -o {path}"
+        raise LmforgetError(f"replay.run: {path} is not a run directory; make it first with `{make}` "
+                            "(or set replay.run=DIR to an existing run)")
     return Run.open(path)
 
 
@@ -162,12 +163,11 @@ def _validate_cells(study: Study) -> None:
     cfg = study.cfg
     if any(m.source == "file" for m in study.methods) and not cfg.score_file:
         raise LmforgetError("method 'file' needs replay.score_file=PATH (a CSV id,score[,task])")
-    if any(m.source == "online" for m in study.methods):
-        from lmforget.finetune import world_size
+    from lmforget.finetune import world_size
 
-        if world_size() > 1:
-            raise LmforgetError("online replay methods run in a single process; drop them or launch without "
-                                "accelerate/torchrun")
+    if world_size() > 1:
+        raise LmforgetError("the replay study runs in a single process (online swaps and scoring happen "
+                            "between steps); launch it without accelerate/torchrun")
     for name in cfg.test_tasks:
         if len(study.train_rows(name)) == 0 and any(m.completer for m in study.methods):
             raise LmforgetError(f"no training rows left for task {name!r}; list replay.train_tasks")
@@ -199,6 +199,14 @@ def _prepare_out(study: Study) -> None:
 
 
 # ------------------------------------------------------------------- one cell
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Correlation of a predicted row with the run's true row (None when undefined)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return None
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
 def _probe_base(study: Study, model, tokenizer, probe_cols: np.ndarray) -> np.ndarray:
     """Base-model NLL of the probes, scored once with the study's scorer and kept in probes.parquet."""
     from lmforget.collect import score_upstream
@@ -229,8 +237,7 @@ def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: 
         row, cols = offline_scores(study.train_rows(task), true_row, pool, cfg.reveal, method.completer, seed)
         extra["revealed"] = [study.upstream.examples[int(c)].id for c in cols]
         known = np.setdiff1d(pool, cols)
-        if len(known) > 1:
-            extra["prediction_pearson"] = float(np.corrcoef(row[known], true_row[known])[0, 1])
+        extra["prediction_pearson"] = _pearson(row[known], true_row[known])
     else:  # file
         row = read_score_file(cfg.score_file, study.upstream.ids, task)
     usable = pool[np.isfinite(row[pool])]
@@ -244,7 +251,7 @@ def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: 
 def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> dict:
     """Fine-tune one task with one replay method, score the held-out set, write the cell."""
     from lmforget.collect import load_recipe_model, score_upstream
-    from lmforget.finetune import build_train_set, train, world_size
+    from lmforget.finetune import build_train_set, train
     from lmforget.replay.mixture import ReplayMixture
     from lmforget.replay.selection import select_random
 
@@ -261,6 +268,7 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
                     "completer": method.completer, "strategy": method.strategy if method.replays else None,
                     "n_task": len(task_items), "n_rep": n_rep, "steps": steps}
 
+    true_row = study.matrix.Z[study.matrix.rows([task_name])[0]].astype(np.float64)  # the run's row
     random_picks = pool[select_random(len(pool), n_rep, seed)] if n_rep else pool[:0]
     callbacks = []
     picks, pick_scores = random_picks, np.full(n_rep, np.nan)
@@ -286,31 +294,33 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         switch = ReplaySwitch(mixture, switch_step(steps, cfg.online_fraction), target)
         callbacks.append(switch)
         record["initial_replay"] = [study.upstream.examples[int(c)].id for c in picks]
-    trainer_cls = None
-    if world_size() == 1:
-        from lmforget.replay.online import MixtureTrainer
+    from lmforget.replay.online import MixtureTrainer  # every method: the same loader, the same data order
 
-        trainer_cls = MixtureTrainer
     result = train(model, tokenizer, mixture, ft, max_steps=steps, callbacks=callbacks, progress=progress,
-                   description=f"{task_name} / {method.name}", trainer_cls=trainer_cls)
+                   description=f"{task_name} / {method.name}", trainer_cls=MixtureTrainer)
     if switch is not None:
         if switch.switched_at is None:
             raise LmforgetError(f"{task_name} / {method.name}: the online switch never happened")
         record.update(switch_step=switch.switched_at, lr_at_switch=switch.lr_at_switch,
                       probe_mean_forgetting=target.record["probe_forgetting"], n_probes=target.record["n_probes"])
         pick_scores = np.array(target.record["chosen_scores"])
+        picks = np.array(target.record["chosen"], dtype=np.int64)
+        predicted = target.record["row"]
+        record["prediction_pearson"] = _pearson(predicted[pool], true_row[pool])
     # the evaluation set: held-out columns only (the mixture refused every one of them)
     study.split.check_replayable(mixture.replay_ids)
     heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
     after = score_upstream(result.model, tokenizer, heldout, study.recipe.score, progress)
     after["increase"] = after["nll"].to_numpy(np.float64) - study.base_nll[study.split.heldout]
-    run_row = study.matrix.Z[study.matrix.rows([task_name])[0]][study.split.heldout]
+    run_row = true_row[study.split.heldout]
     replay_scores = [None if not np.isfinite(v) else float(v) for v in pick_scores]
     record.update(
         heldout_mean_increase=float(np.nanmean(after["increase"])),
         heldout_n=int(np.isfinite(after["increase"]).sum()),
         run_heldout_mean_increase=float(np.nanmean(run_row)),
         replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores)],
+        # how forgotten the replayed examples were in the run (targeting should pick high values)
+        replay_run_forgetting=float(np.nanmean(true_row[picks])) if n_rep else None,
         train_loss=result.train_loss, train_seconds=result.seconds, trained_steps=result.steps,
         learning_rates=[e["learning_rate"] for e in result.log if "learning_rate" in e],
         seconds=time.perf_counter() - start)
@@ -351,6 +361,17 @@ def load_cells(study: Study) -> tuple[list[str], list[str], np.ndarray, dict]:
     return tasks, names, F.reshape(len(tasks), len(names)), records
 
 
+def _finite(obj):
+    """NaN/inf -> None, so results.json is strict JSON (undefined tests are null)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_results(study: Study) -> dict:
     from lmforget.atomic import write_text
     from lmforget.replay.plots import plot_study
@@ -361,6 +382,11 @@ def write_results(study: Study) -> dict:
     if not tasks:
         raise LmforgetError(f"{study.out}: no task has results for every method yet")
     summary = summarize(F, names, tasks)
+    for n in names:  # diagnostics: was targeting aimed at examples the task really forgets?
+        for key in ("replay_run_forgetting", "prediction_pearson"):
+            vals = [records[(t, n)].get(key) for t in tasks]
+            vals = [v for v in vals if v is not None]
+            summary["methods"][n][f"mean_{key}"] = float(np.mean(vals)) if vals else None
     results = {
         "recipe": study.recipe.name, "run": str(study.run.path), "model": study.recipe.model.name,
         "settings": _settings(study.recipe, study.run)["replay"],
@@ -368,6 +394,7 @@ def write_results(study: Study) -> dict:
         "n_pool": int(len(study.split.pool)), **summary,
         "cells": [records[(t, n)] for t in tasks for n in names],
     }
+    results = _finite(results)
     write_json(study.out / "results.json", results)
     plot_study(results, study.out / "figure.png")
     write_text(study.out / "report.md", render_report(results))

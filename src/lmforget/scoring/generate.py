@@ -57,6 +57,20 @@ def _prompt_messages(example: UpstreamExample) -> Sequence[Message]:
     return (Message("user", example.text or ""),)
 
 
+def _blank_line_stop(tokenizer, prompt_length: int):
+    """Stop a row once its generated text (not the prompt: chat prompts end in a newline) has a blank line."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class BlankLineStop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
+            done = [_BLANK_LINE.search(t.lstrip()) is not None for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return BlankLineStop()
+
+
 def greedy_generate(
     model,
     tokenizer,
@@ -98,7 +112,7 @@ def greedy_generate(
                 for r, i in enumerate(rows):
                     ids[r, L - lengths[i]:] = torch.tensor(prompts[i], dtype=torch.long)
                     mask[r, L - lengths[i]:] = 1
-                extra = {"stop_strings": ["\n\n"], "tokenizer": tokenizer} if stop_at_blank_line else {}
+                extra = {"stopping_criteria": [_blank_line_stop(tokenizer, L)]} if stop_at_blank_line else {}
                 out = model.generate(
                     input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                     max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,

@@ -200,22 +200,26 @@ class _Runner:
         # it, and its positions already start at 0. Without a mask, attention takes its fused causal path.
         # token t is predicted from the state at t-1; pad -> first token is never scored.
         pred = scored[:, 1:]
-        targets = ids[:, 1:][pred]
-        owner = torch.arange(len(batch), device=self.device).unsqueeze(1).expand_as(pred)[pred]
         if self.backbone is not None:
-            states = self.backbone(**kwargs)[0][:, :-1][pred]
+            states = self.backbone(**kwargs)[0][:, :-1]
             project = self.head
         else:  # the model post-processes logits: take its own logits, still only where scored
-            states = self.model(**kwargs).logits[:, :-1][pred]
+            states = self.model(**kwargs).logits[:, :-1]
             project = None
-        sums = torch.zeros(len(batch), dtype=torch.float64, device=self.device)
+        out_device = states.device  # differs from the input device when layers span several GPUs
+        pred = pred.to(out_device)
+        states = states[pred]
+        targets = ids[:, 1:].to(out_device)[pred]
+        owner = torch.arange(len(batch), device=out_device).unsqueeze(1).expand_as(pred)[pred]
+        acc = torch.float32 if out_device.type == "mps" else torch.float64  # MPS has no float64
+        sums = torch.zeros(len(batch), dtype=acc, device=out_device)
         for s in range(0, states.shape[0], self.chunk):
             block = states[s:s + self.chunk]
             logits = (project(block) if project is not None else block).float()
             lp = torch.log_softmax(logits, dim=-1)
             tok_nll = -lp.gather(1, targets[s:s + self.chunk].unsqueeze(1)).squeeze(1)
-            sums.index_add_(0, owner[s:s + self.chunk], tok_nll.double())
-        return sums.cpu().numpy()
+            sums.index_add_(0, owner[s:s + self.chunk], tok_nll.to(acc))
+        return sums.cpu().double().numpy()
 
 
 class _progress:

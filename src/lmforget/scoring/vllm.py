@@ -68,7 +68,7 @@ class VLLMScorer:
             gpu_memory_utilization=gpu_memory_utilization,
             trust_remote_code=trust_remote_code,
             seed=seed,
-            max_model_len=max_length,
+            max_model_len=None if max_length is None else max_length + 1,  # room for the 1 sampled token
             **llm_options,
         )
 

@@ -1,0 +1,167 @@
+"""The replay study and `replay-set` end to end on the tiny model, and their bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmforget.cli import main
+from lmforget.runs import Run
+
+METHODS = "none,random,oracle,online-additive"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from lmforget.collect import collect
+    from lmforget.config import load_recipe
+
+    out = tmp_path_factory.mktemp("replay") / "tiny-run"
+    collect(load_recipe("tiny"), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tiny_run: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    out = tmp_path_factory.mktemp("replay") / "study"
+    args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "replay.test_tasks=[add_numbers]",
+            "-o", str(out), "--methods", METHODS, "-q"]
+    assert main(args) == 0
+    return out, args
+
+
+def test_study_writes_every_number(study) -> None:
+    out, _ = study
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks"] == ["add_numbers"] and list(results["methods"]) == METHODS.split(",")
+    assert results["n_heldout"] == 24 and results["n_pool"] == 24
+    for name, m in results["methods"].items():
+        assert math.isfinite(m["mean_increase"])
+        assert m["per_task"]["add_numbers"] == pytest.approx(m["mean_increase"])
+        assert "reduction_vs_none" in m and "reduction_vs_random" in m
+    assert "vs_random" in results["methods"]["oracle"]  # paired tests (undefined with a single task)
+    report = (out / "report.md").read_text()
+    assert "paired t-test p" in report and "Wilcoxon" in report
+    assert (out / "figure.png").stat().st_size > 10_000
+
+
+def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Path) -> None:
+    from lmforget.replay.heldout import split_heldout
+
+    out, _ = study
+    results = json.loads((out / "results.json").read_text())
+    ids = Run.open(tiny_run).upstream().ids
+    heldout = set(split_heldout(ids, 24, seed=0).heldout_ids)
+    scored = pd.read_parquet(next((out / "results").rglob("oracle.parquet")))
+    assert set(scored["id"]) == heldout  # the evaluation set is the held-out set
+    cells = {c["method"]: c for c in results["cells"]}
+    for name, cell in cells.items():
+        n_task = cell["n_task"]
+        replayed = [r["id"] for r in cell["replay"]] + cell.get("initial_replay", [])
+        assert not set(replayed) & heldout
+        if name == "none":
+            assert cell["n_rep"] == 0 and cell["steps"] == 4  # finetune.steps, not stretched
+        else:
+            assert cell["n_rep"] == math.floor(n_task * 0.125) + 1 == len(cell["replay"])
+            assert cell["steps"] == math.ceil(4 * (1 + 0.125)) == cell["trained_steps"]
+            assert len({r["id"] for r in cell["replay"]}) == cell["n_rep"]
+    online = cells["online-additive"]
+    assert online["switch_step"] == 1 and online["initial_replay"] == [r["id"] for r in cells["random"]["replay"]]
+    assert online["learning_rates"] == pytest.approx(cells["random"]["learning_rates"])
+    # oracle scores are the run's true row
+    row = Run.open(tiny_run).matrix().Z[0]
+    by_id = dict(zip(ids, row))
+    for r in cells["oracle"]["replay"]:
+        assert r["score"] == pytest.approx(by_id[r["id"]], abs=1e-6)
+
+
+def test_study_resumes_and_refuses_other_settings(study, capsys) -> None:
+    out, args = study
+    cells = sorted((out / "results").rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in cells]
+    assert main(args) == 0  # everything done: no cell is run again
+    assert [p.stat().st_mtime_ns for p in cells] == stamps
+    capsys.readouterr()
+    assert main(args[:2] + ["replay.rate=0.25"] + args[2:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different replay" in err[0]
+
+
+def _fails(args: list[str], capsys, match: str, out: Path) -> None:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lmforget: error:") and match in err[0], err
+    assert not out.exists()
+
+
+def test_study_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s"
+    base = ["replay", "replay-tiny", f"replay.run={tiny_run}", "-o", str(out), "-q"]
+    _fails(base + ["--methods", "random,magic"], capsys, "unknown replay method 'magic'", out)
+    _fails(base + ["replay.heldout=48"], capsys, "held-out size 48", out)
+    _fails(base + ["replay.heldout=500"], capsys, "held-out size 500", out)
+    _fails(base + ["replay.heldout=46", "replay.rate=0.5"], capsys, "larger than the replay pool", out)
+    _fails(base + ["replay.test_tasks=[nope]"], capsys, "'nope' is not a task", out)
+    _fails(["replay", "replay-tiny", f"replay.run={tmp_path / 'missing'}", "-o", str(out)], capsys,
+           "lmforget collect replay-tiny", out)
+    _fails(["replay", "tiny", "-o", str(out)], capsys, "no 'replay:' section", out)
+    _fails(base + ["model.name=tiny:gpt2"], capsys, "'model' section differs", out)
+
+
+# ----------------------------------------------------------------- replay-set
+@pytest.fixture()
+def replay_set_inputs(tiny_run: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    run = Run.open(tiny_run)
+    m = run.matrix()
+    train = m.subset(rows=np.arange(1, 4))
+    z_path = train.save(tmp_path / "Z.npz")
+    probe = tmp_path / "probe.csv"
+    pd.DataFrame({"id": m.examples[:10], "score": m.Z[0, :10]}).to_csv(probe, index=False)
+    return z_path, probe, tiny_run / "data" / "upstream.jsonl"
+
+
+def test_replay_set_writes_trl_ready_jsonl(replay_set_inputs, tmp_path: Path, capsys) -> None:
+    z_path, probe, data = replay_set_inputs
+    out = tmp_path / "replay.jsonl"
+    assert main(["replay-set", str(z_path), "--probe", str(probe), "--upstream", str(data), "--budget", "5",
+                 "--method", "additive", "--strategy", "top", "--heldout", "10", "-o", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["n"] == len(rows) == 5 and summary["pool"] == 38
+    assert all(set(r) == {"text", "id", "score"} for r in rows)
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)  # top-n by predicted forgetting
+    from lmforget.replay.heldout import split_heldout
+
+    held = split_heldout([str(e) for e in np.load(z_path)["examples"]], 10, seed=0).heldout_ids
+    assert not {r["id"] for r in rows} & set(held)
+    # the README recipe: load with datasets and interleave with a task dataset
+    import datasets
+
+    replay = datasets.load_dataset("json", data_files=str(out), split="train").select_columns(["text"])
+    task = datasets.Dataset.from_dict({"text": [f"task example {i}" for i in range(20)]})
+    mixed = datasets.interleave_datasets([task, replay], probabilities=[0.8, 0.2], seed=0,
+                                         stopping_strategy="all_exhausted_without_replacement")
+    assert len(mixed) == 25 and set(mixed.column_names) == {"text"}  # every example exactly once
+    assert sorted(mixed["text"]) == sorted(list(task["text"]) + list(replay["text"]))
+
+
+def test_replay_set_bad_input(replay_set_inputs, tmp_path: Path, capsys) -> None:
+    z_path, probe, data = replay_set_inputs
+    out = tmp_path / "r.jsonl"
+    base = ["replay-set", str(z_path), "--upstream", str(data), "-o", str(out)]
+    _fails(base + ["--probe", str(probe), "--budget", "49"], capsys, "larger than the replay pool", out)
+    _fails(base + ["--probe", str(probe), "--budget", "3", "--method", "magic"], capsys,
+           "unknown prediction method 'magic'", out)
+    bad_probe = tmp_path / "bad.csv"
+    bad_probe.write_text("id,score\nnot-an-id,0.1\n")
+    _fails(base + ["--probe", str(bad_probe), "--budget", "3"], capsys, "probe id 'not-an-id'", out)
+    _fails(base + ["--probe", str(probe), "--budget", "3", "--heldout", "48"], capsys, "held-out size 48", out)
+    _fails(base + ["--probe", str(probe), "--budget", "3", "--strategy", "best"], capsys,
+           "unknown selection strategy", out)
