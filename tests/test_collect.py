@@ -21,15 +21,6 @@ from lmforget.runs import Run
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    old = os.environ.get("LMFORGET_CACHE")
-    os.environ["LMFORGET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("LMFORGET_CACHE", None)
-    else:
-        os.environ["LMFORGET_CACHE"] = old
 
 
 @pytest.fixture(scope="module")

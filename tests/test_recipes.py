@@ -29,12 +29,6 @@ DATA = {  # recipe data format -> fixture in that format
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    old = os.environ.get("LMFORGET_CACHE")
-    os.environ["LMFORGET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    os.environ.pop("LMFORGET_CACHE", None) if old is None else os.environ.__setitem__("LMFORGET_CACHE", old)
 
 
 def test_every_paper_recipe_is_covered() -> None:

@@ -58,7 +58,7 @@ def load_recipe_model(recipe: Recipe):
 
 
 def score_upstream(model, tokenizer, upstream: UpstreamSet, cfg: ScoreConfig, progress: bool = True,
-                   workdir: Path | None = None) -> pd.DataFrame:
+                   workdir: Path | None = None, description: str = "scoring") -> pd.DataFrame:
     """Per-example scores: id, nll, n_tokens (+ correct, output for the binary metric).
 
     The vLLM backend loads weights from disk, so a fine-tuned model is saved to `workdir` first.
@@ -73,7 +73,8 @@ def score_upstream(model, tokenizer, upstream: UpstreamSet, cfg: ScoreConfig, pr
         scorer = make_scorer("vllm", str(workdir), tokenizer, max_length=cfg.max_length)
     else:
         scorer = make_scorer("hf", model, tokenizer, max_length=cfg.max_length,
-                             token_budget=cfg.token_budget, batch_size=cfg.batch_size, progress=progress)
+                             token_budget=cfg.token_budget, batch_size=cfg.batch_size, progress=progress,
+                             description=description)
     frame = results_frame(scorer.score(list(upstream)))
     if cfg.metric == "binary":
         from lmforget.scoring.generate import generate_and_match
@@ -105,7 +106,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
         model, tokenizer = load_recipe_model(recipe)
         if state.is_main_process:
             base = score_upstream(model, tokenizer, upstream, recipe.score, progress,
-                                  workdir=run.path / "work" / "base")
+                                  workdir=run.path / "work" / "base", description="scoring base model")
             write_table(run.path / "base.parquet", base)
         state.wait_for_everyone()
 
@@ -119,7 +120,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
                        description=f"[{len(done) + i}/{len(tasks)}] {task.name}")
         if state.is_main_process:
             scores = score_upstream(result.model, tokenizer, upstream, recipe.score, progress,
-                                    workdir=run.path / "work" / "model")
+                                    workdir=run.path / "work" / "model", description=f"scoring {task.name}")
             info = {"task": task.name, "group": task.group, "steps": result.steps,
                     "train_loss": result.train_loss, "train_seconds": result.seconds,
                     "n_train_examples": result.n_examples, "seconds": time.perf_counter() - start,

@@ -382,6 +382,9 @@ def load_model(
     kind, target = _resolve(spec)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars say what is happening; no tqdm per load
     if kind == "tiny":
         tok = load_tiny_tokenizer()
         model = _build_tiny(target, tok, seed)

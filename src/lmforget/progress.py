@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
@@ -14,6 +17,18 @@ def make_progress(transient: bool = False) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
                     TimeRemainingColumn(), console=_console, transient=transient)
+
+
+@contextlib.contextmanager
+def token_progress(enabled: bool, total: int, description: str = "scoring") -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n_tokens)`: a tokens bar with rate and ETA, or a no-op when disabled."""
+    if not enabled:
+        yield lambda n: None
+        return
+    bar = make_progress(transient=True)
+    task = bar.add_task(description, total=total, info="tokens")
+    with bar:
+        yield lambda n: bar.advance(task, n)
 
 
 class TrainProgress(TrainerCallback):

@@ -46,13 +46,13 @@ def _draw_figures(result: dict[str, Any], out: Path, matrix: ForgettingMatrix) -
                             f"cleaning, but the result was computed on {inp['analysed_shape']}; pass the same matrix")
     binary = inp["kind"] == "binary"
     layout = plots.make_layout(c.Z, c.task_groups)
-    name = Path(inp["source"]).name if inp.get("source") else "forgetting matrix"
+    name = Path(inp["source"]).name if inp.get("source") else None
     shape = f"{c.Z.shape[0]} tasks × {c.Z.shape[1]:,} examples"
     fig_dir = out / FIGURES
     done: dict[str, str] = {}
 
     plots.forgetting_heatmap(fig_dir / "heatmap.png", c.Z, c.tasks, layout, settings["clip"], binary,
-                             f"Forgetting matrix: {name} ({shape})")
+                             f"Forgetting matrix{f' {name}' if name else ''} ({shape})")
     done["heatmap"] = f"{FIGURES}/heatmap.png"
     plots.r2_curves(fig_dir / "r2_by_rank.png", result["r2_by_rank"], result["r2_by_rank_by_group"],
                     result["models"], f"How low-rank is forgetting? ({shape})")

@@ -119,7 +119,8 @@ def forgetting_heatmap(path: Path, Z: np.ndarray, tasks: np.ndarray, layout: Lay
         _draw_heat(fig, ax, data, layout, tasks, 0.0, 1.0, "Reds", "share forgotten (1 = answer lost)", n)
     else:
         _draw_heat(fig, ax, data, layout, tasks, -clip, clip, "RdBu_r",
-                   f"forgetting: NLL increase, nats/token (clipped to ±{clip:g})", n)
+                   "NLL increase (nats/token)", n)
+        title = f"{title}; colour clipped at ±{clip:g}"
     ax.set_title(title)
     return _save(fig, path)
 

@@ -71,6 +71,8 @@ def demo(
     """The offline demo: collect the `demo` recipe, then summarise and analyse its forgetting matrix."""
     import time
 
+    import numpy as np
+
     from lmforget.analysis import analyze, write_report
     from lmforget.collect import collect as run_collect
     from lmforget.config import load_recipe
@@ -81,7 +83,9 @@ def demo(
     for name in ("smollm2", "wikipedia", "bigbench"):  # fail before any work if one is missing
         locate(name)
     m = run_collect(cfg, out, progress=not quiet, log=console.print)
-    result = analyze(m, ranks=min(10, m.shape[0]))
+    # Colour limit from the data: a small model's forgetting is far below the paper's +-0.5 scale.
+    clip = float(np.nanpercentile(np.abs(m.Z), 99)) if np.isfinite(m.Z).any() else 0.5
+    result = analyze(m, ranks=min(10, m.shape[0]), clip=max(round(clip, 2), 0.01))
     write_report(result, out / "analysis", m)
     summary = m.summary()
     summary["r2_by_rank"] = result["r2_by_rank"]

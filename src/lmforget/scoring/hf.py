@@ -22,6 +22,7 @@ import numpy as np
 from lmforget.data.types import UpstreamExample
 from lmforget.encoding import Encoded, encode_upstream
 from lmforget.errors import LmforgetError
+from lmforget.progress import token_progress
 from lmforget.scoring.base import ScoreResult
 
 # Config fields of architectures that change logits after the output layer (Gemma-2 soft-capping,
@@ -76,7 +77,7 @@ class HFScorer:
     batch_size: at most this many examples per forward pass.
     padding: "right" or "left"; results do not depend on it (tested).
     logits_budget_mb: memory for one chunk of fp32 logits (scored positions x vocab).
-    progress: show a rich progress bar with ETA on stderr.
+    progress: show a rich progress bar with ETA on stderr, labelled `description`.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class HFScorer:
         padding: str = "right",
         logits_budget_mb: int = 256,
         progress: bool = True,
+        description: str = "scoring",
     ) -> None:
         if padding not in ("left", "right"):
             raise LmforgetError(f"padding must be 'left' or 'right', not {padding!r}")
@@ -103,6 +105,7 @@ class HFScorer:
         self.padding = padding
         self.logits_budget_mb = int(logits_budget_mb)
         self.progress = progress
+        self.description = description
         if self.token_budget < 1 or self.batch_size < 1:
             raise LmforgetError("token budget and batch size must be positive")
         if tokenizer.pad_token_id is None:
@@ -138,7 +141,8 @@ class HFScorer:
         model.eval()
         try:
             runner = _Runner(model, self.logits_budget_mb)
-            with torch.inference_mode(), _progress(self.progress, int(lengths.sum())) as advance:
+            bar = token_progress(self.progress, int(lengths.sum()), self.description)
+            with torch.inference_mode(), bar as advance:
                 for rows in batches:
                     batch = [encoded[i] for i in rows]
                     sums = runner.nll_sums(batch, self.tokenizer.pad_token_id, self.padding)
@@ -220,32 +224,3 @@ class _Runner:
             tok_nll = -lp.gather(1, targets[s:s + self.chunk].unsqueeze(1)).squeeze(1)
             sums.index_add_(0, owner[s:s + self.chunk], tok_nll.to(acc))
         return sums.cpu().double().numpy()
-
-
-class _progress:
-    """A rich progress bar counting tokens, with rate and ETA, on stderr (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled
-        self.total = total
-        self._bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self._bar = Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
-        )
-        self._bar.start()
-        task = self._bar.add_task("scoring", total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
