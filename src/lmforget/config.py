@@ -125,23 +125,23 @@ def shipped_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("lmforget.recipes").iterdir() if p.name.endswith(".yaml"))
 
 
-def _recipe_text(recipe: str) -> tuple[str, Path | None]:
+def _recipe_text(recipe: str) -> str:
     """The YAML text of a recipe path or shipped name."""
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise LmforgetError(f"recipe file not found: {path}")
-        return path.read_text(encoding="utf-8"), path.parent
+        return path.read_text(encoding="utf-8")
     shipped = resources.files("lmforget.recipes") / f"{recipe}.yaml"
     if not shipped.is_file():
         raise LmforgetError(f"unknown recipe {recipe!r}: not a file and not a shipped recipe "
                             f"({', '.join(shipped_recipes())})")
-    return shipped.read_text(encoding="utf-8"), None
+    return shipped.read_text(encoding="utf-8")
 
 
 def recipe_summary(recipe: str) -> dict:
     """Name, model and description of a recipe without validating it (paper recipes need paths)."""
-    text, _ = _recipe_text(recipe)
+    text = _recipe_text(recipe)
     data = yaml.safe_load(text) or {}
     return {"name": data.get("name", recipe), "model": (data.get("model") or {}).get("name", ""),
             "description": data.get("description", "")}
@@ -179,7 +179,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe (path or shipped name), apply overrides, validate; errors name the bad key."""
-    text, base_dir = _recipe_text(recipe)
+    text = _recipe_text(recipe)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

@@ -22,7 +22,6 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -100,15 +99,14 @@ class Run:
         return UpstreamSet([_upstream_from_json(r) for r in recs])
 
     def tasks(self) -> list[TaskSet]:
-        by_name: dict[str, TaskSet] = {}
+        examples: dict[str, dict[str, list[TaskExample]]] = {}
+        groups: dict[str, str] = {}
         for rec in _read_jsonl(self.path / "data" / "tasks.jsonl"):
             ex = TaskExample(tuple(Message(m["role"], m["content"]) for m in rec["messages"]))
-            task = by_name.get(rec["task"])
-            if task is None:
-                task = by_name[rec["task"]] = TaskSet.__new__(TaskSet)
-                task.name, task.group, task.train, task.eval = rec["task"], rec["group"], [], []
-            (task.train if rec["split"] == "train" else task.eval).append(ex)
-        return [by_name[n] for n in self.task_names if n in by_name]
+            groups[rec["task"]] = rec["group"]
+            examples.setdefault(rec["task"], {"train": [], "eval": []})[rec["split"]].append(ex)
+        return [TaskSet(n, groups[n], examples[n]["train"], examples[n]["eval"])
+                for n in self.task_names if n in examples]
 
     def base_scores(self) -> pd.DataFrame | None:
         p = self.path / "base.parquet"
@@ -247,5 +245,3 @@ def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:
     write_json(run.path / "rows" / f"{task_slug(task)}.json", log)
     write_table(run.row_path(task), scores)  # last: its presence marks the task finished
 
-
-StepHook = Callable[[str, dict], None]

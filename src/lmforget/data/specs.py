@@ -79,21 +79,19 @@ def _error(kind: str, exc: ValidationError) -> LmforgetError:
     return LmforgetError(f"{kind} spec: " + "; ".join(parts))
 
 
-def upstream_spec(obj: dict[str, Any] | UpstreamSpec) -> UpstreamSpec:
-    """Validate a dict into an UpstreamSpec; problems become one LmforgetError line."""
-    if isinstance(obj, UpstreamSpec):
+def _validated(cls: type[_Source], kind: str, obj: dict[str, Any] | _Source) -> Any:
+    """Validate a dict into a spec of `cls`; problems become one LmforgetError line."""
+    if isinstance(obj, cls):
         return obj
     try:
-        return UpstreamSpec.model_validate(obj)
+        return cls.model_validate(obj)
     except ValidationError as exc:
-        raise _error("upstream", exc) from None
+        raise _error(kind, exc) from None
+
+
+def upstream_spec(obj: dict[str, Any] | UpstreamSpec) -> UpstreamSpec:
+    return _validated(UpstreamSpec, "upstream", obj)
 
 
 def task_spec(obj: dict[str, Any] | TaskSpec) -> TaskSpec:
-    """Validate a dict into a TaskSpec; problems become one LmforgetError line."""
-    if isinstance(obj, TaskSpec):
-        return obj
-    try:
-        return TaskSpec.model_validate(obj)
-    except ValidationError as exc:
-        raise _error("task", exc) from None
+    return _validated(TaskSpec, "task", obj)
