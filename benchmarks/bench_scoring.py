@@ -6,6 +6,7 @@ matters as it does on real data) with the same model, in one run, and must agree
     python benchmarks/bench_scoring.py                          # tiny:llama as shipped (hidden 64, 2 layers)
     python benchmarks/bench_scoring.py --hidden 256 --layers 4  # more compute per token
     python benchmarks/bench_scoring.py --model smollm2 --n 64 --max-len 256
+    python benchmarks/bench_scoring.py --vocab 50304 --answer-share 0.25   # chat upstream, answers scored
 
 It runs single-threaded by default: on a shared machine, two OpenMP threads competing with other
 processes make timings swing by 10x or more, which drowns the differences being measured.
@@ -24,13 +25,17 @@ from lmforget.encoding import Encoded
 from lmforget.scoring import HFScorer, padding_waste, plan_batches
 
 
-def make_examples(n: int, vocab: int, lo: int, hi: int, seed: int) -> list[Encoded]:
+def make_examples(n: int, vocab: int, lo: int, hi: int, seed: int, answer_share: float = 1.0) -> list[Encoded]:
+    """Random token ids with log-normal lengths; the last `answer_share` of each is scored (1.0 = raw text,
+    less = a chat scored on its answer only, as for instruction-tuning upstream data)."""
     rng = np.random.default_rng(seed)
     lengths = np.clip(np.round(rng.lognormal(mean=np.log(80), sigma=0.8, size=n)), lo, hi).astype(int)
     out = []
     for L in lengths:
-        ids = rng.integers(0, vocab, size=int(L)).tolist()
-        out.append(Encoded(ids, [False] + [True] * (int(L) - 1)))
+        L = int(L)
+        ids = rng.integers(0, vocab, size=L).tolist()
+        n_scored = max(1, round(answer_share * (L - 1)))
+        out.append(Encoded(ids, [False] * (L - n_scored) + [True] * n_scored))
     return out
 
 
@@ -69,15 +74,16 @@ def fixed_batches(model, examples: list[Encoded], batch_size: int, pad_id: int) 
     return np.array(out)
 
 
-def load(spec: str, hidden: int, layers: int):
+def load(spec: str, hidden: int, layers: int, vocab: int | None = None):
     from transformers import AutoModelForCausalLM
 
     from lmforget.models import load_model, load_tiny_tokenizer, tiny_config
 
-    if spec.startswith("tiny:") and (hidden, layers) != (64, 2):
+    if spec.startswith("tiny:") and ((hidden, layers) != (64, 2) or vocab):
         tok = load_tiny_tokenizer()
+        extra = {"vocab_size": vocab} if vocab else {}
         cfg = tiny_config(spec.split(":", 1)[1], tok, hidden_size=hidden, num_hidden_layers=layers,
-                          num_attention_heads=4)
+                          num_attention_heads=4, **extra)
         torch.manual_seed(0)
         return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tok
     return load_model(spec, device="cpu", dtype="float32")
@@ -102,6 +108,10 @@ def main() -> None:
     ap.add_argument("--model", default="tiny:llama")
     ap.add_argument("--hidden", type=int, default=64, help="tiny models: hidden size")
     ap.add_argument("--layers", type=int, default=2, help="tiny models: layers")
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="tiny models: vocabulary size (real tokenizers have 32k-100k; the tiny one 768)")
+    ap.add_argument("--answer-share", type=float, default=1.0,
+                    help="score only the last share of each example (chat upstream scored on answers)")
     ap.add_argument("--n", type=int, default=300, help="examples")
     ap.add_argument("--min-len", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=512)
@@ -114,8 +124,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, tok = load(args.model, args.hidden, args.layers)
-    examples = make_examples(args.n, len(tok), args.min_len, args.max_len, args.seed)
+    model, tok = load(args.model, args.hidden, args.layers, args.vocab)
+    vocab = model.config.vocab_size
+    examples = make_examples(args.n, vocab, args.min_len, args.max_len, args.seed, args.answer_share)
     lengths = np.array([len(e.input_ids) for e in examples])
     n_tokens = int(lengths.sum())
     scorer = HFScorer(model, tok, token_budget=args.token_budget, batch_size=args.batch_size, progress=False)
@@ -133,7 +144,8 @@ def main() -> None:
     ours_batches = plan_batches(lengths, args.token_budget, args.batch_size)
     fixed_groups = [np.arange(s, min(s + args.batch_size, len(lengths))) for s in range(0, len(lengths), args.batch_size)]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model {args.model} ({n_params / 1e6:.1f}M params, vocab {len(tok)}), {args.n} examples, "
+    print(f"model {args.model} ({n_params / 1e6:.1f}M params, vocab {vocab}), {args.n} examples, "
+          f"scored share {args.answer_share:g}, "
           f"lengths {lengths.min()}..{lengths.max()} (median {int(np.median(lengths))}), {n_tokens} tokens, "
           f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
     print(f"agreement: max |ours - naive| = {np.nanmax(np.abs(ours - ref)):.2e}, "
