@@ -207,7 +207,7 @@ def matrix_file(tmp_path):
 def test_report_writes_figures_json_and_markdown(tmp_path, matrix_file):
     matrix = ForgettingMatrix.load(matrix_file)
     result = analyze(matrix, ranks=4)
-    report = write_report(result, tmp_path / "out", matrix)
+    report = write_report(result, tmp_path / "out")
     text = report.read_text()
     for fig in ("heatmap", "r2_by_rank", "singular_values", "components"):
         png = tmp_path / "out" / "figures" / f"{fig}.png"

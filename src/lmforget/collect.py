@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
-from lmforget.config import Recipe, ScoreConfig
+from lmforget.config import Recipe
 from lmforget.data import load_tasks, load_upstream
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.finetune import build_train_set, plan_steps, train
 from lmforget.matrix import ForgettingMatrix
+from lmforget.models import load_recipe_model
 from lmforget.runs import Run, prepare_run, write_row, write_table
+from lmforget.scoring.upstream import score_upstream
 
 Log = Callable[[str], None]
 
@@ -46,44 +46,6 @@ def load_inputs(recipe: Recipe) -> tuple[UpstreamSet, list[TaskSet]]:
             raise LmforgetError(f"two tasks are named {t.name!r}; task names must be unique across sources")
         seen.add(t.name)
     return upstream, tasks
-
-
-def load_recipe_model(recipe: Recipe):
-    """The recipe's model and tokenizer, freshly loaded (every task starts from the base weights)."""
-    from lmforget.models import load_model
-
-    m = recipe.model
-    return load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                      seed=recipe.seed, revision=m.revision)
-
-
-def score_upstream(model, tokenizer, upstream: UpstreamSet, cfg: ScoreConfig, progress: bool = True,
-                   workdir: Path | None = None, description: str = "scoring") -> pd.DataFrame:
-    """Per-example scores: id, nll, n_tokens (+ correct, output for the binary metric).
-
-    The vLLM backend loads weights from disk, so a fine-tuned model is saved to `workdir` first.
-    """
-    from lmforget.scoring import make_scorer, results_frame
-
-    if cfg.backend == "vllm":
-        if workdir is None:
-            raise LmforgetError("the vLLM backend needs a working directory to save the model to")
-        model.save_pretrained(workdir)
-        tokenizer.save_pretrained(workdir)
-        scorer = make_scorer("vllm", str(workdir), tokenizer, max_length=cfg.max_length)
-    else:
-        scorer = make_scorer("hf", model, tokenizer, max_length=cfg.max_length,
-                             token_budget=cfg.token_budget, batch_size=cfg.batch_size, progress=progress,
-                             description=description)
-    frame = results_frame(scorer.score(list(upstream)))
-    if cfg.metric == "binary":
-        from lmforget.scoring.generate import generate_and_match
-
-        gens = generate_and_match(model, tokenizer, list(upstream), max_new_tokens=cfg.max_new_tokens,
-                                  max_length=cfg.max_length, batch_size=cfg.batch_size)
-        frame["correct"] = [g.correct for g in gens]
-        frame["output"] = [g.output for g in gens]
-    return frame
 
 
 def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,

@@ -75,6 +75,31 @@ class ForgettingMatrix:
         if len(set(self.tasks.tolist())) != m:
             raise LmforgetError(f"{source}: task names are not unique")
 
+    @classmethod
+    def from_scores(cls, base, after: list, *, tasks, task_groups, examples, example_sources,
+                    kind: str = "logppl", meta: dict[str, Any] | None = None) -> "ForgettingMatrix":
+        """Z from per-example score tables (columns `nll`, and `correct` for the binary metric) of the
+        base model (`base`) and of the model fine-tuned on each task (`after`, one table per task).
+
+        logppl: Z_ij = NLL after - NLL before (nats/token), `base_nll` kept. binary: Z_ij = 1 where the
+        base model answered example j correctly and the task-i model does not; only the examples the
+        base model got right are columns (meta records how many of how many).
+        """
+        meta = dict(meta or {})
+        examples, example_sources = np.asarray(examples), np.asarray(example_sources)
+        if kind == "binary":
+            keep = np.asarray(base["correct"], dtype=bool)
+            Z = np.stack([~np.asarray(r["correct"], dtype=bool) for r in after]).astype(np.float32)[:, keep]
+            base_nll = None
+            meta.update(n_base_correct=int(keep.sum()), n_upstream=int(len(keep)))
+            examples, example_sources = examples[keep], example_sources[keep]
+        else:
+            before = np.asarray(base["nll"], dtype=np.float64)
+            Z = np.stack([np.asarray(r["nll"], dtype=np.float64) - before for r in after]).astype(np.float32)
+            base_nll = before.astype(np.float32)
+        return cls(Z=Z, tasks=tasks, task_groups=task_groups, examples=examples, example_sources=example_sources,
+                   kind=kind, base_nll=base_nll, meta=meta)
+
     # ---------------------------------------------------------------- helpers
     @property
     def groups(self) -> list[str]:

@@ -441,3 +441,14 @@ def model_fingerprint(spec: str, *, seed: int = 0, revision: str | None = None) 
         parts["revision"] = revision or "main"
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return f"{spec}@{digest}"
+
+
+def load_recipe_model(recipe):
+    """The model and tokenizer a recipe names (`recipe.model`, seeded by `recipe.seed`), freshly loaded.
+
+    The one place a recipe becomes a model: collection, the replay study and the similarity analysis
+    all start from exactly these base weights.
+    """
+    m = recipe.model
+    return load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                      seed=recipe.seed, revision=m.revision)

@@ -147,15 +147,6 @@ class Run:
                 raise LmforgetError(f"{self.row_path(task)}: ids do not match the upstream set")
             rows.append(after)
         kind = recipe.score.metric
-        if kind == "binary":
-            keep = base["correct"].to_numpy(bool)
-            Z = np.stack([(~r["correct"].to_numpy(bool)).astype(np.float32) for r in rows])[:, keep]
-            base_nll = None
-        else:
-            keep = np.ones(len(ids), bool)
-            before = base["nll"].to_numpy(np.float64)
-            Z = np.stack([r["nll"].to_numpy(np.float64) - before for r in rows]).astype(np.float32)
-            base_nll = before.astype(np.float32)
         meta = {
             "model": recipe.model.name,
             "recipe": recipe.name,
@@ -163,16 +154,12 @@ class Run:
             "finetune": recipe.finetune.model_dump(mode="json"),
             "fingerprints": self.manifest["fingerprints"],
             "lmforget_version": __version__,
-            "n_undefined": int(np.isnan(Z).any(axis=0).sum()) if Z.size else 0,
             "unfinished_tasks": missing,
         }
-        if kind == "binary":
-            meta["n_base_correct"] = int(keep.sum())
-            meta["n_upstream"] = int(len(ids))
-        return ForgettingMatrix(Z=Z, tasks=np.array(done), task_groups=np.array([groups[t] for t in done]),
-                                examples=ids[keep], example_sources=np.array(upstream.sources)[keep],
-                                kind=kind, base_nll=base_nll, meta=meta)
-
+        m = ForgettingMatrix.from_scores(base, rows, tasks=done, task_groups=[groups[t] for t in done],
+                                         examples=ids, example_sources=upstream.sources, kind=kind, meta=meta)
+        m.meta["n_undefined"] = int(np.isnan(m.Z).any(axis=0).sum()) if m.Z.size else 0
+        return m
 
 def _upstream_from_json(rec: dict) -> UpstreamExample:
     msgs = rec.get("messages")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,19 @@ class Cleaned:
         """Row indices of each task group, groups in order of first appearance."""
         names = list(dict.fromkeys(self.task_groups.tolist()))
         return {g: np.flatnonzero(self.task_groups == g) for g in names}
+
+
+class Analysis(dict):
+    """What `analyze` returns: the JSON-ready numbers (this dict, exactly what analysis.json holds),
+    plus the arrays the figures are drawn from, so a report never re-cleans Z or recomputes its SVD.
+
+    `cleaned` is the matrix analysed; `U` [M, k] and `V` [k, N] are the first k = settings.components
+    left and right singular vectors of `cleaned.Z` (V as rows), with the signs of `components`.
+    """
+
+    def __init__(self, numbers: dict[str, Any], cleaned: Cleaned, U: np.ndarray, V: np.ndarray) -> None:
+        super().__init__(numbers)
+        self.cleaned, self.U, self.V = cleaned, U, V
 
 
 def clean_matrix(matrix: ForgettingMatrix, columns: int | None = None, seed: int = 0) -> Cleaned:
@@ -89,7 +101,7 @@ def clean_matrix(matrix: ForgettingMatrix, columns: int | None = None, seed: int
 
 def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = None, seed: int = 0,
             components: int = 4, top: int = 10, top_share: float = 0.05,
-            logistic_ranks: int = 5, clip: float = 0.5, source: str | None = None) -> dict[str, Any]:
+            logistic_ranks: int = 5, clip: float = 0.5, source: str | None = None) -> Analysis:
     """Every number of the low-rank analysis as one JSON-ready dict (see the package docstring)."""
     if ranks < 1:
         raise LmforgetError(f"--ranks must be at least 1, got {ranks}")
@@ -156,20 +168,7 @@ def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = 
         "logistic_mf": logistic,
     }
     result["timing"] = {"analysis_s": round(time.perf_counter() - t0, 3)}
-    return _finite(result)
-
-
-def analyze_file(path: str | Path, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Load a matrix file, analyse it, write report.md + analysis.json + figures into out_dir."""
-    from lmforget.report import write_report
-
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LmforgetError(f"{out}: exists and is not a directory; choose another --out")
-    matrix = ForgettingMatrix.load(path)
-    result = analyze(matrix, source=str(path), **options)
-    write_report(result, out, matrix)
-    return result
+    return Analysis(_finite(result), c, spec.U[:, :n_comp], V)
 
 
 def _finite(obj: Any) -> Any:

@@ -28,6 +28,9 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+COMMAND_MODULES = ("collect", "score", "data", "analyze", "predict", "replay")
+
+
 def print_json(obj: Any) -> None:
     """The one JSON object a `--json` command prints on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
@@ -39,15 +42,12 @@ def fail(message: str) -> None:
 
 
 def _register() -> None:
-    # Import for side effects: each module adds its commands to `app`.
+    # Import for side effects: each module adds its commands to `app`. A missing module is a bug, not
+    # an optional feature, so its ImportError propagates.
     import importlib
 
-    for name in ("collect", "score", "data", "analyze", "predict", "replay"):
-        try:
-            importlib.import_module(f"lmforget.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lmforget.cli.{name}":
-                raise
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"lmforget.cli.{name}")
 
 
 _register()

@@ -69,29 +69,9 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """The offline demo: collect the `demo` recipe, then summarise and analyse its forgetting matrix."""
-    import time
+    from lmforget.demo import run_demo
 
-    import numpy as np
-
-    from lmforget.analysis import analyze, write_report
-    from lmforget.collect import collect as run_collect
-    from lmforget.config import load_recipe
-    from lmforget.resources import locate
-
-    start = time.perf_counter()
-    cfg = load_recipe("demo", overrides or [])
-    for name in ("smollm2", "wikipedia", "bigbench"):  # fail before any work if one is missing
-        locate(name)
-    m = run_collect(cfg, out, progress=not quiet, log=console.print)
-    # Colour limit from the data: a small model's forgetting is far below the paper's +-0.5 scale.
-    clip = float(np.nanpercentile(np.abs(m.Z), 99)) if np.isfinite(m.Z).any() else 0.5
-    result = analyze(m, ranks=min(10, m.shape[0]), clip=max(round(clip, 2), 0.01))
-    write_report(result, out / "analysis", m)
-    summary = m.summary()
-    summary["r2_by_rank"] = result["r2_by_rank"]
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    summary["outputs"] = {"matrix": str(out / "matrix.npz"), "report": str(out / "analysis" / "report.md"),
-                          "heatmap": str(out / "analysis" / "figures" / "heatmap.png")}
+    summary = run_demo(out, overrides or [], progress=not quiet, log=console.print)
     if as_json:
         print_json(summary)
         return

@@ -14,6 +14,7 @@ from lmforget.data.readers import Record, iter_hub, iter_path
 from lmforget.data.specs import TaskSpec, UpstreamSpec, _Source
 from lmforget.data.types import TaskExample, UpstreamExample
 from lmforget.errors import LmforgetError
+from lmforget.registry import Registry
 
 UpstreamAdapter = Callable[[UpstreamSpec], Iterator[UpstreamExample]]
 
@@ -36,22 +37,10 @@ def skipped(name: str) -> RawTask:
 
 TaskAdapter = Callable[[TaskSpec], Iterator[RawTask]]
 
-UPSTREAM: dict[str, UpstreamAdapter] = {}
-TASKS: dict[str, TaskAdapter] = {}
-
-
-def register_upstream(name: str) -> Callable[[UpstreamAdapter], UpstreamAdapter]:
-    def deco(fn: UpstreamAdapter) -> UpstreamAdapter:
-        UPSTREAM[name] = fn
-        return fn
-    return deco
-
-
-def register_tasks(name: str) -> Callable[[TaskAdapter], TaskAdapter]:
-    def deco(fn: TaskAdapter) -> TaskAdapter:
-        TASKS[name] = fn
-        return fn
-    return deco
+UPSTREAM: Registry[UpstreamAdapter] = Registry("upstream format")
+TASKS: Registry[TaskAdapter] = Registry("task format")
+register_upstream = UPSTREAM.register  # decorators for adapter modules: @register_upstream("dolma")
+register_tasks = TASKS.register
 
 
 def records(spec: _Source) -> Iterator[tuple[Record, str]]:

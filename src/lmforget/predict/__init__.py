@@ -8,6 +8,9 @@ Library API:
 This package never imports torch, fine-tuning or scoring code.
 """
 
-from lmforget.predict.base import Completer, complete_row, get_completer, list_completers, register
+from lmforget.predict.base import COMPLETERS, Completer, complete_row, get_completer, list_completers, register
 
-__all__ = ["Completer", "complete_row", "get_completer", "list_completers", "register"]
+# The built-in completers add themselves to COMPLETERS when imported, here, once.
+from lmforget.predict import additive, knn, logistic, lowrank, mf  # noqa: E402,F401  isort: skip
+
+__all__ = ["COMPLETERS", "Completer", "complete_row", "get_completer", "list_completers", "register"]

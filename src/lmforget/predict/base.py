@@ -14,54 +14,40 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from lmforget.errors import LmforgetError
+from lmforget.registry import Registry
 
-_REGISTRY: dict[str, type["Completer"]] = {}
+COMPLETERS: Registry[type["Completer"]] = Registry("prediction method")
 
 
 def register(name: str) -> Callable[[type["Completer"]], type["Completer"]]:
     """Class decorator: make a completer available by `name` (CLI `--methods`, `get_completer`)."""
 
     def deco(cls: type[Completer]) -> type[Completer]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"completer name {name!r} registered twice")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return COMPLETERS.register(name)(cls)
 
     return deco
 
 
 def list_completers(kind: str | None = None) -> list[str]:
     """Registered names; `kind='binary'` or `'logppl'` keeps those meant for that matrix kind."""
-    _load_builtin()
-    names = sorted(_REGISTRY)
+    names = COMPLETERS.names()
     if kind == "binary":
-        return [n for n in names if _REGISTRY[n].binary or _REGISTRY[n].any_kind]
+        return [n for n in names if COMPLETERS[n].binary or COMPLETERS[n].any_kind]
     if kind == "logppl":
-        return [n for n in names if not _REGISTRY[n].binary]
+        return [n for n in names if not COMPLETERS[n].binary]
     return names
 
 
 def get_completer(name: str, **params: Any) -> "Completer":
     """A fresh, unfitted completer by registered name; unknown names are an input error."""
-    _load_builtin()
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise LmforgetError(
-            f"unknown prediction method {name!r}; choose from {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    cls = COMPLETERS.get(name)
     accepted = set(cls._param_names())
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise LmforgetError(f"method {name!r} has no parameter(s) {', '.join(unknown)}; "
                             f"it takes {', '.join(sorted(accepted))}")
     return cls(**params)
-
-
-def _load_builtin() -> None:
-    # The built-in completers register themselves on import.
-    from lmforget.predict import additive, knn, logistic, lowrank, mf  # noqa: F401
 
 
 class Completer:

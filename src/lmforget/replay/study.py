@@ -209,7 +209,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def _probe_base(study: Study, model, tokenizer, probe_cols: np.ndarray) -> np.ndarray:
     """Base-model NLL of the probes, scored once with the study's scorer and kept in probes.parquet."""
-    from lmforget.collect import score_upstream
+    from lmforget.scoring.upstream import score_upstream
 
     path = study.out / "probes.parquet"
     ids = [study.upstream.examples[int(c)].id for c in probe_cols]
@@ -250,7 +250,8 @@ def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: 
 
 def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> dict:
     """Fine-tune one task with one replay method, score the held-out set, write the cell."""
-    from lmforget.collect import load_recipe_model, score_upstream
+    from lmforget.models import load_recipe_model
+    from lmforget.scoring.upstream import score_upstream
     from lmforget.finetune import build_train_set, train
     from lmforget.replay.mixture import ReplayMixture
     from lmforget.replay.selection import select_random

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lmforget.scoring.base import (
     SCORE_COLUMNS,
+    SCORERS,
     ScoreResult,
     Scorer,
     check_score_path,
@@ -17,12 +18,15 @@ from lmforget.scoring.base import (
     write_scores,
 )
 from lmforget.scoring.hf import HFScorer, padding_waste, plan_batches
+from lmforget.scoring.vllm import VLLMScorer  # registers "vllm"; vllm itself is imported on use
 
 __all__ = [
     "SCORE_COLUMNS",
+    "SCORERS",
     "HFScorer",
     "ScoreResult",
     "Scorer",
+    "VLLMScorer",
     "check_score_path",
     "make_scorer",
     "padding_waste",
@@ -33,17 +37,9 @@ __all__ = [
     "write_scores",
 ]
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = tuple(SCORERS.names())
 
 
 def make_scorer(backend: str, model, tokenizer=None, **options) -> Scorer:
     """A scorer by backend name: "hf" takes a loaded (model, tokenizer); "vllm" takes a model path/id."""
-    if backend == "hf":
-        return HFScorer(model, tokenizer, **options)
-    if backend == "vllm":
-        from lmforget.scoring.vllm import VLLMScorer
-
-        return VLLMScorer(model, tokenizer=tokenizer, **options)
-    from lmforget.errors import LmforgetError
-
-    raise LmforgetError(f"unknown scoring backend {backend!r} (choose one of: {', '.join(BACKENDS)})")
+    return SCORERS.get(backend)(model, tokenizer=tokenizer, **options)

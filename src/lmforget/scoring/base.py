@@ -17,9 +17,11 @@ import numpy as np
 from lmforget.atomic import atomic_path
 from lmforget.data.types import UpstreamExample
 from lmforget.errors import LmforgetError
+from lmforget.registry import Registry
 
 SCORE_COLUMNS = ("id", "nll", "n_tokens")
 SCORE_SUFFIXES = (".csv", ".parquet")
+SCORERS: Registry[type] = Registry("scoring backend")  # name -> class(model, tokenizer=..., **options)
 
 
 @dataclass(frozen=True)

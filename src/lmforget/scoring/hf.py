@@ -23,7 +23,7 @@ from lmforget.data.types import UpstreamExample
 from lmforget.encoding import Encoded, encode_upstream
 from lmforget.errors import LmforgetError
 from lmforget.progress import token_progress
-from lmforget.scoring.base import ScoreResult
+from lmforget.scoring.base import SCORERS, ScoreResult
 
 # Config fields of architectures that change logits after the output layer (Gemma-2 soft-capping,
 # Cohere/Granite scaling, ...). A model with any of these set is scored through its full forward.
@@ -66,6 +66,7 @@ def _unwrap(model):
     return get_base() if callable(get_base) else model
 
 
+@SCORERS.register("hf")
 class HFScorer:
     """Mean NLL per example with a transformers causal LM (the PyTorch backend of `Scorer`).
 

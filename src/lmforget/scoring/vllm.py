@@ -13,7 +13,7 @@ from typing import Sequence
 from lmforget.data.types import UpstreamExample
 from lmforget.encoding import encode_upstream
 from lmforget.errors import LmforgetError
-from lmforget.scoring.base import ScoreResult
+from lmforget.scoring.base import SCORERS, ScoreResult
 
 
 def _import_vllm():
@@ -29,6 +29,7 @@ def _import_vllm():
     return LLM, SamplingParams, TokensPrompt
 
 
+@SCORERS.register("vllm")
 class VLLMScorer:
     """Mean NLL per example computed by vLLM (`SamplingParams(prompt_logprobs=0)`).
 

@@ -1,8 +1,8 @@
 """Write an analysis result as a report a person can read: report.md + figures/*.png + analysis.json.
 
-`write_report(result, out_dir, matrix)` takes the dict from `lmforget.analysis.analyze` and the
-matrix it was computed from (the figures need the entries; the dict holds only summary numbers).
-The report is GitHub-flavoured markdown with figures embedded by relative path, so the folder can be
+`write_report(result, out_dir)` takes what `lmforget.analysis.analyze` returns: the numbers, plus
+the cleaned matrix and singular vectors the figures are drawn from (a plain dict, e.g. a re-read
+analysis.json, gives the report without figures). Nothing is re-cleaned or recomputed here. The report is GitHub-flavoured markdown with figures embedded by relative path, so the folder can be
 committed or zipped as is. Every file is written atomically.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforget.analysis.pipeline import Analysis, analyze
 from lmforget.atomic import write_json, write_text
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
@@ -20,30 +21,35 @@ from lmforget.matrix import ForgettingMatrix
 FIGURES = "figures"
 
 
-def write_report(result: dict[str, Any], out_dir: str | Path,
-                 matrix: ForgettingMatrix | None = None) -> Path:
-    """Write figures (when `matrix` is given), analysis.json and report.md into out_dir; return report.md."""
+def write_report(result: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write figures (when `result` is an `Analysis`), analysis.json and report.md into out_dir; return report.md."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise LmforgetError(f"{out}: exists and is not a directory")
-    figures = _draw_figures(result, out, matrix) if matrix is not None else {}
+    figures = _draw_figures(result, out) if isinstance(result, Analysis) else {}
     write_json(out / "analysis.json", result)
     path = out / "report.md"
     write_text(path, render_markdown(result, figures))
     return path
 
 
+def analyze_file(path: str | Path, out_dir: str | Path, **options: Any) -> Analysis:
+    """Load a matrix file, analyse it, write report.md + analysis.json + figures into out_dir."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LmforgetError(f"{out}: exists and is not a directory; choose another --out")
+    matrix = ForgettingMatrix.load(path)
+    result = analyze(matrix, source=str(path), **options)
+    write_report(result, out)
+    return result
+
+
 # ----------------------------------------------------------------------------------------- figures
-def _draw_figures(result: dict[str, Any], out: Path, matrix: ForgettingMatrix) -> dict[str, str]:
+def _draw_figures(result: Analysis, out: Path) -> dict[str, str]:
     from lmforget.analysis import plots
-    from lmforget.analysis.pipeline import clean_matrix
 
     inp, settings = result["input"], result["settings"]
-    sub = inp.get("subsample") or {}
-    c = clean_matrix(matrix, columns=sub.get("columns"), seed=sub.get("seed", 0))
-    if list(c.Z.shape) != list(inp["analysed_shape"]):
-        raise LmforgetError(f"the matrix given to write_report is {c.Z.shape[0]} x {c.Z.shape[1]} after "
-                            f"cleaning, but the result was computed on {inp['analysed_shape']}; pass the same matrix")
+    c = result.cleaned
     binary = inp["kind"] == "binary"
     layout = plots.make_layout(c.Z, c.task_groups)
     name = Path(inp["source"]).name if inp.get("source") else None
@@ -64,11 +70,9 @@ def _draw_figures(result: dict[str, Any], out: Path, matrix: ForgettingMatrix) -
 
     comps = result["components"]
     if comps:
-        U = np.array([[comp["task_loadings"][str(t)] for comp in comps] for t in c.tasks], dtype=np.float64)
         s = sv[: len(comps)]
-        V = (U.T @ c.Z.astype(np.float64)) / np.where(s > 0, s, 1.0)[:, None]
         share = np.diff(np.concatenate([[0.0], energy]))[: len(comps)]
-        plots.component_heatmaps(fig_dir / "components.png", c.Z, c.tasks, layout, U, V, s, share)
+        plots.component_heatmaps(fig_dir / "components.png", c.Z, c.tasks, layout, result.U, result.V, s, share)
         done["components"] = f"{FIGURES}/components.png"
     if result.get("logistic_mf"):
         plots.logistic_f1_plot(fig_dir / "logistic_f1.png", result["logistic_mf"]["by_rank"],

@@ -1,0 +1,123 @@
+"""The shared plumbing: one registry helper for every plug-in kind, and strict CLI registration."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from lmforget.errors import LmforgetError
+from lmforget.registry import Registry
+
+
+def test_registry_names_lookup_and_errors() -> None:
+    reg: Registry[int] = Registry("colour")
+    reg.register("red")(1)
+    reg.register("blue")(2)
+    reg.register("red")(1)  # the same object again (a module re-imported) is fine
+    assert reg.names() == ["blue", "red"] and list(reg) == ["blue", "red"] and len(reg) == 2
+    assert reg.get("red") == 1 and reg["blue"] == 2 and "red" in reg and "green" not in reg
+    with pytest.raises(LmforgetError, match="unknown colour 'green'; choose from blue, red"):
+        reg.get("green")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("red")(3)
+
+
+def test_every_plugin_kind_uses_the_one_registry() -> None:
+    from lmforget.data import TASKS, UPSTREAM
+    from lmforget.predict import COMPLETERS
+    from lmforget.scoring import SCORERS, HFScorer, VLLMScorer
+
+    for reg in (UPSTREAM, TASKS, COMPLETERS, SCORERS):
+        assert isinstance(reg, Registry)
+    assert SCORERS.get("hf") is HFScorer and SCORERS.get("vllm") is VLLMScorer
+    assert {"additive", "knn", "mf"} <= set(COMPLETERS.names())
+    assert "dolma" in UPSTREAM and "flan" in TASKS
+    with pytest.raises(LmforgetError, match="unknown upstream format"):
+        UPSTREAM.get("nope")
+
+
+def test_a_missing_command_module_is_an_error(monkeypatch) -> None:
+    """Renaming a command module must not make its commands vanish silently."""
+    import lmforget.cli as cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "no_such_module"))
+    with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+        cli._register()
+
+
+def test_importing_lmforget_leaves_the_umask_alone() -> None:
+    code = ("import os; before = os.umask(0o077); os.umask(before); import lmforget.atomic, lmforget.cli;"
+            "after = os.umask(0o022); print(oct(before), oct(after))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == out[1], out
+
+
+def test_no_module_imports_the_collect_orchestrator_for_scoring() -> None:
+    study = importlib.import_module("lmforget.replay.study")
+    source = open(study.__file__, encoding="utf-8").read()
+    assert "lmforget.collect" not in source
+
+
+def test_matrix_from_scores_logppl_and_binary() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from lmforget.matrix import ForgettingMatrix
+
+    base = pd.DataFrame({"id": ["a", "b", "c"], "nll": [1.0, 2.0, 3.0], "correct": [True, False, True]})
+    after = [pd.DataFrame({"nll": [1.5, 1.0, 3.0], "correct": [False, True, True]}),
+             pd.DataFrame({"nll": [1.0, 2.5, 2.0], "correct": [True, True, False]})]
+    labels = dict(tasks=["t1", "t2"], task_groups=["g", "g"], examples=["a", "b", "c"], example_sources=["s"] * 3)
+    m = ForgettingMatrix.from_scores(base, after, **labels)
+    np.testing.assert_allclose(m.Z, [[0.5, -1.0, 0.0], [0.0, 0.5, -1.0]])
+    np.testing.assert_allclose(m.base_nll, [1.0, 2.0, 3.0])
+    b = ForgettingMatrix.from_scores(base, after, kind="binary", **labels)
+    assert b.examples.tolist() == ["a", "c"] and b.base_nll is None
+    np.testing.assert_array_equal(b.Z, [[1.0, 0.0], [0.0, 1.0]])  # forgotten: base right, task model wrong
+    assert b.meta == {"n_base_correct": 2, "n_upstream": 3}
+
+
+def test_report_of_a_plain_dict_has_no_figures(tmp_path) -> None:
+    """A re-read analysis.json still renders; figures come only from the arrays an Analysis carries."""
+    import json
+
+    import numpy as np
+
+    from lmforget.analysis import Analysis, analyze, write_report
+    from lmforget.matrix import ForgettingMatrix
+
+    rng = np.random.default_rng(0)
+    Z = (rng.standard_normal((4, 1)) @ rng.standard_normal((1, 30)) + 0.1 * rng.standard_normal((4, 30)))
+    m = ForgettingMatrix(Z=Z, tasks=[f"t{i}" for i in range(4)], task_groups=["g"] * 4,
+                         examples=[f"e{j}" for j in range(30)], example_sources=["s"] * 30)
+    result = analyze(m, ranks=3, components=2)
+    assert isinstance(result, Analysis) and result.U.shape == (4, 2) and result.V.shape == (2, 30)
+    u, s, vt = np.linalg.svd(Z)  # the rank-2 truncation does not depend on the singular vectors' signs
+    np.testing.assert_allclose(result.U * result["singular_values"][:2] @ result.V,
+                               u[:, :2] * s[:2] @ vt[:2], atol=1e-5)
+    write_report(result, tmp_path / "full")
+    assert (tmp_path / "full" / "figures" / "components.png").is_file()
+    plain = json.loads((tmp_path / "full" / "analysis.json").read_text())
+    text = write_report(plain, tmp_path / "plain").read_text()
+    assert "## How low-rank is it?" in text and "![" not in text and not (tmp_path / "plain" / "figures").exists()
+
+
+def test_demo_command_calls_the_library_function(monkeypatch, capsys) -> None:
+    import json
+
+    import lmforget.demo
+    from lmforget.cli import main
+
+    seen = {}
+
+    def fake(out, overrides, *, progress, log):
+        seen.update(out=str(out), overrides=list(overrides), progress=progress)
+        return {"shape": [1, 2], "seconds": 0.0}
+
+    monkeypatch.setattr(lmforget.demo, "run_demo", fake)
+    assert main(["demo", "-o", "somewhere", "--json", "-q", "finetune.steps=1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"shape": [1, 2], "seconds": 0.0}
+    assert seen == {"out": "somewhere", "overrides": ["finetune.steps=1"], "progress": False}
