@@ -203,7 +203,8 @@ def test_method_names() -> None:
 
 # -------------------------------------------------------------------- scores
 def test_offline_reveal_is_without_replacement_from_the_candidates() -> None:
-    from lmforget.replay.scores import offline_scores, reveal_columns
+    from lmforget.predict.protocol import reveal_columns
+    from lmforget.replay.scores import offline_scores
 
     candidates = np.arange(50, 150)
     cols = reveal_columns(candidates, 30, seed=1)

@@ -121,3 +121,89 @@ def test_demo_command_calls_the_library_function(monkeypatch, capsys) -> None:
     assert main(["demo", "-o", "somewhere", "--json", "-q", "finetune.steps=1"]) == 0
     assert json.loads(capsys.readouterr().out) == {"shape": [1, 2], "seconds": 0.0}
     assert seen == {"out": "somewhere", "overrides": ["finetune.steps=1"], "progress": False}
+
+
+# ------------------------------------------------------------------ one owner per concept
+def test_task_seeds_tell_anagrams_apart_and_are_stable() -> None:
+    import numpy as np
+
+    from lmforget.analysis.similarity import task_examples
+    from lmforget.data.types import Message, TaskExample, TaskSet
+    from lmforget.seeding import name_key, task_rng, task_seed
+
+    assert name_key("listen") != name_key("silent")  # a sum of character codes would collide
+    assert task_seed(0, "listen") != task_seed(0, "silent")
+    assert task_seed(3, "qasc") == task_seed(3, "qasc") and 0 <= task_seed(3, "qasc") < 2 ** 31
+    assert np.array_equal(task_rng(1, "a").permutation(50), task_rng(1, "a").permutation(50))
+    train = [TaskExample((Message("user", f"q{i}"), Message("assistant", f"a{i}"))) for i in range(40)]
+    picked = {name: [e.messages[0].content for e in task_examples(TaskSet(name, "g", train, []), 8, seed=0)]
+              for name in ("listen", "silent")}
+    assert picked["listen"] != picked["silent"]
+
+
+def test_one_value_grammar_for_every_key_value_argument() -> None:
+    from lmforget.cli.predict import _parse_params
+    from lmforget.config import parse_key_values, parse_overrides
+
+    assert parse_key_values(["a=1e-3", "b=true", "c=[x, y]", "d=text", "e=", "f=null", "g=\"7\""], "k=v") == [
+        ("a", 0.001), ("b", True), ("c", ["x", "y"]), ("d", "text"), ("e", ""), ("f", None), ("g", "7")]
+    assert parse_overrides(["finetune.lr=2e-6"]) == [(["finetune", "lr"], 2e-6)]
+    assert _parse_params(["mf.lr=1e-3", "mf.rank=8"]) == {"mf": {"lr": 0.001, "rank": 8}}
+    for bad in (["novalue"], ["=3"], ["a..b=1"]):
+        with pytest.raises(LmforgetError, match="expected key=value"):
+            parse_key_values(bad, "k=v")
+    with pytest.raises(LmforgetError, match="METHOD.NAME"):
+        _parse_params(["rank=8"])
+
+
+def test_reservoir_keeps_stream_order_and_builds_only_kept_items() -> None:
+    import numpy as np
+
+    from lmforget.data.select import Reservoir, reservoir
+
+    built = []
+
+    def make(i):
+        built.append(i)
+        return i
+
+    res: Reservoir[int] = Reservoir(5, np.random.default_rng(0))
+    for i in range(1000):
+        res.offer(lambda i=i: make(i))
+    kept = res.items()
+    assert len(kept) == 5 and kept == sorted(kept) and res.seen == 1000
+    assert set(kept) <= set(built) and len(built) < 100  # ~ n (1 + ln(N / n)) builds, not N
+    assert reservoir(range(1000), 5, seed=0) == kept
+    assert Reservoir(None, None).items() == [] and reservoir(range(3), 10, seed=0) == [0, 1, 2]
+
+
+def test_finite_and_jsonl_writers(tmp_path) -> None:
+    import json
+
+    from lmforget.atomic import finite, write_jsonl
+
+    assert finite({"a": float("nan"), "b": [1.0, float("inf"), (2, float("-inf"))], "c": "x"}) == {
+        "a": None, "b": [1.0, None, [2, None]], "c": "x"}
+    write_jsonl(tmp_path / "x.jsonl", ({"id": i, "text": "é"} for i in range(3)))
+    lines = (tmp_path / "x.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"id": i, "text": "é"} for i in range(3)] and "é" in lines[0]
+
+
+def test_one_gram_svd_for_analysis_and_prediction() -> None:
+    import numpy as np
+
+    from lmforget.analysis.lowrank import spectrum
+    from lmforget.linalg import thin_svd
+    from lmforget.predict.protocol import reveal_columns
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 3)) @ rng.standard_normal((3, 40_000))  # rank 3, wider than one block
+    U, s, Vt = thin_svd(A)
+    ref = np.linalg.svd(A, compute_uv=False)
+    assert len(s) == 3 and np.allclose(s, ref[:3]) and np.allclose((U * s) @ Vt, A)
+    spec = spectrum(A.astype(np.float32))
+    assert np.allclose(spec.singular_values[:3], ref[:3], rtol=1e-5) and len(spec.singular_values) == 6
+    assert np.array_equal(reveal_columns(200, 30, 4), reveal_columns(np.arange(200), 30, 4))
+    assert set(reveal_columns(np.arange(50, 80), 30, 1).tolist()) == set(range(50, 80))
+    with pytest.raises(LmforgetError, match="revealed"):
+        reveal_columns(10, 11, 0)

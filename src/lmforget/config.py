@@ -147,18 +147,35 @@ def recipe_summary(recipe: str) -> dict:
             "description": data.get("description", "")}
 
 
-def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+def parse_value(raw: str) -> Any:
+    """The value of a command-line `key=value`, one grammar everywhere: JSON when it parses (so `1e-3`
+    is a number, `true`/`null` what they say), else YAML (`[a, b]`, `{k: v}`), else the text as is."""
+    if raw == "":
+        return ""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def parse_key_values(items: list[str], example: str) -> list[tuple[str, Any]]:
+    """`key=value` arguments as (key, parsed value) pairs; `example` shows the expected form in errors."""
     out = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise LmforgetError(f"bad override {item!r}: expected dotted.key=value")
-        try:
-            parsed = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError:
-            parsed = value
-        out.append((key.split("."), parsed))
+            raise LmforgetError(f"{item!r}: expected key=value, e.g. {example}")
+        out.append((key, parse_value(raw)))
     return out
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    return [(key.split("."), value) for key, value in parse_key_values(overrides, "finetune.steps=10")]
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lmforget import __version__
-from lmforget.atomic import atomic_path, write_json
+from lmforget.atomic import atomic_path, write_json, write_jsonl
 from lmforget.config import Recipe, recipe_from_dict
 from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
@@ -48,13 +48,6 @@ def task_fingerprint(task: TaskSet) -> str:
         for ex in items:
             h.update(json.dumps([split, ex.to_json()], sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
-
-
-def _write_jsonl(path: Path, records) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -220,8 +213,8 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     }
     if is_main:
         path.mkdir(parents=True, exist_ok=True)
-        _write_jsonl(path / "data" / "upstream.jsonl", (ex.to_json() for ex in upstream))
-        _write_jsonl(path / "data" / "tasks.jsonl", (
+        write_jsonl(path / "data" / "upstream.jsonl", (ex.to_json() for ex in upstream))
+        write_jsonl(path / "data" / "tasks.jsonl", (
             {"task": t.name, "group": t.group, "split": split, **ex.to_json()}
             for t in tasks for split, items in (("train", t.train), ("eval", t.eval)) for ex in items))
         write_json(mpath, manifest)  # last: the manifest marks a complete directory

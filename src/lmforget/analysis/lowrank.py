@@ -1,10 +1,7 @@
 """How close the forgetting matrix is to low rank (PROTOCOL.md section 4).
 
-Z has few rows (tasks, M ~ 10^2) and many columns (examples, N ~ 10^5), so the exact SVD comes
-cheaply from the M x M Gram matrix G = Z Z^T in float64: G = U diag(s^2) U^T, V = Z^T U / s.
-That is exact (no randomisation) and takes ~0.1 s at the paper's 85 x 141,816, where a full
-LAPACK SVD takes seconds. Everything about rank-k residuals follows from G alone:
-the rank-k truncation is Z_k = U_k U_k^T Z, so the squared residual of row i is
+The exact SVD comes from the M x M Gram matrix G = Z Z^T (`lmforget.linalg`). Everything about
+rank-k residuals follows from G alone: the rank-k truncation is Z_k = U_k U_k^T Z, so the squared residual of row i is
 G_ii - sum_{l<=k} s_l^2 U_il^2, which gives overall, per-group and per-task R^2 for every k at once.
 
 R^2(k) = 1 - mean((Z - Z_k)^2) / mean((Z - mean Z)^2), Z_k from the *uncentred* SVD.
@@ -15,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from lmforget.linalg import gram, gram_eigh
 
 _SMALL_FOR_THREADS = 1 << 22  # entries below which logistic MF runs on one thread
 _CHUNK = 16_384  # columns per float64 block: bounds the extra memory to M x 16k doubles
@@ -37,30 +36,16 @@ class Spectrum:
         return out
 
 
-def gram(Z: np.ndarray) -> np.ndarray:
-    """G = Z Z^T accumulated in float64 over column blocks (exact for float32 input)."""
-    m, n = Z.shape
-    G = np.zeros((m, m), dtype=np.float64)
-    for start in range(0, n, _CHUNK):
-        block = Z[:, start:start + _CHUNK].astype(np.float64)
-        G += block @ block.T
-    return G
-
-
 def spectrum(Z: np.ndarray) -> Spectrum:
     """Exact singular values and left singular vectors of Z via eigh of its Gram matrix.
 
     Each component's sign is fixed so that its loadings sum to a non-negative number: component 1 of a
     forgetting matrix then reads as "task strength x example vulnerability" with positive signs.
     """
-    m, n = Z.shape
     G = gram(Z)
-    evals, evecs = np.linalg.eigh(G)
-    order = np.argsort(evals)[::-1][: min(m, n)]
-    evals = np.clip(evals[order], 0.0, None)
-    U = evecs[:, order]
+    sv, U = gram_eigh(G, Z.shape[1])
     signs = np.where(U.sum(axis=0) < 0, -1.0, 1.0)
-    return Spectrum(singular_values=np.sqrt(evals), U=U * signs, row_ss=np.diag(G).copy())
+    return Spectrum(singular_values=sv, U=U * signs, row_ss=np.diag(G).copy())
 
 
 def row_residuals(spec: Spectrum, k_max: int) -> np.ndarray:

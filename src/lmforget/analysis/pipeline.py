@@ -8,7 +8,6 @@ on exactly the same entries. An optional reproducible column subsample (`columns
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lmforget.analysis import attribution, lowrank, stats
+from lmforget.atomic import finite
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 
@@ -168,15 +168,4 @@ def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = 
         "logistic_mf": logistic,
     }
     result["timing"] = {"analysis_s": round(time.perf_counter() - t0, 3)}
-    return Analysis(_finite(result), c, spec.U[:, :n_comp], V)
-
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf by None so analysis.json is strict JSON (GitHub, jq and browsers reject NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+    return Analysis(finite(result), c, spec.U[:, :n_comp], V)

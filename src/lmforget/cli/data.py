@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
+from lmforget.atomic import write_jsonl
 from lmforget.cli import app, console, print_json
 from lmforget.errors import LmforgetError
 
@@ -54,33 +54,18 @@ def resources_fetch(
 
 
 def _spec_dict(fmt: str, path: Optional[str], options: list[str]) -> dict[str, Any]:
+    from lmforget.config import parse_key_values
+
     spec: dict[str, Any] = {"format": fmt}
     if path:
         spec["path"] = path
-    for opt in options:
-        key, sep, value = opt.partition("=")
-        if not sep or not key:
-            raise LmforgetError(f"option {opt!r}: expected key=value")
-        try:
-            spec[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise LmforgetError(f"option {opt!r}: cannot parse the value ({exc})") from None
+    spec.update(parse_key_values(options, "n=128"))
     return spec
 
 
 def _check_out(out: Optional[Path]) -> None:
     if out is not None and not out.name.endswith(".jsonl"):
         raise LmforgetError(f"{out}: the export is JSON lines; name it *.jsonl")
-
-
-def _write_jsonl(out: Path, rows: list[dict]) -> None:
-    import json
-
-    from lmforget.atomic import atomic_path
-
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 @data_app.command("upstream")
@@ -98,7 +83,7 @@ def data_upstream(
     spec = upstream_spec(_spec_dict(fmt, path, options))
     up = load_upstream(spec)
     if out is not None:
-        _write_jsonl(out, [ex.to_json() for ex in up])
+        write_jsonl(out, [ex.to_json() for ex in up])
     sources: dict[str, int] = {}
     for s in up.sources:
         sources[s] = sources.get(s, 0) + 1
@@ -128,7 +113,7 @@ def data_tasks(
     if out is not None:
         rows = [{"task": t.name, "group": t.group, "split": split, **ex.to_json()}
                 for t in tasks for split, exs in (("train", t.train), ("eval", t.eval)) for ex in exs]
-        _write_jsonl(out, rows)
+        write_jsonl(out, rows)
     listing = [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)} for t in tasks]
     if as_json:
         print_json({"tasks": listing, "out": str(out) if out else None})

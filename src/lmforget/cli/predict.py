@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,17 +18,14 @@ def _csv_list(value: Optional[str]) -> list[str]:
 
 
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    """`--param mf.rank=8` -> {"mf": {"rank": 8}}; values are JSON when they parse, else strings."""
+    """`--param mf.rank=8` -> {"mf": {"rank": 8}} (values as `config.parse_value` reads them)."""
+    from lmforget.config import parse_key_values
+
     out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
+    for key, value in parse_key_values(items, "mf.rank=8"):
         method, dot, name = key.partition(".")
-        if not (eq and dot and method and name):
-            raise LmforgetError(f"--param {item!r}: expected METHOD.NAME=VALUE, e.g. mf.rank=8")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        if not dot or "." in name:
+            raise LmforgetError(f"--param {key}=...: expected METHOD.NAME=VALUE, e.g. mf.rank=8")
         out.setdefault(method, {})[name] = value
     return out
 

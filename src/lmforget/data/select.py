@@ -8,12 +8,12 @@ seeded by (seed, task name), so adding or removing a task never changes another 
 from __future__ import annotations
 
 import re
-import zlib
-from typing import Iterable, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Sequence, TypeVar
 
 import numpy as np
 
 from lmforget.errors import LmforgetError
+from lmforget.seeding import task_rng  # noqa: F401  (adapters import it from here)
 
 T = TypeVar("T")
 
@@ -29,19 +29,39 @@ def first_n(items: Iterable[T], n: int | None) -> list[T]:
     return out
 
 
+class Reservoir(Generic[T]):
+    """A uniform random sample of at most `n` items of a stream (Algorithm R), kept in stream order.
+
+    `offer(make)` builds an item only when it is kept, so a stream of long documents costs memory
+    for the n kept ones alone; `rng` is drawn from only once the reservoir is full. n=None keeps all.
+    """
+
+    def __init__(self, n: int | None, rng: np.random.Generator | None) -> None:
+        self.n, self.rng, self.seen = n, rng, 0
+        self._keep: list[tuple[int, T]] = []
+
+    def offer(self, make: Callable[[], T]) -> None:
+        i, self.seen = self.seen, self.seen + 1
+        if self.n is None or i < self.n:
+            self._keep.append((i, make()))
+            return
+        j = int(self.rng.integers(0, i + 1))
+        if j < self.n:
+            self._keep[j] = (i, make())
+
+    def add(self, item: T) -> None:
+        self.offer(lambda: item)
+
+    def items(self) -> list[T]:
+        return [item for _, item in sorted(self._keep, key=lambda pair: pair[0])]
+
+
 def reservoir(items: Iterable[T], n: int, seed: int) -> list[T]:
     """A uniform random sample of n items from a stream (Algorithm R), in stream order."""
-    rng = np.random.default_rng(seed)
-    keep: list[tuple[int, T]] = []
-    for i, item in enumerate(items):
-        if i < n:
-            keep.append((i, item))
-        else:
-            j = int(rng.integers(0, i + 1))
-            if j < n:
-                keep[j] = (i, item)
-    keep.sort(key=lambda pair: pair[0])
-    return [item for _, item in keep]
+    res: Reservoir[T] = Reservoir(n, np.random.default_rng(seed))
+    for item in items:
+        res.add(item)
+    return res.items()
 
 
 def choose(items: Iterable[T], n: int | None, how: str, seed: int) -> list[T]:
@@ -50,11 +70,6 @@ def choose(items: Iterable[T], n: int | None, how: str, seed: int) -> list[T]:
     if how == "first":
         return first_n(items, n)
     return reservoir(items, n, seed)
-
-
-def task_rng(seed: int, name: str) -> np.random.Generator:
-    """A generator for one task, independent of which other tasks are loaded."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
 def split_pool(pool: Sequence[T], n_train: int | None, n_eval: int,

@@ -169,9 +169,15 @@ def _checked(split: Split) -> Split:
 
 
 # ------------------------------------------------------------------ reveal
-def reveal_columns(n_columns: int, k: int, seed: int) -> np.ndarray:
-    """k distinct columns (sorted), the same for every test row of this seed."""
-    return np.sort(np.random.default_rng(seed).choice(n_columns, size=k, replace=False))
+def reveal_columns(candidates: int | np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k distinct columns (sorted) drawn from `candidates` (a column count, or the column indices that may
+    be revealed) with `default_rng(seed)`: the same for every test row of this seed. The reference
+    drew with replacement; revealing a column twice would reveal fewer than k entries.
+    """
+    pool = np.arange(candidates) if np.ndim(candidates) == 0 else np.asarray(candidates)
+    if k > len(pool):
+        raise LmforgetError(f"{k} revealed entries asked for but only {len(pool)} columns can be revealed")
+    return np.sort(np.random.default_rng(seed).choice(pool, size=k, replace=False))
 
 
 # ----------------------------------------------------------------- metrics

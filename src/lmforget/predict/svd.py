@@ -1,27 +1,12 @@
-"""Thin SVD of short, wide matrices (tens of rows x ~10^5 columns) and low-rank filling of gaps.
-
-Forgetting matrices have few rows and many columns, so the SVD goes through the small Gram
-matrix A A^T (rows x rows): one matrix product and a tiny eigendecomposition instead of a
-full LAPACK SVD of the wide matrix.
-"""
+"""Low-rank filling of gaps (hard impute) with the Gram-matrix thin SVD of `lmforget.linalg`."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from lmforget.linalg import thin_svd
 
-def thin_svd(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """U [m, r], s [r], Vt [r, n] with A = U diag(s) Vt, singular values descending, zeros dropped."""
-    gram = A @ A.T
-    evals, evecs = np.linalg.eigh(gram)
-    order = np.argsort(evals)[::-1]
-    evals, evecs = evals[order], evecs[:, order]
-    tol = max(evals[0], 0.0) * max(A.shape) * np.finfo(np.float64).eps * 10 if evals.size else 0.0
-    keep = evals > tol
-    s = np.sqrt(evals[keep])
-    U = evecs[:, keep]
-    Vt = (U.T @ A) / s[:, None]
-    return U, s, Vt
+__all__ = ["fill_low_rank", "thin_svd"]
 
 
 def fill_low_rank(Z: np.ndarray, start: np.ndarray, rank: int, n_iter: int = 20) -> np.ndarray:

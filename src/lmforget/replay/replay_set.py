@@ -10,7 +10,6 @@ raw text -> {"text": ...}, chats -> {"messages": [{"role", "content"}, ...]}, pl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,10 +111,8 @@ def check_output(out: str | Path) -> Path:
 
 
 def write_replay_set(replay: ReplaySet, out: str | Path) -> Path:
-    from lmforget.atomic import atomic_path
+    from lmforget.atomic import write_jsonl
 
     out = check_output(out)
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for rec in replay.records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    write_jsonl(out, replay.records)
     return out

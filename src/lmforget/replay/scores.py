@@ -16,14 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from lmforget.errors import LmforgetError
-
-
-def reveal_columns(candidates: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """`k` columns drawn WITHOUT replacement from `candidates` (the reference drew with replacement)."""
-    if k > len(candidates):
-        raise LmforgetError(f"{k} revealed entries asked for but only {len(candidates)} columns can be revealed; "
-                            "lower replay.reveal")
-    return np.sort(np.random.default_rng([seed, 2]).choice(candidates, size=k, replace=False))
+from lmforget.predict.protocol import reveal_columns
 
 
 def predict_row(Z_train: np.ndarray, columns: np.ndarray, values: np.ndarray, method: str,

@@ -22,9 +22,7 @@ Within a task every replaying method shares the mixture layout, sampler seed and
 from __future__ import annotations
 
 import json
-import math
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lmforget import __version__
-from lmforget.atomic import write_json
+from lmforget.atomic import finite, write_json
 from lmforget.config import Recipe, ReplayConfig
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
@@ -42,6 +40,7 @@ from lmforget.replay.heldout import HeldoutSplit, draw_probes, split_heldout
 from lmforget.replay.methods import Method, parse_methods
 from lmforget.replay.mixture import mixture_steps, n_replay
 from lmforget.runs import Run, task_slug, write_table
+from lmforget.seeding import task_seed
 
 Log = Callable[[str], None]
 MANIFEST = "manifest.json"
@@ -81,7 +80,7 @@ class Study:
         return self.matrix.Z[self.matrix.rows(names)].astype(np.float64)
 
     def task_seed(self, task: str) -> int:
-        return zlib.crc32(f"{self.cfg.seed}\0{task}".encode())
+        return task_seed(self.cfg.seed, task)
 
     def cell_path(self, task: str, method: Method, suffix: str) -> Path:
         return self.out / "results" / task_slug(task) / f"{method.slug}{suffix}"
@@ -250,11 +249,11 @@ def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: 
 
 def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> dict:
     """Fine-tune one task with one replay method, score the held-out set, write the cell."""
-    from lmforget.models import load_recipe_model
-    from lmforget.scoring.upstream import score_upstream
     from lmforget.finetune import build_train_set, train
+    from lmforget.models import load_recipe_model
     from lmforget.replay.mixture import ReplayMixture
     from lmforget.replay.selection import select_random
+    from lmforget.scoring.upstream import score_upstream
 
     start = time.perf_counter()
     cfg, ft = study.cfg, study.recipe.finetune
@@ -362,17 +361,6 @@ def load_cells(study: Study) -> tuple[list[str], list[str], np.ndarray, dict]:
     return tasks, names, F.reshape(len(tasks), len(names)), records
 
 
-def _finite(obj):
-    """NaN/inf -> None, so results.json is strict JSON (undefined tests are null)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_results(study: Study) -> dict:
     from lmforget.atomic import write_text
     from lmforget.replay.plots import plot_study
@@ -395,7 +383,7 @@ def write_results(study: Study) -> dict:
         "n_pool": int(len(study.split.pool)), **summary,
         "cells": [records[(t, n)] for t in tasks for n in names],
     }
-    results = _finite(results)
+    results = finite(results)
     write_json(study.out / "results.json", results)
     plot_study(results, study.out / "figure.png")
     write_text(study.out / "report.md", render_report(results))

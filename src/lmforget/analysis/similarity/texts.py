@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmforget.data.types import TaskExample, TaskSet, UpstreamExample
+from lmforget.seeding import task_rng
 
 
 def upstream_text(example: UpstreamExample) -> str:
@@ -22,5 +23,5 @@ def task_examples(task: TaskSet, limit: int | None, seed: int) -> list[TaskExamp
     """The task's training examples, a seeded subsample of `limit` of them when it has more."""
     if limit is None or len(task.train) <= limit:
         return list(task.train)
-    rng = np.random.default_rng([seed, len(task.name), sum(map(ord, task.name))])
+    rng = task_rng(seed, task.name)
     return [task.train[i] for i in np.sort(rng.choice(len(task.train), size=limit, replace=False))]
