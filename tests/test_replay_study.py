@@ -109,9 +109,24 @@ def test_study_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
     _fails(base + ["replay.heldout=46", "replay.rate=0.5"], capsys, "larger than the replay pool", out)
     _fails(base + ["replay.test_tasks=[nope]"], capsys, "'nope' is not a task", out)
     _fails(["replay", "replay-tiny", f"replay.run={tmp_path / 'missing'}", "-o", str(out)], capsys,
-           "lmforget collect replay-tiny", out)
+           "lmforget collect RECIPE", out)
     _fails(["replay", "tiny", "-o", str(out)], capsys, "no 'replay:' section", out)
     _fails(base + ["model.name=tiny:gpt2"], capsys, "'model' section differs", out)
+    _fails(base + ["finetune.lr=0.5"], capsys, "'finetune' section differs", out)
+    _fails(base + ["score.batch_size=3"], capsys, "'score' section differs", out)
+    _fails(base + ["replay.rate=2"], capsys, "'replay.rate'", out)
+
+
+def test_replay_recipe_takes_model_data_and_finetuning_from_its_run(tiny_run: Path) -> None:
+    from lmforget.config import load_recipe
+    from lmforget.replay.study import load_study_recipe
+
+    ran = Run.open(tiny_run).recipe
+    r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", f"finetune.lr={ran.finetune.lr}"])
+    assert r.name == "replay-tiny" and r.replay.run == str(tiny_run)
+    for section in ("model", "upstream", "tasks", "finetune", "score", "seed"):
+        assert getattr(r, section) == getattr(ran, section)
+    assert r.finetune == load_recipe("tiny").finetune  # the run was made with `tiny`
 
 
 # ----------------------------------------------------------------- replay-set

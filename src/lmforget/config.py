@@ -125,26 +125,68 @@ def shipped_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("lmforget.recipes").iterdir() if p.name.endswith(".yaml"))
 
 
-def _recipe_text(recipe: str) -> str:
-    """The YAML text of a recipe path or shipped name."""
-    path = Path(recipe)
+def _recipe_source(recipe: str, relative_to: Path | None = None) -> tuple[str, Path | None]:
+    """(YAML text, the file's folder or None for a shipped recipe) of a recipe path or shipped name.
+
+    A relative path in a recipe's `base:` is read relative to that recipe's folder."""
+    path = Path(recipe).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise LmforgetError(f"recipe file not found: {path}")
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8"), path.resolve().parent
     shipped = resources.files("lmforget.recipes") / f"{recipe}.yaml"
     if not shipped.is_file():
         raise LmforgetError(f"unknown recipe {recipe!r}: not a file and not a shipped recipe "
                             f"({', '.join(shipped_recipes())})")
-    return shipped.read_text(encoding="utf-8")
+    return shipped.read_text(encoding="utf-8"), None
+
+
+def merge(base: dict, child: dict) -> dict:
+    """`child` over `base`: mappings merge key by key, anything else replaces. A null where the base
+    has a mapping removes that entry (e.g. `tasks: {flan: null}` drops an inherited task source)."""
+    out = dict(base)
+    for key, value in child.items():
+        if value is None and isinstance(out.get(key), dict):
+            del out[key]
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_recipe(recipe: str, relative_to: Path | None = None, seen: tuple[str, ...] = ()) -> dict:
+    """A recipe's mapping with its `base:` chain resolved (the base first, this recipe over it)."""
+    text, folder = _recipe_source(recipe, relative_to)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise LmforgetError(f"recipe {recipe}: invalid YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise LmforgetError(f"recipe {recipe}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise LmforgetError(f"recipe {recipe}: 'base' must be a recipe name or path, got {base!r}")
+    key = str((folder / base).resolve()) if folder is not None and Path(base).suffix in (".yaml", ".yml") else base
+    if key in seen:
+        raise LmforgetError(f"recipe {recipe}: 'base' chain loops ({' -> '.join((*seen, key))})")
+    parent = _read_recipe(base, folder, (*seen, key))
+    parent.pop("description", None)  # a recipe describes itself; name and description are never inherited
+    parent.pop("name", None)
+    return merge(parent, data)
 
 
 def recipe_summary(recipe: str) -> dict:
     """Name, model and description of a recipe without validating it (paper recipes need paths)."""
-    text = _recipe_text(recipe)
-    data = yaml.safe_load(text) or {}
-    return {"name": data.get("name", recipe), "model": (data.get("model") or {}).get("name", ""),
-            "description": data.get("description", "")}
+    data = _read_recipe(recipe)
+    model = (data.get("model") or {}).get("name", "")
+    if not model and data.get("replay"):
+        model = "(the run's)"
+    return {"name": data.get("name", recipe), "model": model, "description": data.get("description", "")}
 
 
 def parse_value(raw: str) -> Any:
@@ -194,26 +236,34 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe (path or shipped name), apply overrides, validate; errors name the bad key."""
-    text = _recipe_text(recipe)
+def load_recipe_data(recipe: str, overrides: list[str] | None = None) -> dict:
+    """A recipe's mapping, `base:` chain resolved and overrides applied, not yet validated."""
+    data = _read_recipe(recipe)
+    data.setdefault("name", Path(recipe).stem if Path(recipe).suffix in (".yaml", ".yml") else recipe)
+    return apply_overrides(data, overrides or [])
+
+
+def recipe_error(exc: ValidationError, recipe: str, prefix: str = "") -> LmforgetError:
+    """One line naming the first bad key (`prefix` + its dotted path) of a recipe that failed validation."""
+    err = exc.errors()[0]
+    where = prefix + ".".join(str(p) for p in err["loc"])
+    kind = "unknown recipe key" if err["type"] == "extra_forbidden" else "bad recipe value"
+    msg = err["msg"].removeprefix("Value error, ")
+    hint = f" (set it on the command line: {where}.path=PATH)" if "needs 'path'" in msg else ""
+    return LmforgetError(f"recipe {recipe}: {kind} {where!r}: {msg}{hint}")
+
+
+def validate_recipe(data: dict, recipe: str) -> Recipe:
+    """A Recipe from its mapping; the error names the bad key and `recipe`."""
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise LmforgetError(f"recipe {recipe}: invalid YAML ({exc})".replace("\n", " ")) from None
-    if not isinstance(data, dict):
-        raise LmforgetError(f"recipe {recipe}: expected a mapping at the top level")
-    data = apply_overrides(data, overrides or [])
-    try:
-        parsed = Recipe.model_validate(data)
+        return Recipe.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        kind = "unknown recipe key" if err["type"] == "extra_forbidden" else "bad recipe value"
-        msg = err["msg"].removeprefix("Value error, ")
-        hint = f" (set it on the command line: {where}.path=PATH)" if "needs 'path'" in msg else ""
-        raise LmforgetError(f"recipe {recipe}: {kind} {where!r}: {msg}{hint}") from None
-    return parsed
+        raise recipe_error(exc, recipe) from None
+
+
+def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe (path or shipped name; `base:` resolved), apply overrides, validate; errors name the bad key."""
+    return validate_recipe(load_recipe_data(recipe, overrides), recipe)
 
 
 def recipe_from_dict(data: dict) -> Recipe:

@@ -12,7 +12,8 @@ from lmforget.cli import app, console, print_json
 
 @app.command()
 def replay(
-    recipe: str = typer.Argument(..., help="A recipe with a 'replay:' section (e.g. replay-demo, replay-tiny)."),
+    recipe: str = typer.Argument(..., help="A recipe with a 'replay:' section (e.g. replay-demo, replay-tiny); "
+                                 "model, data, fine-tuning and scoring come from its run."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. replay.rate=0.125."),
     out: Path = typer.Option(..., "-o", "--out", help="Study directory (created, or resumed if it exists)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: the recipe's), "
@@ -21,10 +22,9 @@ def replay(
     as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
 ) -> None:
     """Fine-tune each test task with each replay method; compare forgetting on never-replayed examples."""
-    from lmforget.config import load_recipe
-    from lmforget.replay.study import run_study
+    from lmforget.replay.study import load_study_recipe, run_study
 
-    cfg = load_recipe(recipe, overrides or [])
+    cfg = load_study_recipe(recipe, overrides or [])
     results = run_study(cfg, out, methods, progress=not quiet, log=console.print)
     if as_json:
         print_json(results)

@@ -29,10 +29,11 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from lmforget import __version__
 from lmforget.atomic import finite, write_json
-from lmforget.config import Recipe, ReplayConfig
+from lmforget.config import Recipe, ReplayConfig, load_recipe_data, merge, recipe_error, validate_recipe
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
@@ -44,7 +45,7 @@ from lmforget.seeding import task_seed
 
 Log = Callable[[str], None]
 MANIFEST = "manifest.json"
-_SAME_AS_RUN = ("model", "upstream", "tasks", "score")
+_SAME_AS_RUN = ("model", "upstream", "tasks", "finetune", "score", "seed")  # a study's are its run's
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _section(recipe: Recipe, name: str):
     value = getattr(recipe, name)
     if isinstance(value, dict):
         return {k: v.model_dump(mode="json") for k, v in value.items()}
-    return value.model_dump(mode="json")
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
 def _check_run_matches(recipe: Recipe, run: Run) -> None:
@@ -102,17 +103,38 @@ def _check_run_matches(recipe: Recipe, run: Run) -> None:
     for name in _SAME_AS_RUN:
         if _section(ran, name) != _section(recipe, name):
             raise LmforgetError(f"recipe {recipe.name!r}: its {name!r} section differs from the one run "
-                                f"{run.path} was made with; the replay recipe must use the run's model, "
-                                "data and scorer (or point replay.run at a matching run)")
+                                f"{run.path} was made with; a replay study uses the run's model, data, "
+                                "fine-tuning and scorer (drop the section, or point replay.run at a matching run)")
 
 
-def _open_run(recipe: Recipe, cfg: ReplayConfig) -> Run:
+def _open_run(recipe_name: str, cfg: ReplayConfig) -> Run:
     path = Path(cfg.run).expanduser()
     if not (path / "manifest.json").is_file():
-        make = f"lmforget demo -o {path}" if recipe.name == "replay-demo" else f"lmforget collect {recipe.name} -o {path}"
+        make = f"lmforget demo -o {path}" if recipe_name == "replay-demo" else f"lmforget collect RECIPE -o {path}"
         raise LmforgetError(f"replay.run: {path} is not a run directory; make it first with `{make}` "
                             "(or set replay.run=DIR to an existing run)")
     return Run.open(path)
+
+
+def load_study_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
+    """A replay recipe (path or shipped name) completed from its run: model, upstream data, tasks,
+    fine-tuning, scoring and seed are taken from the run's manifest, so a replay recipe needs only its
+    `replay:` section. A section it (or an override) does state must equal the run's, else it is refused."""
+    data = load_recipe_data(recipe, overrides)
+    if not isinstance(data.get("replay"), dict):
+        raise LmforgetError(f"recipe {data['name']!r} has no 'replay:' section; use a replay recipe such as "
+                            "replay-demo or replay-tiny")
+    try:
+        cfg = ReplayConfig.model_validate(data["replay"])
+    except ValidationError as exc:
+        raise recipe_error(exc, recipe, prefix="replay.") from None
+    run = _open_run(data["name"], cfg)
+    ran = run.recipe.model_dump(mode="json")
+    stated = {k: data[k] for k in _SAME_AS_RUN if k in data}
+    rest = {k: v for k, v in data.items() if k not in _SAME_AS_RUN}
+    full = validate_recipe({**merge({k: ran[k] for k in _SAME_AS_RUN}, stated), **rest}, recipe)
+    _check_run_matches(full, run)
+    return full
 
 
 def _settings(study_recipe: Recipe, run: Run) -> dict:
@@ -132,7 +154,7 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     if recipe.score.metric != "logppl":
         raise LmforgetError("the replay study measures log-perplexity forgetting; set score.metric=logppl")
     chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy)
-    run = _open_run(recipe, cfg)
+    run = _open_run(recipe.name, cfg)
     _check_run_matches(recipe, run)
     matrix = run.matrix()
     upstream = run.upstream()
