@@ -207,3 +207,30 @@ def test_one_gram_svd_for_analysis_and_prediction() -> None:
     assert set(reveal_columns(np.arange(50, 80), 30, 1).tolist()) == set(range(50, 80))
     with pytest.raises(LmforgetError, match="revealed"):
         reveal_columns(10, 11, 0)
+
+
+# ------------------------------------------------------------------ no mutation of caller objects
+def test_chat_rendering_and_similarity_leave_the_callers_tokenizer_alone() -> None:
+    import numpy as np
+
+    from lmforget.analysis.similarity import sentence_encoder
+    from lmforget.data.types import Message
+    from lmforget.encoding import DEFAULT_CHAT_TEMPLATE, encode_chat, render_chat
+    from lmforget.models import load_model
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    model, tok = load_model("tiny:llama", device="cpu")
+    assert hf_logging.is_progress_bar_enabled()  # silenced while loading, the caller's setting restored
+    tok.chat_template = None  # a caller's tokenizer with neither a chat template nor a pad token
+    tok.pad_token = None
+    assert tok.pad_token_id is None
+    chat = (Message("user", "Say hi"), Message("assistant", "hi"))
+    text = render_chat(tok, chat)
+    assert text == tok.apply_chat_template([m.as_dict() for m in chat], tokenize=False,
+                                           chat_template=DEFAULT_CHAT_TEMPLATE)
+    assert sum(encode_chat(tok, chat).scored) > 0
+    emb = sentence_encoder("base", model, tok).encode(["a longer text to embed here", "short"])
+    assert emb.shape[0] == 2 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert tok.chat_template is None and tok.pad_token_id is None

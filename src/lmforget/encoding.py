@@ -42,7 +42,9 @@ class Encoded:
 
 
 def ensure_chat_template(tokenizer) -> None:
-    """Give a tokenizer without a chat template the Tulu-style default (and a pad token)."""
+    """Give a tokenizer without a chat template the Tulu-style default (and a pad token).
+
+    For tokenizers lmforget loads itself (`lmforget.models`); rendering never changes a caller's tokenizer."""
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     if tokenizer.pad_token_id is None:
@@ -67,9 +69,12 @@ def encode_text(tokenizer, text: str, max_length: int | None = None) -> Encoded:
 
 
 def render_chat(tokenizer, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
-    ensure_chat_template(tokenizer)
+    """The chat as text, with the tokenizer's template or, when it has none, the Tulu-style default
+    (passed per call: the caller's tokenizer is not modified)."""
+    template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
     return tokenizer.apply_chat_template(
-        [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+        [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt,
+        chat_template=template,
     )
 
 

