@@ -100,6 +100,8 @@ def test_recipes_inherit_and_state_only_what_differs() -> None:
     binary = load_recipe("olmo-7b-instruct-binary", _paths("olmo-7b-instruct-binary"))
     assert binary.score.metric == "binary" and binary.upstream.sources == ["flan_v2"] and binary.finetune.steps == 100
     assert set(_own("replay-demo")) == {"name", "description", "replay"}
+    with pytest.raises(LmforgetError, match="is a replay recipe"):
+        load_recipe("replay-demo")
 
 
 def test_base_by_path_overrides_and_errors(tmp_path: Path, capsys) -> None:

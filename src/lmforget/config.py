@@ -263,7 +263,11 @@ def validate_recipe(data: dict, recipe: str) -> Recipe:
 
 def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe (path or shipped name; `base:` resolved), apply overrides, validate; errors name the bad key."""
-    return validate_recipe(load_recipe_data(recipe, overrides), recipe)
+    data = load_recipe_data(recipe, overrides)
+    if data.get("replay") and "model" not in data:
+        raise LmforgetError(f"recipe {recipe} is a replay recipe: its model, data and fine-tuning come from its "
+                            "run; run it with `lmforget replay` (lmforget.replay.study.load_study_recipe)")
+    return validate_recipe(data, recipe)
 
 
 def recipe_from_dict(data: dict) -> Recipe:
