@@ -47,9 +47,11 @@ def test_non_object_line_and_bad_json_document(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"a": 1}\n[1, 2]\n')
     with pytest.raises(LmforgetError, match=r"a\.jsonl, line 2: expected a JSON object"):
         read_records(tmp_path / "a.jsonl")
-    (tmp_path / "b.json").write_text('{"x": 1, "y": 2}')
+    (tmp_path / "b.json").write_text('{\n  "x": 1,\n  "y": 2\n}\n')  # one document, no list of records
     with pytest.raises(LmforgetError, match="list of records"):
         read_records(tmp_path / "b.json")
+    (tmp_path / "one.json").write_text('{"x": 1, "y": 2}\n')  # one JSON line: one record
+    assert read_records(tmp_path / "one.json") == [{"x": 1, "y": 2}]
     (tmp_path / "c.json").write_text('[{"a": 1},\n {"a": ]')
     with pytest.raises(LmforgetError, match=r"c\.json, line 2: malformed JSON"):
         read_records(tmp_path / "c.json")
@@ -113,6 +115,10 @@ def test_hub_rows_stream_with_positions(monkeypatch):
         return iter([{"text": "a"}, {"text": "b"}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     rows = list(iter_hub("org/corpus", "en", None))
     assert [r["text"] for r, _ in rows] == ["a", "b"] and rows[1][1].endswith("row 1")
     assert calls == {"name": "org/corpus", "subset": "en", "split": "train", "streaming": True}
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # offline: datasets' own cache, memory-mapped
+    assert len(list(iter_hub("org/corpus", "en", None))) == 2 and calls["streaming"] is False

@@ -1,37 +1,51 @@
 """Local files and Hugging Face data sets -> a stream of (record, where) pairs.
 
-Every record travels with a `where` string ("shard.jsonl.gz, line 12") so that an adapter can say
-exactly which file and row a problem comes from. Readers stream: a Dolma shard or a Parquet file
-is never held in memory whole.
+Every record travels with a `where` string ("shard.json.gz, line 12") so that an adapter can say
+exactly which file and row a problem comes from. Readers stream: a Dolma shard, a Pile `.jsonl.zst`
+or a Parquet file is never held in memory whole. Files are recognised by content where names
+mislead: compression by magic bytes (gzip, zstandard), and a `.json` file holding one object per
+line (Dolma's released `*.json.gz` shards) is read as JSON lines. Gzip is decompressed by ISA-L in
+a helper thread and lines are parsed by orjson, which makes a shard read several times faster
+than `gzip` + `json` (benchmarks/bench_data.py).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-import gzip
 import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import orjson
 
 from lmforget.errors import LmforgetError
 
 Record = dict[str, Any]
 
-# File suffix -> reader kind. `.json.gz` and `.jsonl.gz` are checked before the bare suffixes.
+# File suffix -> reader kind, longest first. "json" means JSON: one document, or JSON lines when the
+# content says so; "jsonl" is always one object per line. Compression is told by content, not suffix.
 SUFFIXES = {
     ".jsonl.gz": "jsonl",
+    ".jsonl.zst": "jsonl",
+    ".jsonl.zstd": "jsonl",
     ".ndjson.gz": "jsonl",
     ".json.gz": "json",
+    ".json.zst": "json",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "json",
     ".parquet": "parquet",
     ".csv": "csv",
+    ".csv.gz": "csv",
 }
 FILE_TYPES = ("jsonl", "json", "parquet", "csv")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Errors a broken compressed or text stream raises while being read (zstandard's are added on import).
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, UnicodeDecodeError, ValueError)
 
 
 def file_type(path: str | os.PathLike) -> str:
@@ -61,7 +75,8 @@ def expand_paths(path: str | os.PathLike, kinds: Iterable[str] = FILE_TYPES) -> 
             f for f in p.rglob("*") if f.is_file() and _kind_or_none(f) in kinds
         )
         if not files:
-            raise LmforgetError(f"{p}: the directory holds no {'/'.join(kinds)} files")
+            suffixes = ", ".join(s for s, k in SUFFIXES.items() if k in kinds)
+            raise LmforgetError(f"{p}: the directory holds no {'/'.join(kinds)} files (looked for {suffixes})")
         return files
     if not p.exists():
         raise LmforgetError(f"{p}: no such file or directory")
@@ -75,46 +90,142 @@ def _kind_or_none(path: Path) -> str | None:
         return None
 
 
+def open_binary(path: Path) -> BinaryIO:
+    """The decompressed bytes of a file: gzip (ISA-L, in a helper thread) or zstandard by magic bytes."""
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise LmforgetError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    head = raw.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC):
+        from isal import igzip_threaded
+
+        raw.close()
+        return igzip_threaded.open(path, "rb", threads=1)
+    if head == ZSTD_MAGIC:
+        import zstandard
+
+        # The Pile's shards need a large window; the reader streams, it never holds a shard.
+        reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw, closefd=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    return raw
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    global _READ_ERRORS
+    try:
+        import zstandard
+
+        if zstandard.ZstdError not in _READ_ERRORS:
+            _READ_ERRORS = _READ_ERRORS + (zstandard.ZstdError,)
+    except ImportError:  # pragma: no cover - zstandard is a core dependency
+        pass
+    return _READ_ERRORS
+
+
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
+
+
+def _parse_line(line: bytes, where: str) -> Record:
+    """One JSON object from a line: orjson, with the standard library's message on failure."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:  # json also accepts NaN/Infinity and huge integers, which orjson refuses
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LmforgetError(f"{where}: malformed JSON ({exc.msg}, column {exc.colno}); "
+                                "expected one JSON object per line") from None
+        except UnicodeDecodeError as exc:
+            raise LmforgetError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(obj, dict):
+        raise LmforgetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _lines(path: Path, fh: BinaryIO, first: int = 1, pending: Iterable[bytes] = ()) -> Iterator[tuple[Record, str]]:
+    """Parse JSON lines from `fh` (after any `pending` lines already read), numbering from `first`."""
+    lineno = first - 1
+    name = str(path)
+    try:
+        for lineno, line in enumerate(_chain(pending, fh), start=first):
+            if not line or line.isspace():
+                continue
+            where = f"{name}, line {lineno}"
+            yield _parse_line(line, where), where
+    except _read_errors() as exc:
+        raise LmforgetError(f"{path}: cannot read after line {lineno} ({type(exc).__name__}: {exc}); "
+                            "expected a complete gzip/zstandard/plain UTF-8 file") from None
+
+
+def _chain(pending: Iterable[bytes], fh: BinaryIO) -> Iterator[bytes]:
+    yield from pending
+    yield from fh
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[Record, str]]:
-    """One JSON object per line; blank lines are skipped; a bad line names its number."""
-    with _open_text(path) as fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}, line {lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise LmforgetError(f"{where}: malformed JSON ({exc.msg}, column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise LmforgetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-                yield obj, where
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise LmforgetError(f"{path}: cannot read ({exc})") from None
+    """One JSON object per line; blank lines are not records; a bad line names its number."""
+    with open_binary(path) as fh:
+        yield from _lines(path, fh)
 
 
 def iter_json(path: Path, key: str | None = None) -> Iterator[tuple[Record, str]]:
-    """A JSON array of objects, or an object holding one under `key` (or its only list value)."""
-    try:
-        with _open_text(path) as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise LmforgetError(f"{path}, line {exc.lineno}: malformed JSON ({exc.msg})") from None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise LmforgetError(f"{path}: cannot read ({exc})") from None
+    """A JSON document (a list of objects, or an object holding one under `key`), or JSON lines.
+
+    Decided by content: when the first line is a whole JSON object and more follows, the file is
+    JSON lines whatever its name (Dolma ships JSON lines as `*.json.gz`).
+    """
+    with open_binary(path) as fh:
+        try:
+            first = fh.readline()
+            while first and first.isspace():
+                first = fh.readline()
+            obj = _whole_object(first)
+            if obj is not None:
+                second = fh.readline()
+                while second and second.isspace():
+                    second = fh.readline()
+                if second:  # two objects on two lines: JSON lines
+                    yield from _lines(path, fh, first=1, pending=[first, second])
+                    return
+                if key is None and not _holds_records(obj):
+                    yield obj, f"{path}, line 1"  # a single JSON line
+                    return
+                data = obj
+            else:
+                text = first + fh.read()
+                data = json.loads(text) if text.strip() else []
+        except json.JSONDecodeError as exc:
+            raise LmforgetError(f"{path}, line {exc.lineno}: malformed JSON ({exc.msg}); "
+                                "expected a JSON list of objects, an object holding one, or JSON lines") from None
+        except _read_errors() as exc:
+            raise LmforgetError(f"{path}: cannot read near the start ({type(exc).__name__}: {exc}); "
+                                "expected a complete gzip/zstandard/plain UTF-8 file") from None
     rows = json_rows(data, str(path), key)
     for i, obj in enumerate(rows):
         where = f"{path}, record {i}"
         if not isinstance(obj, dict):
             raise LmforgetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         yield obj, where
+
+
+def _whole_object(line: bytes) -> dict | None:
+    """The line as a JSON object when it is one whole object, else None."""
+    if not line.lstrip().startswith(b"{"):
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _holds_records(data: dict) -> bool:
+    return sum(isinstance(v, list) and bool(v) and isinstance(v[0], dict) for v in data.values()) == 1
 
 
 def json_rows(data: Any, where: str, key: str | None = None) -> list:
@@ -124,7 +235,7 @@ def json_rows(data: Any, where: str, key: str | None = None) -> list:
     if isinstance(data, dict):
         if key is not None:
             if not isinstance(data.get(key), list):
-                raise LmforgetError(f"{where}: expected a list under key {key!r}")
+                raise LmforgetError(f"{where}: expected a list under key {key!r} (keys: {', '.join(map(str, data))})")
             return data[key]
         lists = [k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if len(lists) == 1:
@@ -144,10 +255,13 @@ def iter_csv(path: Path, fieldnames: list[str] | None = None) -> Iterator[tuple[
             for i, row in enumerate(reader):
                 where = f"{path}, row {i + first}"
                 if None in row:
-                    raise LmforgetError(f"{where}: more values than columns ({len(reader.fieldnames or [])})")
+                    raise LmforgetError(f"{where}: more values than columns ({len(reader.fieldnames or [])}: "
+                                        f"{', '.join(reader.fieldnames or [])})")
                 yield row, where
         except csv.Error as exc:
             raise LmforgetError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
+        except _read_errors() as exc:
+            raise LmforgetError(f"{path}: cannot read near line {reader.line_num} ({type(exc).__name__}: {exc})") from None
 
 
 def iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[Record, str]]:
@@ -234,18 +348,72 @@ def iter_saved_dataset(path: Path, split: str | None = None) -> Iterator[tuple[R
     yield from _iter_dataset(_pick_split(ds, split, str(path)), str(path))
 
 
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set: no network call is attempted."""
+    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no", "off")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_snapshot(name: str) -> Path | None:
+    """The local copy of a hub data set in the Hugging Face cache (`hf download --repo-type dataset`)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, repo_type="dataset", local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or no huggingface_hub: try elsewhere
+        return None
+
+
+_SPLIT_WORDS = ("train", "test", "validation", "valid", "dev", "eval")
+
+
+def _split_files(files: list[Path], root: Path, split: str, where: str) -> list[Path]:
+    """The files of one split, by the hub's naming (`train-00000-of-00002.parquet`, `data/test/...`)."""
+    def has(word: str, f: Path) -> bool:
+        parts = f.relative_to(root).as_posix().lower().replace("-", "/").replace("_", "/").replace(".", "/")
+        return word in parts.split("/")
+
+    chosen = [f for f in files if has(split.lower(), f)]
+    if chosen:
+        return chosen
+    named = sorted({w for f in files for w in _SPLIT_WORDS if has(w, f)})
+    if named:
+        raise LmforgetError(f"{where}: no split {split!r} in the local copy {root} (files name: {', '.join(named)})")
+    return files  # files not named by split: they are the one split
+
+
+def iter_snapshot(root: Path, name: str, subset: str | None, split: str | None) -> Iterator[tuple[Record, str]]:
+    """Records of a hub data set's local snapshot, read and streamed like local files."""
+    where = f"hub data set {name!r} (local copy {root})"
+    base = root
+    if subset:
+        base = next((c for c in (root / subset, root / "data" / subset) if c.is_dir()), None)
+        if base is None:
+            raise LmforgetError(f"{where}: no folder for subset {subset!r} (looked for {subset}/ and data/{subset}/)")
+    files = _split_files(expand_paths(base), root, split or "train", where)
+    for f in files:
+        yield from iter_file(f)
+
+
 def iter_hub(name: str, subset: str | None = None, split: str | None = None,
              streaming: bool = True) -> Iterator[tuple[Record, str]]:
-    """Records of a Hugging Face hub data set (needs network or a warm `datasets` cache).
+    """Records of a Hugging Face hub data set, from a local copy when there is one.
 
-    Streaming by default, so that sampling a few thousand documents from a corpus does not
-    download all of it. Any failure to reach or find the data set becomes one clear error.
+    In order: the Hugging Face hub cache (a snapshot downloaded earlier, read with lmforget's own
+    streaming readers, no network); then `datasets.load_dataset`, which streams from the hub when
+    there is network and falls back to `datasets`' own cache when there is none (or when
+    HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Any failure becomes one clear error.
     """
+    snapshot = hub_snapshot(name)
+    if snapshot is not None:
+        yield from iter_snapshot(snapshot, name, subset, split)
+        return
     import datasets
 
     where = f"hub data set {name!r}" + (f" ({subset})" if subset else "")
     try:
-        ds = datasets.load_dataset(name, subset, split=split or "train", streaming=streaming)
+        # Offline, streaming is not needed: the cached Arrow files are memory-mapped, not loaded.
+        ds = datasets.load_dataset(name, subset, split=split or "train", streaming=streaming and not hub_offline())
         it = iter(ds)
         first = next(it, None)
     except LmforgetError:
@@ -253,7 +421,8 @@ def iter_hub(name: str, subset: str | None = None, split: str | None = None,
     except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
         raise LmforgetError(
             f"{where}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "without network, download it once and point 'path' at a local copy (save_to_disk or files)"
+            "without network, download it once (hf download --repo-type dataset, or save_to_disk) "
+            "and point 'path' at the local copy"
         ) from None
     if first is None:
         return
