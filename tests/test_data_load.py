@@ -7,7 +7,8 @@ import pytest
 
 from lmforget.cli import main
 from lmforget.data import TaskSpec, UpstreamSpec, load_tasks, load_upstream, task_spec, upstream_spec
-from lmforget.data.select import cut_chars, cut_tokens, cut_words, reservoir
+from lmforget.data.sampling import sample_stream
+from lmforget.data.select import cut_chars, cut_tokens, cut_words
 from lmforget.errors import LmforgetError
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -26,15 +27,24 @@ def test_unknown_spec_key_and_unknown_format_are_one_line_errors():
     assert task_spec({"format": "bbh", "path": "p"}) == TaskSpec(format="bbh", path="p")
 
 
-def test_reservoir_is_uniform_seeded_and_keeps_stream_order():
-    a = reservoir(range(1000), 10, seed=3)
-    assert a == reservoir(iter(range(1000)), 10, seed=3) and a == sorted(a) and len(set(a)) == 10
-    assert a != reservoir(range(1000), 10, seed=4)
+def _kept(items, n, seed, fraction=None):
+    from lmforget.data.types import UpstreamExample
+
+    exs = [UpstreamExample(id=str(i), text="x") for i in items]
+    return sorted(int(ex.id) for _, _, ex in sample_stream(exs, n, fraction, seed).kept)
+
+
+def test_keyed_sample_is_uniform_seeded_and_bounded():
+    a = _kept(range(1000), 10, seed=3)
+    assert a == _kept(iter(range(1000)), 10, seed=3) and len(set(a)) == 10
+    assert a != _kept(range(1000), 10, seed=4)
     counts = [0] * 10
     for s in range(400):
-        for x in reservoir(range(10), 3, seed=s):
+        for x in _kept(range(10), 3, seed=s):
             counts[x] += 1
     assert min(counts) > 80 and max(counts) < 160  # each item kept about 120 times
+    share = len(_kept(range(20000), None, seed=0, fraction=0.05)) / 20000
+    assert 0.045 < share < 0.055  # Bernoulli: about 5% kept
 
 
 def test_upstream_random_and_first_selection():

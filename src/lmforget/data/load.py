@@ -16,7 +16,8 @@ import numpy as np
 # Adapter modules register themselves by format name on import.
 from lmforget.data import bbh, dolly, dolma, flan, mmlu, natural_instructions, pile, records, truthfulqa, tulu, wikipedia  # noqa: F401
 from lmforget.data.registry import TASKS, UPSTREAM, RawTask
-from lmforget.data.select import (choose, chunk_words, cut_chars, cut_tokens, cut_words, sample,
+from lmforget.data.sampling import select_upstream
+from lmforget.data.select import (chunk_words, cut_chars, cut_tokens, cut_words, sample,
                                   split_pool, task_rng)
 from lmforget.data.specs import TaskSpec, UpstreamSpec, task_spec, upstream_spec
 from lmforget.data.types import TaskSet, UpstreamExample, UpstreamSet
@@ -30,10 +31,9 @@ def _describe(spec: UpstreamSpec | TaskSpec) -> str:
     return f"{spec.format} ({where})" if where else spec.format
 
 
-def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec, seen: set[str]) -> Iterator[UpstreamExample]:
+def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec) -> Iterator[UpstreamExample]:
     keep = set(spec.sources) if spec.sources else None
     for ex in stream:
-        seen.add(ex.source)
         if keep is not None and ex.source not in keep:
             continue
         if ex.text is not None:
@@ -47,17 +47,35 @@ def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec, seen: set[s
         yield ex
 
 
-def load_upstream(spec: UpstreamSpec | dict[str, Any], tokenizer=None) -> UpstreamSet:
-    """The upstream set a spec describes; `tokenizer` is needed only for `max_tokens`."""
+def upstream_stream(spec: UpstreamSpec) -> Iterator[UpstreamExample]:
+    """The spec's examples after the adapter and the filters (sources, min_chars, chunks), streamed."""
+    return _filtered(UPSTREAM[spec.format](spec), spec)
+
+
+def _all_sources(stream: Iterable[UpstreamExample], seen: set[str]) -> Iterator[UpstreamExample]:
+    for ex in stream:
+        seen.add(ex.source)
+        yield ex
+
+
+def load_upstream(spec: UpstreamSpec | dict[str, Any], tokenizer=None, workers: int | None = None) -> UpstreamSet:
+    """The upstream set a spec describes; `tokenizer` is needed only for `max_tokens`.
+
+    Random selection over many shards reads them in `workers` processes (default: one per CPU, or
+    LMFORGET_DATA_WORKERS); the result does not depend on the number of workers.
+    """
     spec = upstream_spec(spec)
     if spec.max_tokens is not None and tokenizer is None:
         raise LmforgetError("upstream spec: 'max_tokens' needs the model's tokenizer (or use 'max_words')")
-    seen: set[str] = set()
-    chosen = choose(_filtered(UPSTREAM[spec.format](spec), spec, seen), spec.n, spec.select, spec.seed)
+    chosen, _ = select_upstream(spec, upstream_stream, workers)
     if not chosen:
+        seen: set[str] = set()
+        if spec.sources:  # name the sources present, so a typo is easy to see
+            for _ in _all_sources(UPSTREAM[spec.format](spec), seen):
+                pass
         hint = f" (sources present: {', '.join(sorted(seen)) or 'none'})" if spec.sources else ""
         raise LmforgetError(f"upstream {_describe(spec)}: no examples left after filtering{hint}")
-    if spec.n is not None and len(chosen) < spec.n:
+    if spec.n is not None and len(chosen) < spec.n and spec.fraction is None:
         log.warning("upstream %s: asked for %d examples, found %d", _describe(spec), spec.n, len(chosen))
     chosen = _cut(chosen, spec, tokenizer)
     return UpstreamSet(chosen, name=spec.name or spec.format)

@@ -1,8 +1,8 @@
 """Seeded choices and text cuts shared by every adapter.
 
-Selection streams (reservoir sampling), so choosing 10,000 documents from a corpus of millions
-never holds the corpus in memory; the chosen items keep their original order. Per-task splits are
-seeded by (seed, task name), so adding or removing a task never changes another task's examples.
+Upstream selection lives in `lmforget.data.sampling` (streamed, bounded, parallel over shards);
+the reservoir here keeps per-task pools bounded. Per-task splits are seeded by (seed, task name), so
+adding or removing a task never changes another task's examples.
 """
 
 from __future__ import annotations
@@ -62,14 +62,6 @@ def reservoir(items: Iterable[T], n: int, seed: int) -> list[T]:
     for item in items:
         res.add(item)
     return res.items()
-
-
-def choose(items: Iterable[T], n: int | None, how: str, seed: int) -> list[T]:
-    if n is None:
-        return list(items)
-    if how == "first":
-        return first_n(items, n)
-    return reservoir(items, n, seed)
 
 
 def split_pool(pool: Sequence[T], n_train: int | None, n_eval: int,

@@ -46,6 +46,8 @@ class UpstreamSpec(_Source):
     format: UpstreamFormat
     n: int | None = Field(None, ge=1, description="keep this many examples (all when unset)")
     select: Literal["random", "first"] = "random"
+    fraction: float | None = Field(None, gt=0, le=1, description="keep each example with this seeded "
+                                   "probability (a 1% sample: 0.01); with n, at most n of them")
     sources: list[str] | None = Field(None, description="keep only these source labels")
     min_chars: int = Field(0, ge=0, description="drop texts shorter than this (before selection)")
     chunk_words: int | None = Field(None, ge=1, description="split raw texts into chunks of this many words")
@@ -53,6 +55,13 @@ class UpstreamSpec(_Source):
     max_words: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="cut with the model's tokenizer")
     name: str | None = None
+
+
+    @model_validator(mode="after")
+    def _fraction_is_random(self):
+        if self.fraction is not None and self.select == "first":
+            raise ValueError("'fraction' samples at random; it cannot be combined with select: first")
+        return self
 
 
 class TaskSpec(_Source):
