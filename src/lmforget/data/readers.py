@@ -159,9 +159,21 @@ def _lines(path: Path, fh: BinaryIO, first: int = 1, pending: Iterable[bytes] = 
                             "expected a complete gzip/zstandard/plain UTF-8 file") from None
 
 
-def _chain(pending: Iterable[bytes], fh: BinaryIO) -> Iterator[bytes]:
+def _chain(pending: Iterable[bytes], fh: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
+    """`pending` lines, then the lines of `fh`, split from 1 MB blocks (much faster than readline)."""
     yield from pending
-    yield from fh
+    tail = b""
+    while True:
+        chunk = fh.read(block)
+        if not chunk:
+            if tail:
+                yield tail
+            return
+        lines = chunk.split(b"\n")
+        if tail:
+            lines[0] = tail + lines[0]
+        tail = lines.pop()
+        yield from lines
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[Record, str]]:
