@@ -58,6 +58,8 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
     state = PartialState()
     upstream, tasks = load_inputs(recipe)
     model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
+    if recipe.model.chat_template != "auto":  # the template changes every encoded example
+        model_fp += f"+template:{recipe.model.chat_template}"
     run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, is_main=state.is_main_process)
     done = set(run.finished())
     todo = [t for t in tasks if t.name not in done]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lmforget.data.specs import TaskSpec, UpstreamSpec
 from lmforget.errors import LmforgetError
@@ -32,6 +32,16 @@ class ModelConfig(_Strict):
     device: str = "auto"
     revision: str | None = None
     trust_remote_code: bool = False  # only when the user asks (MPT on older transformers)
+    # How tasks and chats are formatted: auto = the tokenizer's own template, `tulu` when it has none
+    # (base models); or tulu / olmo-instruct / chatml / a .jinja file (lmforget.chat_templates).
+    chat_template: str = "auto"
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from lmforget.chat_templates import check_choice
+
+        return check_choice(value)
 
 
 class LoraConfig(_Strict):

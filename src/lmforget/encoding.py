@@ -1,8 +1,9 @@
 """Token ids and scored positions: the one place that decides which tokens count.
 
 PROTOCOL.md section 2: for raw text every token but the first is scored; for chats only the
-final assistant answer is scored (up to, not including, the end-of-turn/EOS). Fine-tuning uses
-the very same positions as its loss mask (answer-only loss), so scoring and training agree.
+final assistant answer is scored (up to, not including, the end-of-turn/EOS). Fine-tuning's loss
+covers the same answer tokens plus the end-of-turn/EOS that closes it (`trained`), so the model
+learns to stop: greedy answers end where the gold answer ends, which exact match needs.
 Long inputs keep their END (left truncation), as in the paper's recipe.
 """
 
@@ -11,52 +12,66 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from lmforget.chat_templates import DEFAULT, TEMPLATES, use_chat_template
 from lmforget.data.types import Message, TaskExample, UpstreamExample
 from lmforget.errors import LmforgetError
 
-# Tulu/open-instruct style template, used when a tokenizer ships none (base models, tiny models).
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}"
-    "{% else %}{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
-)
+# The template a tokenizer without one gets (Tulu/open-instruct style); see lmforget.chat_templates.
+DEFAULT_CHAT_TEMPLATE = TEMPLATES[DEFAULT]
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids and, per position t, whether token t is scored (predicted from ids[:t])."""
+    """Token ids and, per position t, whether token t is scored (predicted from ids[:t]).
+
+    `trained` marks the fine-tuning loss positions when they differ from the scored ones (a chat:
+    the answer and its end-of-turn/EOS); None means the same as `scored`.
+    """
 
     input_ids: list[int]
     scored: list[bool]
+    trained: list[bool] | None = None
 
     @property
     def n_scored(self) -> int:
         return sum(self.scored)
 
+    @property
+    def loss_mask(self) -> list[bool]:
+        return self.scored if self.trained is None else self.trained
+
     def labels(self) -> list[int]:
-        """Causal-LM labels: the token where scored, -100 (ignored) elsewhere."""
-        return [t if s else -100 for t, s in zip(self.input_ids, self.scored)]
+        """Causal-LM labels for fine-tuning: the token where trained, -100 (ignored) elsewhere."""
+        return [t if s else -100 for t, s in zip(self.input_ids, self.loss_mask)]
 
 
 def ensure_chat_template(tokenizer) -> None:
     """Give a tokenizer without a chat template the Tulu-style default (and a pad token).
 
     For tokenizers lmforget loads itself (`lmforget.models`); rendering never changes a caller's tokenizer."""
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    use_chat_template(tokenizer, "auto")
 
 
-def _keep_end(ids: list[int], scored: list[bool], max_length: int | None) -> Encoded:
+def _keep_end(ids: list[int], scored: list[bool], max_length: int | None,
+              trained: list[bool] | None = None) -> Encoded:
     if max_length is not None and len(ids) > max_length:
         ids, scored = ids[-max_length:], scored[-max_length:]
+        trained = None if trained is None else trained[-max_length:]
     if scored:
         scored = [False] + list(scored[1:])  # position 0 has no context and is never scored
-    return Encoded(list(ids), list(scored))
+        trained = None if trained is None else [False] + list(trained[1:])
+    return Encoded(list(ids), list(scored), trained)
+
+
+def end_of_turn_ids(tokenizer) -> set[int]:
+    """Ids of the special tokens that can close a turn (EOS, <|im_end|>, <|eot_id|>, ...)."""
+    ids = set(getattr(tokenizer, "all_special_ids", None) or [])
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
 
 
 def encode_text(tokenizer, text: str, max_length: int | None = None) -> Encoded:
@@ -104,9 +119,18 @@ def encode_chat(tokenizer, messages: Sequence[Message], max_length: int | None =
     # trim offsets, so a lone-space token (GPT-2 "Ġ" before "(", Llama-3/OLMo-2 before digits) is 0 wide.
     overlap = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and e > start and s < end]
     scored = [False] * len(ids)
+    trained = None
     if overlap:
-        scored[overlap[0]:overlap[-1] + 1] = [True] * (overlap[-1] + 1 - overlap[0])
-    return _keep_end(ids, scored, max_length)
+        first, last = overlap[0], overlap[-1]
+        scored[first:last + 1] = [True] * (last + 1 - first)
+        # The loss also covers what closes the answer, up to and including the first end-of-turn
+        # token (ChatML's <|im_end|>, Llama-3's <|eot_id|>, Tulu/OLMo's EOS); not what follows it.
+        closers = end_of_turn_ids(tokenizer)
+        close = next((i for i in range(last + 1, len(ids)) if ids[i] in closers), None)
+        if close is not None:
+            trained = list(scored)
+            trained[last + 1:close + 1] = [True] * (close - last)
+    return _keep_end(ids, scored, max_length, trained)
 
 
 def encode_upstream(tokenizer, example: UpstreamExample, max_length: int | None = None) -> Encoded:

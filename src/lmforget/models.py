@@ -461,6 +461,10 @@ def load_recipe_model(recipe):
     The one place a recipe becomes a model: collection, the replay study and the similarity analysis
     all start from exactly these base weights.
     """
+    from lmforget.chat_templates import use_chat_template
+
     m = recipe.model
-    return load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                      seed=recipe.seed, revision=m.revision)
+    model, tokenizer = load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                                  seed=recipe.seed, revision=m.revision)
+    use_chat_template(tokenizer, m.chat_template)  # the recipe's template, for tasks and chat upstream data
+    return model, tokenizer
