@@ -136,6 +136,8 @@ def test_pile_jsonl_zst_first_documents_over_100_chars(tmp_path):
     expected = [i for i, r in enumerate(rows) if len(r["text"]) > 100][:10]
     assert up.ids == [f"pile-{i}" for i in expected]
     assert up.sources == [rows[i]["meta"]["pile_set_name"] for i in expected]
+    # reading stopped at the 10th long document; the short ones before it are counted, not hidden
+    assert up.stats == {"read": expected[-1] + 1, "shorter than 101 characters": expected[-1] + 1 - 10, "chosen": 10}
 
 
 def test_pile_first_n_stops_reading_early(tmp_path):

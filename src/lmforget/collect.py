@@ -63,7 +63,10 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
     run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, is_main=state.is_main_process)
     done = set(run.finished())
     todo = [t for t in tasks if t.name not in done]
-    log(f"{len(upstream)} upstream examples, {len(tasks)} tasks ({len(done)} already finished) -> {run.path}")
+    from lmforget.data.load import describe_counts
+
+    log(f"{len(upstream)} upstream examples ({describe_counts(upstream.stats)}), {len(tasks)} tasks "
+        f"({len(done)} already finished) -> {run.path}")
 
     model = tokenizer = None
     if run.base_scores() is None:

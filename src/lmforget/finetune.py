@@ -8,6 +8,7 @@ special case here. Loss is on answer tokens only (the scored positions of `lmfor
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -23,6 +24,8 @@ from lmforget.data.types import TaskSet, UpstreamExample
 from lmforget.encoding import Encoded, encode_task_example, encode_upstream
 from lmforget.errors import LmforgetError
 from lmforget.resources import resolve_path
+
+log = logging.getLogger(__name__)
 
 
 class EncodedDataset(Dataset):
@@ -46,6 +49,9 @@ def encode_task(tokenizer, task: TaskSet, max_length: int) -> list[Encoded]:
     if not kept:
         raise LmforgetError(f"task {task.name!r}: no training example has answer tokens within "
                             f"max_length={max_length}")
+    if len(kept) < len(items):
+        log.warning("task %r: skipped %d of %d training examples with no answer tokens (an empty answer)",
+                    task.name, len(items) - len(kept), len(items))
     return kept
 
 
@@ -53,8 +59,12 @@ def build_train_set(tokenizer, task: TaskSet, cfg: FinetuneConfig,
                     replay: Sequence[UpstreamExample] = ()) -> list[Encoded]:
     """The task's examples plus replayed upstream examples (the replay mixture hook)."""
     items = encode_task(tokenizer, task, cfg.max_length)
-    items += [e for e in (encode_upstream(tokenizer, ex, cfg.max_length) for ex in replay) if e.n_scored > 0]
-    return items
+    replayed = [encode_upstream(tokenizer, ex, cfg.max_length) for ex in replay]
+    usable = [e for e in replayed if e.n_scored > 0]
+    if len(usable) < len(replayed):
+        log.warning("replay: skipped %d of %d upstream examples with no scored tokens",
+                    len(replayed) - len(usable), len(replayed))
+    return items + usable
 
 
 def world_size() -> int:

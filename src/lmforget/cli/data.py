@@ -87,12 +87,15 @@ def data_upstream(
     sources: dict[str, int] = {}
     for s in up.sources:
         sources[s] = sources.get(s, 0) + 1
-    summary = {"n": len(up), "sources": sources, "fingerprint": up.fingerprint(),
+    summary = {"n": len(up), "sources": sources, "fingerprint": up.fingerprint(), "counts": up.stats,
                "first": up.examples[0].to_json(), "out": str(out) if out else None}
     if as_json:
         print_json(summary)
     else:
+        from lmforget.data.load import describe_counts
+
         console.print(f"{len(up)} upstream examples; sources: {sources}")
+        console.print(describe_counts(up.stats))
         console.print(f"first: {up.examples[0].id}: {(up.examples[0].text or up.examples[0].gold)[:200]!r}")
 
 

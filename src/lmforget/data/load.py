@@ -8,6 +8,7 @@ tasks = adapter -> name filter -> max_tasks -> per-task seeded train/eval split.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import replace
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -31,54 +32,67 @@ def _describe(spec: UpstreamSpec | TaskSpec) -> str:
     return f"{spec.format} ({where})" if where else spec.format
 
 
-def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec) -> Iterator[UpstreamExample]:
+def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec, counts: Counter) -> Iterator[UpstreamExample]:
+    """Source filter, min_chars and chunking; every example dropped is counted under its reason."""
     keep = set(spec.sources) if spec.sources else None
+    short = f"shorter than {spec.min_chars} characters"
     for ex in stream:
+        counts["read"] += 1
         if keep is not None and ex.source not in keep:
+            counts["from other sources"] += 1
             continue
         if ex.text is not None:
+            if not ex.text.strip():
+                counts["empty text"] += 1
+                continue
             if len(ex.text) < spec.min_chars:
+                counts[short] += 1
                 continue
             if spec.chunk_words is not None:
                 for k, piece in enumerate(chunk_words(ex.text, spec.chunk_words)):
                     if len(piece) >= spec.min_chars:
                         yield replace(ex, id=f"{ex.id}#{k}", text=piece)
+                    else:
+                        counts[f"chunks {short}"] += 1
                 continue
         yield ex
 
 
-def upstream_stream(spec: UpstreamSpec) -> Iterator[UpstreamExample]:
+def upstream_stream(spec: UpstreamSpec, counts: Counter | None = None) -> Iterator[UpstreamExample]:
     """The spec's examples after the adapter and the filters (sources, min_chars, chunks), streamed."""
-    return _filtered(UPSTREAM[spec.format](spec), spec)
+    return _filtered(UPSTREAM[spec.format](spec), spec, Counter() if counts is None else counts)
 
 
-def _all_sources(stream: Iterable[UpstreamExample], seen: set[str]) -> Iterator[UpstreamExample]:
-    for ex in stream:
-        seen.add(ex.source)
-        yield ex
+def describe_counts(stats: dict[str, int]) -> str:
+    """'read 1,200; skipped 30 shorter than 101 characters, ...; chose 100' for logs and the CLI."""
+    skipped = [f"{n:,} {why}" for why, n in stats.items() if why not in ("read", "chosen") and n]
+    return (f"read {stats.get('read', 0):,}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
+            + f"; chose {stats.get('chosen', 0):,}")
 
 
 def load_upstream(spec: UpstreamSpec | dict[str, Any], tokenizer=None, workers: int | None = None) -> UpstreamSet:
     """The upstream set a spec describes; `tokenizer` is needed only for `max_tokens`.
 
     Random selection over many shards reads them in `workers` processes (default: one per CPU, or
-    LMFORGET_DATA_WORKERS); the result does not depend on the number of workers.
+    LMFORGET_DATA_WORKERS); the result does not depend on the number of workers. What the filters
+    dropped is counted in the set's `stats` (and logged), never dropped silently.
     """
     spec = upstream_spec(spec)
     if spec.max_tokens is not None and tokenizer is None:
         raise LmforgetError("upstream spec: 'max_tokens' needs the model's tokenizer (or use 'max_words')")
-    chosen, _ = select_upstream(spec, upstream_stream, workers)
+    chosen, counts = select_upstream(spec, upstream_stream, workers)
     if not chosen:
         seen: set[str] = set()
         if spec.sources:  # name the sources present, so a typo is easy to see
-            for _ in _all_sources(UPSTREAM[spec.format](spec), seen):
-                pass
+            seen = {ex.source for ex in UPSTREAM[spec.format](spec)}
         hint = f" (sources present: {', '.join(sorted(seen)) or 'none'})" if spec.sources else ""
         raise LmforgetError(f"upstream {_describe(spec)}: no examples left after filtering{hint}")
     if spec.n is not None and len(chosen) < spec.n and spec.fraction is None:
         log.warning("upstream %s: asked for %d examples, found %d", _describe(spec), spec.n, len(chosen))
     chosen = _cut(chosen, spec, tokenizer)
-    return UpstreamSet(chosen, name=spec.name or spec.format)
+    stats = {**counts, "chosen": len(chosen)}
+    log.info("upstream %s: %s", _describe(spec), describe_counts(stats))
+    return UpstreamSet(chosen, name=spec.name or spec.format, stats=stats)
 
 
 def _cut(examples: list[UpstreamExample], spec: UpstreamSpec, tokenizer) -> list[UpstreamExample]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -31,7 +32,7 @@ SHARDABLE = {"dolma"}
 WORKERS_ENV = "LMFORGET_DATA_WORKERS"
 _KEY_BLOCK = 8192
 
-Stream = Callable[[UpstreamSpec], Iterable[UpstreamExample]]
+Stream = Callable[[UpstreamSpec, Counter], Iterable[UpstreamExample]]
 
 
 @dataclass
@@ -39,8 +40,7 @@ class ShardSample:
     """What one shard contributes: (key, position, example) triples kept, plus what was seen."""
 
     kept: list[tuple[float, int, UpstreamExample]]
-    sources: set[str] = field(default_factory=set)
-    n_seen: int = 0
+    counts: Counter = field(default_factory=Counter)  # records read and dropped, by reason
 
 
 def _keys(seed: int, shard: int) -> Iterator[float]:
@@ -50,14 +50,12 @@ def _keys(seed: int, shard: int) -> Iterator[float]:
 
 
 def sample_stream(examples: Iterable[UpstreamExample], n: int | None, fraction: float | None,
-                  seed: int, shard: int = 0) -> ShardSample:
+                  seed: int, shard: int = 0, counts: Counter | None = None) -> ShardSample:
     """Bottom-n keys (and keys < fraction) of one stream, holding at most n examples."""
-    out = ShardSample([])
+    out = ShardSample([], Counter() if counts is None else counts)
     heap: list[tuple[float, int, UpstreamExample]] = []  # max-heap on key via negation
     limit = 1.0 if fraction is None else fraction
     for pos, (key, ex) in enumerate(zip(_keys(seed, shard), examples)):
-        out.n_seen += 1
-        out.sources.add(ex.source)
         if key >= limit:
             continue
         if n is None:
@@ -94,22 +92,19 @@ def _shard_job(args: tuple[UpstreamSpec, int]) -> ShardSample:
     spec, shard = args
     from lmforget.data.load import upstream_stream  # registers the adapters in a fresh process
 
-    return sample_stream(upstream_stream(spec), spec.n, spec.fraction, spec.seed, shard)
+    counts: Counter = Counter()
+    return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts)
 
 
 def select_upstream(spec: UpstreamSpec, stream: Stream, workers: int | None = None
-                    ) -> tuple[list[UpstreamExample], set[str]]:
-    """The chosen examples of a spec, in corpus order, and the source labels seen on the way."""
-    sources: set[str] = set()
+                    ) -> tuple[list[UpstreamExample], Counter]:
+    """The chosen examples of a spec, in corpus order, and the counts of what was read and dropped."""
+    counts: Counter = Counter()
     if spec.select == "first" or (spec.n is None and spec.fraction is None):
-        def tracked() -> Iterator[UpstreamExample]:
-            for ex in stream(spec):
-                sources.add(ex.source)
-                yield ex
-        return first_n(tracked(), spec.n), sources
+        return first_n(stream(spec, counts), spec.n), counts
     shards = shard_paths(spec)
     if shards is None:
-        samples = [sample_stream(stream(spec), spec.n, spec.fraction, spec.seed, 0)]
+        samples = [sample_stream(stream(spec, counts), spec.n, spec.fraction, spec.seed, 0, counts)]
     else:
         jobs = [(spec.model_copy(update={"path": path}), k) for k, path in enumerate(shards)]
         workers = default_workers(len(shards)) if workers is None else max(1, workers)
@@ -120,8 +115,8 @@ def select_upstream(spec: UpstreamSpec, stream: Stream, workers: int | None = No
             samples = [_shard_job(job) for job in jobs]
     kept = [(key, k, pos, ex) for k, s in enumerate(samples) for key, pos, ex in s.kept]
     for s in samples:
-        sources |= s.sources
+        counts.update(s.counts)
     if spec.n is not None and len(kept) > spec.n:
         kept = heapq.nsmallest(spec.n, kept, key=lambda t: t[0])
     kept.sort(key=lambda t: (t[1], t[2]))
-    return [ex for _, _, _, ex in kept], sources
+    return [ex for _, _, _, ex in kept], counts

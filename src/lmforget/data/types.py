@@ -137,6 +137,7 @@ class UpstreamSet:
 
     examples: list[UpstreamExample]
     name: str = "upstream"
+    stats: dict = field(default_factory=dict)  # records read, skipped by reason, chosen (not fingerprinted)
 
     def __post_init__(self) -> None:
         if not self.examples:

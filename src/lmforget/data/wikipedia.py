@@ -8,6 +8,7 @@ lead section) is the text. Ids are title slugs, made unique in file order; the s
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,8 @@ from lmforget.data.types import UpstreamExample
 from lmforget.errors import LmforgetError
 
 SOURCE = "wikipedia"
+
+log = logging.getLogger(__name__)
 
 
 def _entries(path: Path) -> list[tuple[str, dict]]:
@@ -47,6 +50,7 @@ def read_upstream(spec: UpstreamSpec) -> Iterator[UpstreamExample]:
 
         path = Path(resolve_path(spec.path))
     seen: dict[str, int] = {}
+    empty = 0
     for key, entry in _entries(path):
         if not isinstance(entry, dict):
             raise LmforgetError(f"{path}, entry {key!r}: expected an object with 'extract'")
@@ -54,8 +58,11 @@ def read_upstream(spec: UpstreamSpec) -> Iterator[UpstreamExample]:
         if not isinstance(text, str):
             raise LmforgetError(f"{path}, entry {key!r}: missing required field 'extract'")
         if not text.strip():
+            empty += 1
             continue
         base = slug(str(entry.get("title") or key))
         n = seen.get(base, 0)
         seen[base] = n + 1
         yield UpstreamExample(id=base if n == 0 else f"{base}_{n + 1}", text=text.strip(), source=SOURCE)
+    if empty:
+        log.warning("%s: skipped %d entries with an empty 'extract'", path, empty)
