@@ -36,6 +36,7 @@ test-slow: resources
 
 bench: install
 	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

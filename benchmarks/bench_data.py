@@ -9,7 +9,8 @@ method draw the same kind of sample, a uniform random sample of --n documents, i
     python benchmarks/bench_data.py --gb 0.5        # a quick look
     python benchmarks/bench_data.py --workers 1     # lmforget without the process pool
 
-MB/s is uncompressed JSON text per second of wall time. Peak RSS is the sampling process's maximum
+MB/s is uncompressed JSON text per second of wall time; CPU is user + system seconds of the
+process and its workers (a steadier measure than wall time on a busy machine). Peak RSS is the sampling process's maximum
 resident set; for lmforget with worker processes the largest worker's peak is shown as well (each
 worker holds at most --n documents). The corpus is deleted at the end (--keep to keep it).
 """
@@ -125,9 +126,10 @@ def child(args) -> None:
     else:
         ids = ours(args.root, args.n, args.seed, args.workers)
     seconds = time.perf_counter() - start
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "n": len(ids), "rss_mb": self_kb / 1024, "worker_rss_mb": kids_kb / 1024}))
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "n": len(ids), "rss_mb": me.ru_maxrss / 1024,
+                      "worker_rss_mb": kids.ru_maxrss / 1024}))
 
 
 def run_method(method: str, root: Path, args) -> dict:
@@ -175,13 +177,15 @@ def main() -> None:
         for method in args.methods.split(","):
             results[method] = r = run_method(method, root, args)
             print(f"  {labels[method]:<42} {text_bytes / 1e6 / r['seconds']:8.1f} MB/s  {r['seconds']:7.1f} s  "
+                  f"CPU {r['cpu']:7.1f} s  "
                   f"peak RSS {r['rss_mb']:6.0f} MB" + (f" (largest worker {r['worker_rss_mb']:.0f} MB)"
                                                        if method == "ours" and args.workers > 1 else ""),
                   flush=True)
         if "ours" in results:
             for peer in ("plain", "datasets"):
                 if peer in results:
-                    print(f"lmforget vs {labels[peer]}: {results[peer]['seconds'] / results['ours']['seconds']:.2f}x")
+                    print(f"lmforget vs {labels[peer]}: {results[peer]['seconds'] / results['ours']['seconds']:.2f}x "
+                          f"wall time, {results[peer]['cpu'] / results['ours']['cpu']:.2f}x CPU time")
     finally:
         if args.keep:
             print(f"kept {root}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,11 +50,15 @@ def _keys(seed: int, shard: int) -> Iterator[float]:
 
 
 def sample_stream(examples: Iterable[UpstreamExample], n: int | None, fraction: float | None,
-                  seed: int, shard: int = 0, counts: Counter | None = None) -> ShardSample:
-    """Bottom-n keys (and keys < fraction) of one stream, holding at most n examples."""
+                  seed: int, shard: int = 0, counts: Counter | None = None, below: float = 1.0) -> ShardSample:
+    """Bottom-n keys (and keys < fraction) of one stream, holding at most n examples.
+
+    `below` is a key no kept example can reach (the n-th smallest key of the shards merged so far):
+    it only prunes examples that could not be in the final sample, so the result does not change.
+    """
     out = ShardSample([], Counter() if counts is None else counts)
     heap: list[tuple[float, int, UpstreamExample]] = []  # max-heap on key via negation
-    limit = 1.0 if fraction is None else fraction
+    limit = min(below, 1.0 if fraction is None else fraction)
     for pos, (key, ex) in enumerate(zip(_keys(seed, shard), examples)):
         if key >= limit:
             continue
@@ -88,35 +92,69 @@ def default_workers(n_shards: int) -> int:
     return max(1, min(n_shards, os.cpu_count() or 1))
 
 
-def _shard_job(args: tuple[UpstreamSpec, int]) -> ShardSample:
-    spec, shard = args
+def _shard_job(spec: UpstreamSpec, shard: int, below: float) -> ShardSample:
     from lmforget.data.load import upstream_stream  # registers the adapters in a fresh process
 
     counts: Counter = Counter()
-    return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts)
+    return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts, below)
+
+
+class _Merged:
+    """The global bottom-n (or every kept example when n is None) of the shards merged so far."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+        self.heap: list[tuple[float, int, int, UpstreamExample]] = []  # (-key, shard, pos, example)
+        self.counts: Counter = Counter()
+
+    @property
+    def below(self) -> float:
+        return -self.heap[0][0] if self.n is not None and len(self.heap) >= self.n else 1.0
+
+    def add(self, shard: int, sample: ShardSample) -> None:
+        self.counts.update(sample.counts)
+        for key, pos, ex in sample.kept:
+            item = (-key, shard, pos, ex)
+            if self.n is None or len(self.heap) < self.n:
+                heapq.heappush(self.heap, item)
+            elif key < -self.heap[0][0]:
+                heapq.heapreplace(self.heap, item)
+
+    def examples(self) -> list[UpstreamExample]:
+        return [ex for _, _, _, ex in sorted(self.heap, key=lambda t: (t[1], t[2]))]
 
 
 def select_upstream(spec: UpstreamSpec, stream: Stream, workers: int | None = None
                     ) -> tuple[list[UpstreamExample], Counter]:
-    """The chosen examples of a spec, in corpus order, and the counts of what was read and dropped."""
-    counts: Counter = Counter()
+    """The chosen examples of a spec, in corpus order, and the counts of what was read and dropped.
+
+    Shards go to a pool of `workers` processes a few at a time; each new shard is told the n-th
+    smallest key merged so far, so it sends back only examples that can still be chosen and the
+    main process holds about n examples whatever the number of shards.
+    """
     if spec.select == "first" or (spec.n is None and spec.fraction is None):
+        counts: Counter = Counter()
         return first_n(stream(spec, counts), spec.n), counts
+    merged = _Merged(spec.n)
     shards = shard_paths(spec)
     if shards is None:
-        samples = [sample_stream(stream(spec, counts), spec.n, spec.fraction, spec.seed, 0, counts)]
-    else:
-        jobs = [(spec.model_copy(update={"path": path}), k) for k, path in enumerate(shards)]
-        workers = default_workers(len(shards)) if workers is None else max(1, workers)
-        if workers > 1:
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-                samples = list(pool.map(_shard_job, jobs))
-        else:
-            samples = [_shard_job(job) for job in jobs]
-    kept = [(key, k, pos, ex) for k, s in enumerate(samples) for key, pos, ex in s.kept]
-    for s in samples:
-        counts.update(s.counts)
-    if spec.n is not None and len(kept) > spec.n:
-        kept = heapq.nsmallest(spec.n, kept, key=lambda t: t[0])
-    kept.sort(key=lambda t: (t[1], t[2]))
-    return [ex for _, _, _, ex in kept], counts
+        counts = Counter()
+        merged.add(0, sample_stream(stream(spec, counts), spec.n, spec.fraction, spec.seed, 0, counts))
+        return merged.examples(), merged.counts
+    specs = [spec.model_copy(update={"path": path}) for path in shards]
+    workers = default_workers(len(shards)) if workers is None else max(1, workers)
+    if workers == 1:
+        for k, shard_spec in enumerate(specs):
+            merged.add(k, _shard_job(shard_spec, k, merged.below))
+        return merged.examples(), merged.counts
+    with ProcessPoolExecutor(min(workers, len(specs)), mp_context=get_context("spawn")) as pool:
+        running: dict = {}
+        todo = list(enumerate(specs))
+        while todo or running:
+            while todo and len(running) < workers:
+                k, shard_spec = todo.pop(0)
+                running[pool.submit(_shard_job, shard_spec, k, merged.below)] = k
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                merged.add(running.pop(future), future.result())
+    return merged.examples(), merged.counts
