@@ -51,5 +51,13 @@ def test_fraction_is_a_seeded_bernoulli_sample(shards):
 def test_filters_apply_before_sampling_in_every_worker(shards):
     up = load_upstream({"format": "dolma", "path": str(shards), "n": 30, "sources": ["wiki"], "seed": 0}, workers=2)
     assert len(up) == 30 and set(up.sources) == {"wiki"}
+    assert up.stats == {"read": 1200, "from other sources": 600, "chosen": 30}  # counted in every worker
     with pytest.raises(LmforgetError, match=r"no examples left after filtering \(sources present: cc, wiki\)"):
         load_upstream({"format": "dolma", "path": str(shards), "n": 3, "sources": ["books"]}, workers=2)
+
+
+def test_empty_texts_are_counted_not_scored(tmp_path):
+    docs = [{"id": str(i), "text": "  \n" if i % 3 == 0 else f"text {i}"} for i in range(9)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    up = load_upstream({"format": "dolma", "path": str(tmp_path / "d.jsonl")})
+    assert up.ids == ["1", "2", "4", "5", "7", "8"] and up.stats == {"read": 9, "empty text": 3, "chosen": 6}

@@ -35,27 +35,35 @@ def _describe(spec: UpstreamSpec | TaskSpec) -> str:
 def _filtered(stream: Iterable[UpstreamExample], spec: UpstreamSpec, counts: Counter) -> Iterator[UpstreamExample]:
     """Source filter, min_chars and chunking; every example dropped is counted under its reason."""
     keep = set(spec.sources) if spec.sources else None
-    short = f"shorter than {spec.min_chars} characters"
-    for ex in stream:
-        counts["read"] += 1
-        if keep is not None and ex.source not in keep:
-            counts["from other sources"] += 1
-            continue
-        if ex.text is not None:
-            if not ex.text.strip():
-                counts["empty text"] += 1
+    min_chars, chunk = spec.min_chars, spec.chunk_words
+    short = f"shorter than {min_chars} characters"
+    read = other = empty = too_short = short_chunks = 0
+    try:
+        for ex in stream:
+            read += 1
+            if keep is not None and ex.source not in keep:
+                other += 1
                 continue
-            if len(ex.text) < spec.min_chars:
-                counts[short] += 1
-                continue
-            if spec.chunk_words is not None:
-                for k, piece in enumerate(chunk_words(ex.text, spec.chunk_words)):
-                    if len(piece) >= spec.min_chars:
-                        yield replace(ex, id=f"{ex.id}#{k}", text=piece)
-                    else:
-                        counts[f"chunks {short}"] += 1
-                continue
-        yield ex
+            text = ex.text
+            if text is not None:
+                if len(text) < min_chars:
+                    too_short += 1
+                    continue
+                if not text or text.isspace():
+                    empty += 1
+                    continue
+                if chunk is not None:
+                    for k, piece in enumerate(chunk_words(text, chunk)):
+                        if len(piece) >= min_chars:
+                            yield replace(ex, id=f"{ex.id}#{k}", text=piece)
+                        else:
+                            short_chunks += 1
+                    continue
+            yield ex
+    finally:  # also when the caller stops early (select: first)
+        found = {"read": read, "from other sources": other, "empty text": empty, short: too_short,
+                 f"chunks {short}": short_chunks}
+        counts.update({why: n for why, n in found.items() if n})
 
 
 def upstream_stream(spec: UpstreamSpec, counts: Counter | None = None) -> Iterator[UpstreamExample]:

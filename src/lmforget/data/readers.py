@@ -149,11 +149,16 @@ def _lines(path: Path, fh: BinaryIO, first: int = 1, pending: Iterable[bytes] = 
     lineno = first - 1
     name = str(path)
     try:
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
         for lineno, line in enumerate(_chain(pending, fh), start=first):
             if not line or line.isspace():
                 continue
             where = f"{name}, line {lineno}"
-            yield _parse_line(line, where), where
+            try:  # the common case inline: this loop runs once per document of a corpus
+                obj = loads(line)
+            except decode_error:
+                obj = None
+            yield (obj if type(obj) is dict else _parse_line(line, where)), where
     except _read_errors() as exc:
         raise LmforgetError(f"{path}: cannot read after line {lineno} ({type(exc).__name__}: {exc}); "
                             "expected a complete gzip/zstandard/plain UTF-8 file") from None
