@@ -10,9 +10,10 @@ method draw the same kind of sample, a uniform random sample of --n documents, i
     python benchmarks/bench_data.py --workers 1     # lmforget without the process pool
 
 MB/s is uncompressed JSON text per second of wall time; CPU is user + system seconds of the
-process and its workers (a steadier measure than wall time on a busy machine). Peak RSS is the sampling process's maximum
-resident set; for lmforget with worker processes the largest worker's peak is shown as well (each
-worker holds at most --n documents). The corpus is deleted at the end (--keep to keep it).
+process and its workers (a steadier measure than wall time on a busy machine). Peak RSS is the
+sampling process's own high-water mark (VmHWM); for lmforget with worker processes the largest
+worker's peak is shown as well (each worker holds at most --n documents). Every method keeps the
+sampled documents themselves, as a sampler must. The corpus is deleted at the end (--keep to keep it).
 """
 
 from __future__ import annotations
@@ -73,22 +74,22 @@ def make_corpus(root: Path, gb: float, seed: int = 0) -> tuple[int, int, int]:
 
 
 def plain(files: list[str], n: int, seed: int) -> list[str]:
-    """gzip + json, one line at a time, reservoir sampling (Algorithm R)."""
+    """gzip + json, one line at a time, reservoir sampling (Algorithm R) of the documents."""
     rng = random.Random(seed)
-    keep: list[str] = []
+    keep: list[dict] = []
     i = 0
     for f in files:
         with gzip.open(f, "rt", encoding="utf-8") as fh:
             for line in fh:
                 doc = json.loads(line)
                 if i < n:
-                    keep.append(doc["id"])
+                    keep.append(doc)
                 else:
                     j = rng.randrange(i + 1)
                     if j < n:
-                        keep[j] = doc["id"]
+                        keep[j] = doc
                 i += 1
-    return keep
+    return [doc["id"] for doc in keep]
 
 
 def hf_streaming(files: list[str], n: int, seed: int) -> list[str]:
@@ -98,15 +99,15 @@ def hf_streaming(files: list[str], n: int, seed: int) -> list[str]:
     datasets.disable_progress_bars()
     ds = datasets.load_dataset("json", data_files=files, split="train", streaming=True)
     rng = random.Random(seed)
-    keep: list[str] = []
+    keep: list[dict] = []
     for i, doc in enumerate(ds):
         if i < n:
-            keep.append(doc["id"])
+            keep.append(doc)
         else:
             j = rng.randrange(i + 1)
             if j < n:
-                keep[j] = doc["id"]
-    return keep
+                keep[j] = doc
+    return [doc["id"] for doc in keep]
 
 
 def ours(root: str, n: int, seed: int, workers: int) -> list[str]:
@@ -128,8 +129,20 @@ def child(args) -> None:
     seconds = time.perf_counter() - start
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "n": len(ids), "rss_mb": me.ru_maxrss / 1024,
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "n": len(ids), "rss_mb": peak_rss_mb(),
                       "worker_rss_mb": kids.ru_maxrss / 1024}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM): unlike ru_maxrss it does not count the parent's
+    memory before exec (Linux carries that over), so every method is measured from its own start."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # macOS: bytes there, but a fallback
 
 
 def run_method(method: str, root: Path, args) -> dict:
@@ -151,6 +164,9 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "make":  # in its own process, so that the parent stays small for the measurements
+        print(json.dumps(make_corpus(Path(args.root), args.gb, args.seed)))
+        return
     if args.child:
         args.method = args.child
         child(args)
@@ -165,7 +181,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="lmforget-bench-data-", dir=base))
     try:
         t0 = time.perf_counter()
-        n_docs, text_bytes, gz_bytes = make_corpus(root, args.gb, args.seed)
+        made = subprocess.run([sys.executable, __file__, "--child", "make", "--root", str(root), "--gb", str(args.gb),
+                               "--seed", str(args.seed)], check=True, capture_output=True, text=True)
+        n_docs, text_bytes, gz_bytes = json.loads(made.stdout.strip().splitlines()[-1])
         n_shards = len(list(root.glob("*.json.gz")))
         print(f"corpus: {n_docs:,} documents in {n_shards} shards, {text_bytes / 1e9:.2f} GB of JSON text, "
               f"{gz_bytes / 1e9:.2f} GB gzipped ({time.perf_counter() - t0:.0f} s to write) in {root}")

@@ -51,7 +51,10 @@ def test_fraction_is_a_seeded_bernoulli_sample(shards):
 def test_filters_apply_before_sampling_in_every_worker(shards):
     up = load_upstream({"format": "dolma", "path": str(shards), "n": 30, "sources": ["wiki"], "seed": 0}, workers=2)
     assert len(up) == 30 and set(up.sources) == {"wiki"}
-    assert up.stats == {"read": 1200, "from other sources": 600, "chosen": 30}  # counted in every worker
+    # counted in every worker: lines that could not be chosen are not even parsed, and say so
+    unparsed = up.stats.get("not parsed (could not be sampled)", 0)
+    assert up.stats["read"] == 1200 and up.stats["chosen"] == 30 and unparsed > 600
+    assert up.stats["from other sources"] + unparsed + up.stats["chosen"] <= 1200
     with pytest.raises(LmforgetError, match=r"no examples left after filtering \(sources present: cc, wiki\)"):
         load_upstream({"format": "dolma", "path": str(shards), "n": 3, "sources": ["books"]}, workers=2)
 
@@ -61,3 +64,18 @@ def test_empty_texts_are_counted_not_scored(tmp_path):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     up = load_upstream({"format": "dolma", "path": str(tmp_path / "d.jsonl")})
     assert up.ids == ["1", "2", "4", "5", "7", "8"] and up.stats == {"read": 9, "empty text": 3, "chosen": 6}
+
+
+def test_bad_lines_in_a_worker_name_their_shard_and_line(shards, tmp_path):
+    import shutil
+
+    for f in shards.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    bad = tmp_path / "part-9.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "cut off\n'))
+    # a line that cannot be chosen is not parsed, but still has to look like one object
+    with pytest.raises(LmforgetError, match=r"part-9\.jsonl\.gz, line 2: expected one JSON object per line"):
+        load_upstream({"format": "dolma", "path": str(tmp_path), "n": 5}, workers=2)
+    bad.write_bytes(gzip.compress(b'{"id": "a", "text": "fine"}\n{"id": "b", "text": }\n'))
+    with pytest.raises(LmforgetError, match=r"part-9\.jsonl\.gz, line 2: malformed JSON .*one JSON object per line"):
+        load_upstream({"format": "dolma", "path": str(tmp_path), "fraction": 1.0}, workers=2)  # every line parsed

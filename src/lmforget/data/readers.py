@@ -16,6 +16,8 @@ import glob
 import io
 import json
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -144,21 +146,60 @@ def _parse_line(line: bytes, where: str) -> Record:
     return obj
 
 
+class LineGate:
+    """A sampler's say over JSON lines: one key per line, and lines whose key cannot be chosen are not parsed.
+
+    Set with `line_gate(gate)` around a stream. `limit` is the sampler's current bound (the n-th
+    smallest key so far, or the fraction); a line at or above it is only checked to look like one
+    JSON object (`{...}`), counted in `unparsed`, and skipped. `key` is the key of the last line parsed.
+    """
+
+    def __init__(self, keys: Iterator[float]):
+        self.keys = keys
+        self.limit = 1.0
+        self.key: float | None = None
+        self.unparsed = 0
+
+
+_GATE: ContextVar[LineGate | None] = ContextVar("lmforget_line_gate", default=None)
+
+
+@contextmanager
+def line_gate(gate: LineGate) -> Iterator[LineGate]:
+    token = _GATE.set(gate)
+    try:
+        yield gate
+    finally:
+        _GATE.reset(token)
+
+
 def _lines(path: Path, fh: BinaryIO, first: int = 1, pending: Iterable[bytes] = ()) -> Iterator[tuple[Record, str]]:
     """Parse JSON lines from `fh` (after any `pending` lines already read), numbering from `first`."""
     lineno = first - 1
     name = str(path)
+    gate = _GATE.get()
     try:
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         for lineno, line in enumerate(_chain(pending, fh), start=first):
             if not line or line.isspace():
                 continue
+            if gate is not None:
+                key = next(gate.keys)
+                if key >= gate.limit:  # cannot be sampled: check the shape only, do not parse
+                    if line.lstrip()[:1] != b"{" or line.rstrip()[-1:] != b"}":
+                        raise LmforgetError(f"{name}, line {lineno}: expected one JSON object per line "
+                                            f"({{...}}), got {line[:40]!r}...")
+                    gate.unparsed += 1
+                    continue
+                gate.key = key
             where = f"{name}, line {lineno}"
             try:  # the common case inline: this loop runs once per document of a corpus
                 obj = loads(line)
             except decode_error:
                 obj = None
             yield (obj if type(obj) is dict else _parse_line(line, where)), where
+        if gate is not None:
+            gate.key = None  # a last record the filters dropped must not lend its key to the next file
     except _read_errors() as exc:
         raise LmforgetError(f"{path}: cannot read after line {lineno} ({type(exc).__name__}: {exc}); "
                             "expected a complete gzip/zstandard/plain UTF-8 file") from None

@@ -18,22 +18,21 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
-from lmforget.data.readers import expand_paths, is_saved_dataset
+from lmforget.data.readers import LineGate, expand_paths, is_saved_dataset, line_gate
 from lmforget.data.select import first_n
 from lmforget.data.specs import UpstreamSpec
 from lmforget.data.types import UpstreamExample
+from lmforget.errors import LmforgetError
 
 # Formats whose example ids come from the records (not stream positions), so shards can be read apart.
 SHARDABLE = {"dolma"}
 WORKERS_ENV = "LMFORGET_DATA_WORKERS"
 _KEY_BLOCK = 8192
-
-Stream = Callable[[UpstreamSpec, Counter], Iterable[UpstreamExample]]
-
+PARALLEL_MIN_BYTES = 256 * 2**20  # files on disk; below this, one process reads the shards faster
 
 @dataclass
 class ShardSample:
@@ -50,24 +49,40 @@ def _keys(seed: int, shard: int) -> Iterator[float]:
 
 
 def sample_stream(examples: Iterable[UpstreamExample], n: int | None, fraction: float | None,
-                  seed: int, shard: int = 0, counts: Counter | None = None, below: float = 1.0) -> ShardSample:
+                  seed: int, shard: int = 0, counts: Counter | None = None, below: float = 1.0,
+                  gate: LineGate | None = None) -> ShardSample:
     """Bottom-n keys (and keys < fraction) of one stream, holding at most n examples.
 
     `below` is a key no kept example can reach (the n-th smallest key of the shards merged so far):
     it only prunes examples that could not be in the final sample, so the result does not change.
+    With a `gate` (one example per record), JSON lines draw their keys as they are read, and lines
+    that cannot be chosen are not even parsed.
     """
     out = ShardSample([], Counter() if counts is None else counts)
     heap: list[tuple[float, int, UpstreamExample]] = []  # max-heap on key via negation
     limit = min(below, 1.0 if fraction is None else fraction)
-    for pos, (key, ex) in enumerate(zip(_keys(seed, shard), examples)):
+    keys = gate.keys if gate is not None else _keys(seed, shard)
+    if gate is not None:
+        gate.limit = limit
+    for pos, ex in enumerate(examples):
+        if gate is not None and gate.key is not None:
+            key, gate.key = gate.key, None
+        else:  # not read from JSON lines (Parquet, CSV, a JSON document): draw here
+            key = next(keys)
         if key >= limit:
             continue
         if n is None:
             heap.append((-key, pos, ex))
-        elif len(heap) < n:
+            continue
+        if len(heap) < n:
             heapq.heappush(heap, (-key, pos, ex))
         elif -heap[0][0] > key:
             heapq.heapreplace(heap, (-key, pos, ex))
+        if len(heap) >= n and gate is not None:
+            gate.limit = min(limit, -heap[0][0])
+    if gate is not None and gate.unparsed:
+        out.counts["read"] += gate.unparsed
+        out.counts["not parsed (could not be sampled)"] += gate.unparsed
     out.kept = [(-k, pos, ex) for k, pos, ex in heap]
     return out
 
@@ -85,18 +100,30 @@ def shard_paths(spec: UpstreamSpec) -> list[str] | None:
     return [str(f) for f in files] if len(files) > 1 else None
 
 
-def default_workers(n_shards: int) -> int:
+def default_workers(shards: list[str]) -> int:
+    """LMFORGET_DATA_WORKERS, else one per CPU; one when the shards are too small to pay for the
+    processes (each imports lmforget, about 0.5 s of CPU)."""
     env = os.environ.get(WORKERS_ENV, "").strip()
     if env:
-        return max(1, int(env))
-    return max(1, min(n_shards, os.cpu_count() or 1))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise LmforgetError(f"{WORKERS_ENV}={env!r}: expected a number of worker processes") from None
+    if sum(os.path.getsize(f) for f in shards) < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(len(shards), os.cpu_count() or 1))
 
 
-def _shard_job(spec: UpstreamSpec, shard: int, below: float) -> ShardSample:
+def _sample(spec: UpstreamSpec, shard: int = 0, below: float = 1.0) -> ShardSample:
+    """One shard's (or a whole non-sharded spec's) sample; also the job a worker process runs."""
     from lmforget.data.load import upstream_stream  # registers the adapters in a fresh process
 
     counts: Counter = Counter()
-    return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts, below)
+    if spec.chunk_words is not None:  # several examples per record: keys are drawn per example
+        return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts, below)
+    with line_gate(LineGate(_keys(spec.seed, shard))) as gate:
+        return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts,
+                             below, gate)
 
 
 class _Merged:
@@ -124,28 +151,28 @@ class _Merged:
         return [ex for _, _, _, ex in sorted(self.heap, key=lambda t: (t[1], t[2]))]
 
 
-def select_upstream(spec: UpstreamSpec, stream: Stream, workers: int | None = None
-                    ) -> tuple[list[UpstreamExample], Counter]:
+def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[list[UpstreamExample], Counter]:
     """The chosen examples of a spec, in corpus order, and the counts of what was read and dropped.
 
     Shards go to a pool of `workers` processes a few at a time; each new shard is told the n-th
     smallest key merged so far, so it sends back only examples that can still be chosen and the
     main process holds about n examples whatever the number of shards.
     """
+    from lmforget.data.load import upstream_stream
+
     if spec.select == "first" or (spec.n is None and spec.fraction is None):
         counts: Counter = Counter()
-        return first_n(stream(spec, counts), spec.n), counts
+        return first_n(upstream_stream(spec, counts), spec.n), counts
     merged = _Merged(spec.n)
     shards = shard_paths(spec)
     if shards is None:
-        counts = Counter()
-        merged.add(0, sample_stream(stream(spec, counts), spec.n, spec.fraction, spec.seed, 0, counts))
+        merged.add(0, _sample(spec))
         return merged.examples(), merged.counts
     specs = [spec.model_copy(update={"path": path}) for path in shards]
-    workers = default_workers(len(shards)) if workers is None else max(1, workers)
+    workers = default_workers(shards) if workers is None else max(1, workers)
     if workers == 1:
         for k, shard_spec in enumerate(specs):
-            merged.add(k, _shard_job(shard_spec, k, merged.below))
+            merged.add(k, _sample(shard_spec, k, merged.below))
         return merged.examples(), merged.counts
     with ProcessPoolExecutor(min(workers, len(specs)), mp_context=get_context("spawn")) as pool:
         running: dict = {}
@@ -153,7 +180,7 @@ def select_upstream(spec: UpstreamSpec, stream: Stream, workers: int | None = No
         while todo or running:
             while todo and len(running) < workers:
                 k, shard_spec = todo.pop(0)
-                running[pool.submit(_shard_job, shard_spec, k, merged.below)] = k
+                running[pool.submit(_sample, shard_spec, k, merged.below)] = k
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 merged.add(running.pop(future), future.result())
