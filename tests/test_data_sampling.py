@@ -52,7 +52,7 @@ def test_filters_apply_before_sampling_in_every_worker(shards):
     up = load_upstream({"format": "dolma", "path": str(shards), "n": 30, "sources": ["wiki"], "seed": 0}, workers=2)
     assert len(up) == 30 and set(up.sources) == {"wiki"}
     # counted in every worker: lines that could not be chosen are not even parsed, and say so
-    unparsed = up.stats.get("not parsed (could not be sampled)", 0)
+    unparsed = up.stats.get("beyond the sample (not parsed)", 0)
     assert up.stats["read"] == 1200 and up.stats["chosen"] == 30 and unparsed > 600
     assert up.stats["from other sources"] + unparsed + up.stats["chosen"] <= 1200
     with pytest.raises(LmforgetError, match=r"no examples left after filtering \(sources present: cc, wiki\)"):

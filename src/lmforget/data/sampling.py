@@ -82,7 +82,7 @@ def sample_stream(examples: Iterable[UpstreamExample], n: int | None, fraction: 
             gate.limit = min(limit, -heap[0][0])
     if gate is not None and gate.unparsed:
         out.counts["read"] += gate.unparsed
-        out.counts["not parsed (could not be sampled)"] += gate.unparsed
+        out.counts["beyond the sample (not parsed)"] += gate.unparsed
     out.kept = [(-k, pos, ex) for k, pos, ex in heap]
     return out
 
