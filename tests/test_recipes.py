@@ -92,7 +92,8 @@ def test_recipes_inherit_and_state_only_what_differs() -> None:
                                "base": "olmo-1b", "model": {"name": "allenai/OLMo-7B-hf"}}
     assert set(_own("mpt-7b")) == {"name", "description", "base", "model"}
     olmo1, mpt = _raw("olmo-1b"), _raw("mpt-7b")
-    assert mpt["model"] == {"name": "mosaicml/mpt-7b"} and mpt["name"] == "mpt-7b"
+    # the tasks are formatted as in the OLMo runs: OLMo-Instruct's chat template is inherited
+    assert mpt["model"] == {"name": "mosaicml/mpt-7b", "chat_template": "olmo-instruct"} and mpt["name"] == "mpt-7b"
     assert {k: v for k, v in mpt.items() if k not in ("name", "description", "model")} == \
         {k: v for k, v in olmo1.items() if k not in ("name", "description", "model")}
     assert set(_raw("olmo2-13b")["tasks"]) == {"tulu", "dolly"}  # `flan: null` drops the inherited source
