@@ -223,13 +223,19 @@ def test_hub_dataset_from_the_local_hub_cache_offline(tmp_path, monkeypatch):
 
     docs = [{"id": str(i), "text": f"document {i}", "source": "c4"} for i in range(6)]
     blob = gzip.compress("".join(json.dumps(d) + "\n" for d in docs).encode())
+    more = gzip.compress("".join(json.dumps({"id": str(i), "text": f"doc {i}", "source": "wiki"}) + "\n"
+                                 for i in range(5)).encode())
     _hub_cache(tmp_path, "org/dolma-mini", {"README.md": b"# mini\n", "data/train-0000.json.gz": blob,
-                                           "data/test-0000.json.gz": gzip.compress(b'{"id": "t", "text": "x"}\n')})
+                                           "data/test-0000.json.gz": gzip.compress(b'{"id": "t", "text": "x"}\n'),
+                                           "data/train-0001.json.gz": more})
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("no network path expected"))
     up = load_upstream({"format": "dolma", "dataset": "org/dolma-mini"})
-    assert up.ids == [f"c4/{i}" for i in range(6)]
+    assert up.ids == [f"c4/{i}" for i in range(6)] + [f"wiki/{i}" for i in range(5)]
+    # its shards are sampled in parallel like local files, with the same result
+    spec = {"format": "dolma", "dataset": "org/dolma-mini", "n": 4, "seed": 3}
+    assert load_upstream(spec, workers=2).ids == load_upstream(spec, workers=1).ids
     assert load_upstream({"format": "dolma", "dataset": "org/dolma-mini", "split": "test"}).ids == ["t"]
     with pytest.raises(LmforgetError, match="no split 'validation' in the local copy"):
         load_upstream({"format": "dolma", "dataset": "org/dolma-mini", "split": "validation"})

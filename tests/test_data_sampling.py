@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lmforget.data import load_upstream
-from lmforget.data.sampling import shard_paths
+from lmforget.data.sampling import shard_specs
 from lmforget.data.specs import upstream_spec
 from lmforget.errors import LmforgetError
 
@@ -30,7 +30,7 @@ def test_sample_does_not_depend_on_the_number_of_workers(shards):
     assert one.ids == two.ids and len(one) == 50
     assert one.ids != load_upstream({**spec, "seed": 8}, workers=1).ids
     # corpus order: shard by shard (sorted file names), then position within the shard
-    files = [Path(f).name for f in shard_paths(upstream_spec(spec))]
+    files = [Path(s.path).name for s in shard_specs(upstream_spec(spec))]
     assert files == ["cc_en_head-0001.json.gz", "cc_en_head-0003.json.gz", "part-0.jsonl.gz", "part-2.jsonl.gz"]
     shard_rank = {"1": 0, "3": 1, "0": 2, "2": 3}
     ranks = [(shard_rank[i.split("/")[1].split("-")[0]], int(i.split("-")[1])) for i in one.ids]

@@ -440,16 +440,20 @@ def _split_files(files: list[Path], root: Path, split: str, where: str) -> list[
     return files  # files not named by split: they are the one split
 
 
-def iter_snapshot(root: Path, name: str, subset: str | None, split: str | None) -> Iterator[tuple[Record, str]]:
-    """Records of a hub data set's local snapshot, read and streamed like local files."""
+def snapshot_files(root: Path, name: str, subset: str | None, split: str | None) -> list[Path]:
+    """The data files of one subset and split in a hub data set's local snapshot."""
     where = f"hub data set {name!r} (local copy {root})"
     base = root
     if subset:
         base = next((c for c in (root / subset, root / "data" / subset) if c.is_dir()), None)
         if base is None:
             raise LmforgetError(f"{where}: no folder for subset {subset!r} (looked for {subset}/ and data/{subset}/)")
-    files = _split_files(expand_paths(base), root, split or "train", where)
-    for f in files:
+    return _split_files(expand_paths(base), root, split or "train", where)
+
+
+def iter_snapshot(root: Path, name: str, subset: str | None, split: str | None) -> Iterator[tuple[Record, str]]:
+    """Records of a hub data set's local snapshot, read and streamed like local files."""
+    for f in snapshot_files(root, name, subset, split):
         yield from iter_file(f)
 
 

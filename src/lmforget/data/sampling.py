@@ -22,7 +22,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from lmforget.data.readers import LineGate, expand_paths, is_saved_dataset, line_gate
+from lmforget.data.readers import (LineGate, expand_paths, hub_snapshot, is_saved_dataset, line_gate,
+                                   snapshot_files)
 from lmforget.data.select import first_n
 from lmforget.data.specs import UpstreamSpec
 from lmforget.data.types import UpstreamExample
@@ -87,20 +88,29 @@ def sample_stream(examples: Iterable[UpstreamExample], n: int | None, fraction: 
     return out
 
 
-def shard_paths(spec: UpstreamSpec) -> list[str] | None:
-    """The files of a shardable local spec (more than one), else None: the spec is read as one stream."""
-    if spec.format not in SHARDABLE or spec.path is None:
+def shard_specs(spec: UpstreamSpec) -> list[UpstreamSpec] | None:
+    """One spec per file of a shardable spec with more than one file (local files, or the local copy
+    of a hub data set), else None: the spec is read as one stream."""
+    if spec.format not in SHARDABLE:
         return None
-    from lmforget.data.registry import local_path
+    if spec.dataset is not None:
+        root = hub_snapshot(spec.dataset)
+        if root is None:
+            return None
+        files = snapshot_files(root, spec.dataset, spec.subset, spec.split)
+    else:
+        from lmforget.data.registry import local_path
 
-    path = local_path(spec)
-    if is_saved_dataset(Path(path).expanduser()):
+        path = local_path(spec)
+        if is_saved_dataset(Path(path).expanduser()):
+            return None
+        files = expand_paths(path)
+    if len(files) < 2:
         return None
-    files = expand_paths(path)
-    return [str(f) for f in files] if len(files) > 1 else None
+    return [spec.model_copy(update={"path": str(f), "dataset": None, "subset": None, "split": None}) for f in files]
 
 
-def default_workers(shards: list[str]) -> int:
+def default_workers(shards: list[UpstreamSpec]) -> int:
     """LMFORGET_DATA_WORKERS, else one per CPU; one when the shards are too small to pay for the
     processes (each imports lmforget, about 0.5 s of CPU)."""
     env = os.environ.get(WORKERS_ENV, "").strip()
@@ -109,7 +119,7 @@ def default_workers(shards: list[str]) -> int:
             return max(1, int(env))
         except ValueError:
             raise LmforgetError(f"{WORKERS_ENV}={env!r}: expected a number of worker processes") from None
-    if sum(os.path.getsize(f) for f in shards) < PARALLEL_MIN_BYTES:
+    if sum(os.path.getsize(s.path or "") for s in shards) < PARALLEL_MIN_BYTES:
         return 1
     return max(1, min(len(shards), os.cpu_count() or 1))
 
@@ -164,12 +174,11 @@ def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[lis
         counts: Counter = Counter()
         return first_n(upstream_stream(spec, counts), spec.n), counts
     merged = _Merged(spec.n)
-    shards = shard_paths(spec)
-    if shards is None:
+    specs = shard_specs(spec)
+    if specs is None:
         merged.add(0, _sample(spec))
         return merged.examples(), merged.counts
-    specs = [spec.model_copy(update={"path": path}) for path in shards]
-    workers = default_workers(shards) if workers is None else max(1, workers)
+    workers = default_workers(specs) if workers is None else max(1, workers)
     if workers == 1:
         for k, shard_spec in enumerate(specs):
             merged.add(k, _sample(shard_spec, k, merged.below))
