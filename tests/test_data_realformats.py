@@ -172,6 +172,20 @@ def test_compression_and_json_kind_are_told_by_content(tmp_path):
         assert read_records(tmp_path / name) == rows, name
     where = [w for _, w in iter_path(tmp_path / "lines.json")]
     assert where[2].endswith("lines.json, line 3")
+    (tmp_path / "gaps.json").write_bytes(b"\n" + lines.replace(b"\n", b"\n\n", 1) + b'{"id": 9,\n')
+    with pytest.raises(LmforgetError, match=r"gaps\.json, line 6: malformed JSON"):  # blank lines counted
+        read_records(tmp_path / "gaps.json")
+
+
+def test_broken_gzip_streams_are_one_error_naming_the_file(tmp_path):
+    good = gzip.compress(b"".join(json.dumps({"id": i, "text": "x"}).encode() + b"\n" for i in range(100)))
+    for name, at in (("crc.jsonl.gz", -6), ("deflate.jsonl.gz", 12)):
+        data = bytearray(good)
+        data[at] ^= 0xFF
+        data[at + 1] ^= 0xFF
+        (tmp_path / name).write_bytes(bytes(data))
+        with pytest.raises(LmforgetError, match=rf"{name}: cannot read after line \d+ .*expected a complete gzip"):
+            load_upstream({"format": "dolma", "path": str(tmp_path / name)})
 
 
 def test_tulu3_and_olmo2_mixtures_carry_the_subset_in_source(tmp_path):

@@ -46,7 +46,7 @@ SUFFIXES = {
 FILE_TYPES = ("jsonl", "json", "parquet", "csv")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# Errors a broken compressed or text stream raises while being read (zstandard's are added on import).
+# Errors a broken stream raises while being read (with the decompressors' own, see _read_errors).
 _READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, UnicodeDecodeError, ValueError)
 
 
@@ -114,15 +114,13 @@ def open_binary(path: Path) -> BinaryIO:
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
-    global _READ_ERRORS
-    try:
-        import zstandard
+    """What a broken compressed or text stream raises while being read."""
+    import zlib
 
-        if zstandard.ZstdError not in _READ_ERRORS:
-            _READ_ERRORS = _READ_ERRORS + (zstandard.ZstdError,)
-    except ImportError:  # pragma: no cover - zstandard is a core dependency
-        pass
-    return _READ_ERRORS
+    import zstandard
+    from isal.igzip_lib import IsalError
+
+    return _READ_ERRORS + (zlib.error, zstandard.ZstdError, IsalError)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -236,23 +234,24 @@ def iter_json(path: Path, key: str | None = None) -> Iterator[tuple[Record, str]
     """
     with open_binary(path) as fh:
         try:
-            first = fh.readline()
-            while first and first.isspace():
-                first = fh.readline()
+            pending = [fh.readline()]  # every line read so far, blank ones too, so line numbers hold
+            while pending[-1] and pending[-1].isspace():
+                pending.append(fh.readline())
+            first, first_no = pending[-1], len(pending)
             obj = _whole_object(first)
             if obj is not None:
-                second = fh.readline()
-                while second and second.isspace():
-                    second = fh.readline()
-                if second:  # two objects on two lines: JSON lines
-                    yield from _lines(path, fh, first=1, pending=[first, second])
+                pending.append(fh.readline())
+                while pending[-1] and pending[-1].isspace():
+                    pending.append(fh.readline())
+                if pending[-1]:  # two objects on two lines: JSON lines
+                    yield from _lines(path, fh, first=1, pending=pending)
                     return
                 if key is None and not _holds_records(obj):
-                    yield obj, f"{path}, line 1"  # a single JSON line
+                    yield obj, f"{path}, line {first_no}"  # a single JSON line
                     return
                 data = obj
             else:
-                text = first + fh.read()
+                text = b"".join(pending) + fh.read()
                 data = json.loads(text) if text.strip() else []
         except json.JSONDecodeError as exc:
             raise LmforgetError(f"{path}, line {exc.lineno}: malformed JSON ({exc.msg}); "
