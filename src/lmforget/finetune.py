@@ -3,7 +3,8 @@
 Trainer keeps accelerate's DDP/FSDP/DeepSpeed launch paths working unchanged (`accelerate launch
 -m lmforget ...`). The training set is a plain list of `Encoded` examples, so the replay mixture
 hook (`build_train_set(..., replay=...)`, or any torch Dataset passed to `train`) needs no
-special case here. Loss is on answer tokens only (the scored positions of `lmforget.encoding`).
+special case here. Loss is on the answer and the end-of-turn token after it (`Encoded.loss_mask`),
+not on the prompt.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class EncodedDataset(Dataset):
-    """Token ids + answer-only labels, one item per example; padding happens in the collator."""
+    """Token ids + labels (answer and end-of-turn), one item per example; the collator pads."""
 
     def __init__(self, items: Sequence[Encoded]):
         self.items = list(items)
