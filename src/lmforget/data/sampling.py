@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import tempfile
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import orjson
 
 from lmforget.data.readers import (LineGate, expand_paths, hub_snapshot, is_saved_dataset, line_gate,
                                    snapshot_files)
@@ -136,12 +138,40 @@ def _sample(spec: UpstreamSpec, shard: int = 0, below: float = 1.0) -> ShardSamp
                              below, gate)
 
 
+def _sample_to_file(spec: UpstreamSpec, shard: int, below: float, folder: str) -> ShardSample:
+    """A worker's job: sample one shard, write the kept examples (in shard order) as JSON lines to
+    `folder`, and send back only their keys and positions, so the main process never holds more
+    than the final sample."""
+    sample = _sample(spec, shard, below)
+    kept = sorted(sample.kept, key=lambda t: t[1])
+    with open(os.path.join(folder, f"{shard}.jsonl"), "wb") as fh:
+        for _, pos, ex in kept:
+            fh.write(orjson.dumps({"pos": pos, **ex.to_json()}) + b"\n")
+    return ShardSample([(key, pos, None) for key, pos, _ in kept], sample.counts)
+
+
+def _read_chosen(folder: str, shard: int, positions: set[int]) -> list[tuple[int, UpstreamExample]]:
+    from lmforget.data.records import upstream_example
+
+    out = []
+    path = os.path.join(folder, f"{shard}.jsonl")
+    with open(path, "rb") as fh:
+        for line in fh:
+            rec = orjson.loads(line)
+            if rec["pos"] in positions:
+                out.append((rec["pos"], upstream_example(rec, path, default_id=str(rec["id"]))))
+    return out
+
+
 class _Merged:
-    """The global bottom-n (or every kept example when n is None) of the shards merged so far."""
+    """The global bottom-n (or every kept example when n is None) of the shards merged so far.
+
+    Entries are (-key, shard, position, example); the example is None when it waits in a worker's file.
+    """
 
     def __init__(self, n: int | None):
         self.n = n
-        self.heap: list[tuple[float, int, int, UpstreamExample]] = []  # (-key, shard, pos, example)
+        self.heap: list[tuple[float, int, int, UpstreamExample | None]] = []
         self.counts: Counter = Counter()
 
     @property
@@ -157,16 +187,27 @@ class _Merged:
             elif key < -self.heap[0][0]:
                 heapq.heapreplace(self.heap, item)
 
-    def examples(self) -> list[UpstreamExample]:
-        return [ex for _, _, _, ex in sorted(self.heap, key=lambda t: (t[1], t[2]))]
+    def examples(self, folder: str | None = None) -> list[UpstreamExample]:
+        """The chosen examples in corpus order, read back from the workers' files when in `folder`."""
+        order = sorted(self.heap, key=lambda t: (t[1], t[2]))
+        if folder is None:
+            return [ex for _, _, _, ex in order]
+        wanted: dict[int, set[int]] = {}
+        for _, shard, pos, _ in order:
+            wanted.setdefault(shard, set()).add(pos)
+        out: list[UpstreamExample] = []
+        for shard in sorted(wanted):
+            out += [ex for _, ex in sorted(_read_chosen(folder, shard, wanted[shard]), key=lambda t: t[0])]
+        return out
 
 
 def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[list[UpstreamExample], Counter]:
     """The chosen examples of a spec, in corpus order, and the counts of what was read and dropped.
 
     Shards go to a pool of `workers` processes a few at a time; each new shard is told the n-th
-    smallest key merged so far, so it sends back only examples that can still be chosen and the
-    main process holds about n examples whatever the number of shards.
+    smallest key merged so far, so it keeps only examples that can still be chosen. Workers leave
+    their examples in a temporary folder and send back keys, so the main process holds the final
+    sample alone, whatever the number of shards.
     """
     from lmforget.data.load import upstream_stream
 
@@ -183,14 +224,15 @@ def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[lis
         for k, shard_spec in enumerate(specs):
             merged.add(k, _sample(shard_spec, k, merged.below))
         return merged.examples(), merged.counts
-    with ProcessPoolExecutor(min(workers, len(specs)), mp_context=get_context("spawn")) as pool:
+    with tempfile.TemporaryDirectory(prefix="lmforget-sample-") as folder, \
+            ProcessPoolExecutor(min(workers, len(specs)), mp_context=get_context("spawn")) as pool:
         running: dict = {}
         todo = list(enumerate(specs))
         while todo or running:
             while todo and len(running) < workers:
                 k, shard_spec = todo.pop(0)
-                running[pool.submit(_sample, shard_spec, k, merged.below)] = k
+                running[pool.submit(_sample_to_file, shard_spec, k, merged.below, folder)] = k
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 merged.add(running.pop(future), future.result())
-    return merged.examples(), merged.counts
+        return merged.examples(folder), merged.counts
