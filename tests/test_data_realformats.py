@@ -6,6 +6,7 @@ with the standard library, independently of lmforget's readers."""
 import csv
 import gzip
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from lmforget.data import load_tasks, load_upstream
 from lmforget.data.readers import iter_path, read_records
 from lmforget.errors import LmforgetError
 
-REAL = Path("/work/shared/realformats")
+# The samples live outside the project (never copied in); LMFORGET_REALFORMATS points elsewhere.
+REAL = Path(os.environ.get("LMFORGET_REALFORMATS", "/work/shared/realformats"))
 real = pytest.mark.skipif(not (REAL / "SOURCES.md").is_file(),
                           reason=f"the real-format samples are not on this machine ({REAL} is absent)")
 
