@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # On a GPU machine: make install TORCH_SPEC='torch==2.13.0' TORCH_PIP_ARGS='--index-url <your CUDA index>'
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= dev,demo
+EXTRAS ?= dev,demo,ray
 
 .PHONY: install resources demo test test-slow bench clean
 

@@ -67,3 +67,20 @@ def load_tiny():
 @pytest.fixture(scope="session")
 def tiny_llama(load_tiny):
     return load_tiny("llama")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster on 127.0.0.1 for the whole session (2 CPUs, no dashboard); its address.
+
+    The workers import the code under test: the executor ships this lmforget package (py_modules).
+    """
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'lmforget[ray]')")
+    from lmforget.executor import runtime_env
+
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                   runtime_env=runtime_env(), log_to_driver=False, configure_logging=False)
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()

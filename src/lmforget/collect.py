@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from lmforget.config import Recipe
+import pandas as pd
+
+from lmforget.config import ExecutorConfig, Recipe
 from lmforget.data import load_tasks, load_upstream
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
@@ -48,57 +50,139 @@ def load_inputs(recipe: Recipe) -> tuple[UpstreamSet, list[TaskSet]]:
     return upstream, tasks
 
 
-def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True,
-            log: Log = lambda s: None) -> ForgettingMatrix:
-    """Run (or resume) a collection and return the forgetting matrix, also saved as RUN_DIR/matrix.npz."""
+BASE = "<base>"  # the executor key of the base-model scoring unit
+
+
+def score_base(recipe: Recipe, upstream: UpstreamSet, progress: bool = False) -> pd.DataFrame:
+    """One unit of work: the base model's scores (run by an executor, written by the caller)."""
+    model, tokenizer = load_recipe_model(recipe)
+    return score_upstream(model, tokenizer, upstream, recipe.score, progress, description="scoring base model")
+
+
+def finetune_and_score(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, progress: bool = False,
+                       position: str = "") -> tuple[pd.DataFrame, dict] | None:
+    """One unit of work: fine-tune the base model on `task`, score the upstream set -> (scores, log).
+
+    Returns None on the non-main ranks of an `accelerate launch`; with executor.gpus_per_task > 1 the
+    fine-tuning runs on that many Ray Train workers (lmforget.raytrain).
+    """
     from accelerate import PartialState
 
+    from lmforget.executor import fault_point
+
+    if recipe.executor.kind == "ray" and recipe.executor.gpus_per_task > 1:
+        from lmforget.raytrain import finetune_and_score_distributed
+
+        return finetune_and_score_distributed(recipe, upstream, task, int(recipe.executor.gpus_per_task))
+    start = time.perf_counter()
+    if recipe.score.backend == "vllm":
+        from lmforget.scoring.vllm import sleep_engine
+
+        sleep_engine()  # the scoring engine gives the GPU back while this task trains
+    model, tokenizer = load_recipe_model(recipe)
+    train_set = build_train_set(tokenizer, task, recipe.finetune)
+    steps = plan_steps(len(train_set), recipe.finetune)
+    result = train(model, tokenizer, train_set, recipe.finetune, max_steps=steps, progress=progress,
+                   description=f"{position}{task.name}")
+    del model
+    fault_point("task.trained")
+    if not PartialState().is_main_process:
+        return None
+    scores = score_upstream(result.model, tokenizer, upstream, recipe.score, progress,
+                            description=f"scoring {task.name}")
+    info = {"task": task.name, "group": task.group, "steps": result.steps, "train_loss": result.train_loss,
+            "train_seconds": result.seconds, "n_train_examples": result.n_examples,
+            "seconds": time.perf_counter() - start, "log": result.log}
+    return scores, info
+
+
+def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: Log = lambda s: None,
+            executor: ExecutorConfig | None = None) -> ForgettingMatrix:
+    """Run (or resume) a collection and return the forgetting matrix, also saved as RUN_DIR/matrix.npz.
+
+    `executor` (default: the recipe's) decides where the units run; this process alone writes the run
+    directory, each row as its unit finishes. Failed tasks are recorded (rows/<task>.error.json), the
+    others finish, then LmforgetError names the failed ones; a re-run retries only unfinished tasks.
+    """
+    from accelerate import PartialState
+
+    from lmforget.executor import fault_point, open_executor
     from lmforget.models import model_fingerprint
+    from lmforget.status import Tracker
 
+    exe_cfg = executor or recipe.executor
+    recipe = recipe.model_copy(update={"executor": exe_cfg})  # units read gpus_per_task from it
     state = PartialState()
-    upstream, tasks = load_inputs(recipe)
-    model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
-    if recipe.model.chat_template != "auto":  # the template changes every encoded example
-        model_fp += f"+template:{recipe.model.chat_template}"
-    run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, is_main=state.is_main_process)
-    done = set(run.finished())
-    todo = [t for t in tasks if t.name not in done]
-    from lmforget.data.load import describe_counts
+    failed: dict[str, str] = {}
+    with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
+        upstream, tasks = load_inputs(recipe)
+        model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
+        if recipe.model.chat_template != "auto":  # the template changes every encoded example
+            model_fp += f"+template:{recipe.model.chat_template}"
+        run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, is_main=state.is_main_process,
+                          score_dtype=scoring_dtype(recipe, exe_cfg))
+        done = set(run.finished())
+        todo = [t for t in tasks if t.name not in done]
+        from lmforget.data.load import describe_counts
 
-    log(f"{len(upstream)} upstream examples ({describe_counts(upstream.stats)}), {len(tasks)} tasks "
-        f"({len(done)} already finished) -> {run.path}")
-
-    model = tokenizer = None
-    if run.base_scores() is None:
-        model, tokenizer = load_recipe_model(recipe)
-        if state.is_main_process:
-            base = score_upstream(model, tokenizer, upstream, recipe.score, progress,
-                                  workdir=run.path / "work" / "base", description="scoring base model")
-            write_table(run.path / "base.parquet", base)
-        state.wait_for_everyone()
-
-    for i, task in enumerate(todo, 1):
-        start = time.perf_counter()
-        if model is None:
-            model, tokenizer = load_recipe_model(recipe)
-        train_set = build_train_set(tokenizer, task, recipe.finetune)
-        steps = plan_steps(len(train_set), recipe.finetune)
-        result = train(model, tokenizer, train_set, recipe.finetune, max_steps=steps, progress=progress,
-                       description=f"[{len(done) + i}/{len(tasks)}] {task.name}")
-        if state.is_main_process:
-            scores = score_upstream(result.model, tokenizer, upstream, recipe.score, progress,
-                                    workdir=run.path / "work" / "model", description=f"scoring {task.name}")
-            info = {"task": task.name, "group": task.group, "steps": result.steps,
-                    "train_loss": result.train_loss, "train_seconds": result.seconds,
-                    "n_train_examples": result.n_examples, "seconds": time.perf_counter() - start,
-                    "log": result.log}
-            write_row(run, task.name, scores, info)
-            log(f"finished {task.name}: {result.steps} steps, loss {result.train_loss:.4f}, "
-                f"{info['seconds']:.0f}s")
-        state.wait_for_everyone()
-        model = tokenizer = None  # the next task starts again from the base weights
-
+        where = "" if ex.kind == "local" else f" (executor: ray at {exe_cfg.address or 'a local instance'})"
+        log(f"{len(upstream)} upstream examples ({describe_counts(upstream.stats)}), {len(tasks)} tasks "
+            f"({len(done)} already finished) -> {run.path}{where}")
+        bars = progress and ex.kind == "local"
+        shared = ex.put(upstream)  # once: every unit reads the same object
+        units = [(BASE, score_base, (recipe, shared, bars))] if run.base_scores() is None else []
+        units += [(t.name, finetune_and_score, (recipe, shared, ex.put(t), bars,
+                                                 f"[{len(done) + i}/{len(tasks)}] "))
+                  for i, t in enumerate(todo, 1)]
+        tracker = Tracker(run.path, ex.kind, enabled=state.is_main_process)
+        try:
+            for out in ex.map(_dispatch, [(k, (fn, *a)) for k, fn, a in units], on_start=tracker.started,
+                              single_gpu=[BASE]):
+                if out.error is not None:
+                    failed[out.key] = out.error
+                    tracker.failed(out.key, out.error, out.detail)
+                    log(f"failed {out.key}: {out.error}")
+                elif out.key == BASE:
+                    if state.is_main_process:
+                        write_table(run.path / "base.parquet", out.value)
+                    tracker.finished(out.key)
+                elif out.value is not None:
+                    scores, info = out.value
+                    write_row(run, out.key, scores, info)
+                    tracker.finished(out.key)
+                    fault_point("driver.row_written")
+                    log(f"finished {out.key}: {info['steps']} steps, loss {info['train_loss']:.4f}, "
+                        f"{info['seconds']:.0f}s")
+                if ex.kind == "local":
+                    state.wait_for_everyone()
+        finally:
+            tracker.close()
+    if failed:
+        names = ", ".join(sorted(failed))
+        raise LmforgetError(f"{len(failed)} task(s) failed: {names} (errors in {run.path}/rows/*.error.json; "
+                            f"first: {next(iter(failed.values()))}); re-run the same command to retry them")
     matrix = Run.open(run.path).matrix(require_all=True)
     if state.is_main_process:
         matrix.save(run.path / "matrix.npz")
     return matrix
+
+
+def _dispatch(fn, *args):
+    return fn(*args)
+
+
+def scoring_dtype(recipe: Recipe, executor: ExecutorConfig | None = None) -> str:
+    """The torch dtype name scores are computed in, resolved where the units will run (kept in the manifest:
+    a run is never finished at another precision than it was started)."""
+    from lmforget.models import resolve_device
+
+    dtype = recipe.score.dtype
+    if dtype != "auto":
+        return dtype
+    device = recipe.model.device
+    if device in ("", "auto"):
+        if executor is not None and executor.kind == "ray":
+            device = "cuda" if executor.gpus_per_task > 0 else "cpu"
+        else:
+            device = resolve_device("auto")
+    return "bfloat16" if str(device).startswith("cuda") else "float32"

@@ -28,7 +28,10 @@ class ModelConfig(_Strict):
     """Which model to start from; see `lmforget.models.load_model` for accepted names."""
 
     name: str
-    dtype: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    # The dtype the weights are loaded in: auto = bf16 on CUDA, fp32 on CPU (never the checkpoint's own
+    # dtype). Full fine-tuning always trains fp32 master weights (a half-precision load is upcast before
+    # the first step; bf16 autocast on CUDA); LoRA trains fp32 adapters on the loaded, frozen base.
+    dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
     trust_remote_code: bool = False  # only when the user asks (MPT on older transformers)
@@ -91,6 +94,23 @@ class ScoreConfig(_Strict):
     token_budget: int = Field(16384, ge=16)
     batch_size: int = Field(64, ge=1)
     max_new_tokens: int = Field(512, ge=1)  # binary metric: greedy generation length
+    # Scoring precision, separate from training: auto = bf16 on CUDA, fp32 on CPU. The base model and
+    # every fine-tuned model are cast to it before scoring, so before and after are measured alike.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class ExecutorConfig(_Strict):
+    """Where the independent units (one per task row, replay cell, similarity measure) run.
+
+    Not part of any fingerprint: a run started locally can be finished on a cluster and vice versa.
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # a running Ray cluster (host:port, ray://host:port, auto); None = start one
+    gpus_per_task: float = Field(0, ge=0)  # > 1: the task's fine-tuning runs on that many Ray Train workers
+    cpus_per_task: float = Field(1, gt=0)
+    max_retries: int = Field(3, ge=0)  # retries after a worker process or node dies (not after an error)
+    max_concurrent: int | None = Field(None, ge=1)  # tasks in flight at once; None = as resources allow
 
 
 class ReplayConfig(_Strict):
@@ -121,6 +141,7 @@ class Recipe(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     replay: ReplayConfig | None = None
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
 
     def fingerprint(self, *sections: str) -> str:

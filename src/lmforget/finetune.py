@@ -120,6 +120,16 @@ def _optimizer(cfg: FinetuneConfig) -> str:
     return "adamw_torch"
 
 
+def upcast_trainable(model) -> None:
+    """Full fine-tuning keeps fp32 master weights: a fp16/bf16 checkpoint is upcast before training.
+
+    At the paper's lr 2e-6 most AdamW updates are smaller than half an ulp of a bf16/fp16 weight and
+    would round away; the forward pass still runs in bf16 on CUDA through the Trainer's autocast.
+    """
+    if any(p.requires_grad and p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+        model.float()
+
+
 def wrap_lora(model, cfg: FinetuneConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -144,7 +154,9 @@ def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: Finetun
         raise LmforgetError(f"{description}: empty training set")
     steps = max_steps or plan_steps(len(dataset), cfg)
     if cfg.method == "lora":
-        model = wrap_lora(model, cfg)
+        model = wrap_lora(model, cfg)  # peft keeps the trainable adapters in fp32
+    else:
+        upcast_trainable(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     cbs = list(callbacks)

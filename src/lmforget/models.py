@@ -237,13 +237,11 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_dtype(dtype: str | None, device: str):
-    """torch dtype for `device`: bf16 on CUDA, fp32 elsewhere; "auto" keeps the checkpoint's dtype."""
+    """torch dtype for `device`: "auto" (or none) = bf16 on CUDA, fp32 elsewhere, whatever the checkpoint holds."""
     import torch
 
-    if dtype in (None, ""):
+    if dtype in (None, "", "auto"):
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype == "auto":
-        return "auto"
     if dtype not in DTYPES:
         raise LmforgetError(f"unknown dtype {dtype!r} (choose one of: {', '.join(DTYPES)})")
     return getattr(torch, dtype)
@@ -391,7 +389,7 @@ def load_model(
 
     spec: ``tiny:<arch>`` (random init from `seed`), ``smollm2`` (offline demo model), a ``.gguf`` file,
     a local model directory, or a hub id (read from the local HF cache when offline).
-    dtype: ``float32`` | ``bfloat16`` | ``float16`` | ``auto``; default bf16 on CUDA, fp32 on CPU.
+    dtype: ``float32`` | ``bfloat16`` | ``float16`` | ``auto`` (the default: bf16 on CUDA, fp32 on CPU).
     """
     kind, target = _resolve(spec)
     dev = resolve_device(device)
@@ -399,9 +397,7 @@ def load_model(
     with _no_hf_progress_bars():  # our own progress bars say what is happening; no tqdm per load
         if kind == "tiny":
             tok = load_tiny_tokenizer()
-            model = _build_tiny(target, tok, seed)
-            if torch_dtype != "auto":
-                model = model.to(torch_dtype)
+            model = _build_tiny(target, tok, seed).to(torch_dtype)
         elif kind == "gguf":
             model, tok = _load_gguf(Path(target), torch_dtype, dev)
         else:

@@ -108,6 +108,9 @@ class Run:
     def row_path(self, task: str) -> Path:
         return self.path / "rows" / f"{task_slug(task)}.parquet"
 
+    def error_path(self, task: str) -> Path:
+        return self.path / "rows" / f"{task_slug(task)}.error.json"
+
     def finished(self) -> list[str]:
         return [t for t in self.task_names if self.row_path(t).is_file()]
 
@@ -165,21 +168,27 @@ def _upstream_from_json(rec: dict) -> UpstreamExample:
     )
 
 
-def _fingerprints(recipe: Recipe, upstream: UpstreamSet, tasks: list[TaskSet], model_fp: str) -> dict:
-    return {
+def _fingerprints(recipe: Recipe, upstream: UpstreamSet, tasks: list[TaskSet], model_fp: str,
+                  score_dtype: str | None) -> dict:
+    score = recipe.score.model_dump(mode="json")
+    score.pop("dtype")  # kept resolved (auto -> bf16 or fp32) under score_dtype
+    fps = {
         "model": model_fp,
         "upstream": upstream.fingerprint()[:16],
-        "scorer": recipe.fingerprint("score"),
+        "scorer": hashlib.sha256(json.dumps({"score": score}, sort_keys=True).encode()).hexdigest()[:16],
         "finetune": recipe.fingerprint("finetune", "seed"),
         "tasks": {t.name: task_fingerprint(t) for t in tasks},
     }
+    if score_dtype is not None:
+        fps["score_dtype"] = score_dtype
+    return fps
 
 
 def _check_compatible(path: Path, old: dict, new: dict) -> None:
     labels = {"model": "model", "upstream": "upstream data", "scorer": "scorer settings",
-              "finetune": "fine-tuning settings"}
+              "finetune": "fine-tuning settings", "score_dtype": "scoring precision"}
     for key, label in labels.items():
-        if old.get(key) != new.get(key):
+        if key in old and old.get(key) != new.get(key):
             raise LmforgetError(f"{path} was made with different {label} ({old.get(key)} != {new.get(key)}); "
                                 "use a new output directory or restore the original recipe")
     for name, fp in old.get("tasks", {}).items():
@@ -189,10 +198,10 @@ def _check_compatible(path: Path, old: dict, new: dict) -> None:
 
 
 def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, tasks: list[TaskSet],
-                model_fp: str, is_main: bool = True) -> Run:
+                model_fp: str, is_main: bool = True, score_dtype: str | None = None) -> Run:
     """Create the run directory, or check that an existing one was made from the same inputs."""
     path = Path(run_dir)
-    fps = _fingerprints(recipe, upstream, tasks, model_fp)
+    fps = _fingerprints(recipe, upstream, tasks, model_fp, score_dtype)
     mpath = path / MANIFEST
     if mpath.is_file():
         run = Run.open(path)
@@ -224,4 +233,5 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
 def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:
     write_json(run.path / "rows" / f"{task_slug(task)}.json", log)
     write_table(run.row_path(task), scores)  # last: its presence marks the task finished
+    run.error_path(task).unlink(missing_ok=True)  # an earlier failure of this task is now history
 

@@ -48,11 +48,17 @@ def similarity_cmd(
     max_length: int = typer.Option(256, "--max-length", help="Tokens per text (the end is kept)."),
     seed: int = typer.Option(0, "--seed", help="Seed for projections and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: the run recipe's)."),
+    address: Optional[str] = typer.Option(None, "--address", help="A running Ray cluster; implies --executor ray."),
 ) -> None:
     """Correlate task-example similarity (embeddings, projected gradients) with forgetting (Table 2)."""
     from lmforget.analysis.similarity import similarity_report
+    from lmforget.executor import executor_config
+    from lmforget.runs import Run
 
-    result = similarity_report(run_dir, out, measures=[m.strip() for m in measures.split(",") if m.strip()],
+    exe = executor_config(Run.open(run_dir).recipe.executor, executor, address)
+    result = similarity_report(run_dir, out, executor=exe,
+                               measures=[m.strip() for m in measures.split(",") if m.strip()],
                                encoder=encoder, dim=dim, projection=projection, columns=columns,
                                max_task_examples=max_task_examples, max_length=max_length, seed=seed)
     if as_json:

@@ -16,13 +16,19 @@ def collect(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. finetune.steps=10."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory (created, or resumed if it exists)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray (default: the recipe's "
+                                           "executor.kind, local)."),
+    address: Optional[str] = typer.Option(None, "--address", help="A running Ray cluster (HOST:PORT, auto); "
+                                          "implies --executor ray. Without it a local Ray is started."),
 ) -> None:
     """Fine-tune on each task and score the upstream set before and after: the forgetting matrix."""
     from lmforget.collect import collect as run_collect
     from lmforget.config import load_recipe
+    from lmforget.executor import executor_config
 
     cfg = load_recipe(recipe, overrides or [])
-    matrix = run_collect(cfg, out, progress=not quiet, log=console.print)
+    exe = executor_config(cfg.executor, executor, address)
+    matrix = run_collect(cfg, out, progress=not quiet, log=console.print, executor=exe)
     console.print(f"[green]matrix[/green] {matrix.shape[0]} tasks x {matrix.shape[1]} examples -> {out}/matrix.npz")
 
 
@@ -42,6 +48,31 @@ def matrix(
     m = Run.open(run_dir).matrix(require_all=not allow_partial)
     m.save(out)
     console.print(f"{m.shape[0]} tasks x {m.shape[1]} examples ({m.kind}) -> {out}")
+
+
+@app.command()
+def status(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `lmforget collect` (may be running)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Finished / running / failed / pending tasks of a run, seconds per task and an ETA."""
+    from lmforget.status import run_status
+
+    st = run_status(run_dir)
+    if as_json:
+        print_json(st)
+        return
+    from rich.table import Table
+
+    table = Table("task", "state", "seconds", "error")
+    for t in st["tasks"]:
+        secs = t.get("seconds") if t["state"] == "finished" else t.get("running_for")
+        table.add_row(t["task"], t["state"], "" if secs is None else f"{secs:.0f}", t.get("error", ""))
+    console.print(table)
+    c, eta = st["counts"], st["eta_seconds"]
+    console.print(f"{c['finished']} finished, {c['running']} running, {c['failed']} failed, {c['pending']} pending; "
+                  f"{'collect running' if st['collect_running'] else 'no collect running'}; ETA "
+                  + ("unknown" if eta is None else f"{eta:.0f} s"))
 
 
 @app.command()

@@ -20,12 +20,17 @@ def replay(
                                           "e.g. none,random,oracle,offline-mf,online-mf,oracle:top."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray: one unit per task x method cell "
+                                           "(default: the recipe's executor.kind)."),
+    address: Optional[str] = typer.Option(None, "--address", help="A running Ray cluster; implies --executor ray."),
 ) -> None:
     """Fine-tune each test task with each replay method; compare forgetting on never-replayed examples."""
+    from lmforget.executor import executor_config
     from lmforget.replay.study import load_study_recipe, run_study
 
     cfg = load_study_recipe(recipe, overrides or [])
-    results = run_study(cfg, out, methods, progress=not quiet, log=console.print)
+    results = run_study(cfg, out, methods, progress=not quiet, log=console.print,
+                        executor=executor_config(cfg.executor, executor, address))
     if as_json:
         print_json(results)
         return

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from lmforget import __version__
 from lmforget.atomic import finite, write_json
-from lmforget.config import Recipe, ReplayConfig, load_recipe_data, merge, recipe_error, validate_recipe
+from lmforget.config import ExecutorConfig, Recipe, ReplayConfig, load_recipe_data, merge, recipe_error, validate_recipe
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
@@ -269,8 +269,11 @@ def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: 
     return picks, row, extra
 
 
-def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> dict:
-    """Fine-tune one task with one replay method, score the held-out set, write the cell."""
+def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Fine-tune one task with one replay method, score the held-out set -> (scores, record).
+
+    One unit of work for an executor: it writes no study file (`write_cell` does, in the driver).
+    """
     from lmforget.finetune import build_train_set, train
     from lmforget.models import load_recipe_model
     from lmforget.replay.mixture import ReplayMixture
@@ -346,15 +349,24 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         train_loss=result.train_loss, train_seconds=result.seconds, trained_steps=result.steps,
         learning_rates=[e["learning_rate"] for e in result.log if "learning_rate" in e],
         seconds=time.perf_counter() - start)
+    return after, record
+
+
+def write_cell(study: Study, task_name: str, method: Method, after: pd.DataFrame, record: dict) -> None:
     write_table(study.cell_path(task_name, method, ".parquet"), after)
     write_json(study.cell_path(task_name, method, ".json"), record)  # last: marks the cell done
-    return record
 
 
 # ----------------------------------------------------------------- the study
 def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None, *,
-              progress: bool = True, log: Log = lambda s: None) -> dict:
-    """Run (or resume) the study and write results.json, report.md and figure.png."""
+              progress: bool = True, log: Log = lambda s: None, executor: ExecutorConfig | None = None) -> dict:
+    """Run (or resume) the study and write results.json, report.md and figure.png.
+
+    Each (task, method) cell is one unit of `executor` (default: the recipe's); cells are written here
+    as they finish. Failed cells are reported together at the end; a re-run retries them.
+    """
+    from lmforget.executor import open_executor, single_gpu
+
     study = open_study(recipe, out, methods)
     _prepare_out(study)
     cells = [(t, m) for t in study.cfg.test_tasks for m in study.methods]
@@ -362,10 +374,24 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     log(f"{len(study.cfg.test_tasks)} test tasks x {len(study.methods)} methods; held-out {len(study.split.heldout)}, "
         f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
         f"{len(cells) - len(todo)} cells already done -> {study.out}")
-    for k, (task, method) in enumerate(todo, 1):
-        rec = run_cell(study, task, method, progress)
-        log(f"[{k}/{len(todo)}] {task} / {method.name}: held-out NLL increase {rec['heldout_mean_increase']:+.4f} "
-            f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
+    exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
+    by_key = {f"{t} / {m.name}": (t, m) for t, m in todo}
+    failed: dict[str, str] = {}
+    with open_executor(exe_cfg) as ex:
+        shared = ex.put(study)  # once: matrix, upstream set and tasks travel to the object store one time
+        units = [(key, (shared, t, m, progress and ex.kind == "local")) for key, (t, m) in by_key.items()]
+        for k, out in enumerate(ex.map(run_cell, units), 1):
+            if out.error is not None:
+                failed[out.key] = out.error
+                log(f"[{k}/{len(todo)}] {out.key}: failed: {out.error}")
+                continue
+            after, rec = out.value
+            write_cell(study, *by_key[out.key], after, rec)
+            log(f"[{k}/{len(todo)}] {out.key}: held-out NLL increase {rec['heldout_mean_increase']:+.4f} "
+                f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
+    if failed:
+        raise LmforgetError(f"{len(failed)} replay cell(s) failed: {', '.join(failed)} (first: "
+                            f"{next(iter(failed.values()))}); re-run the same command to retry them")
     return write_results(study)
 
 

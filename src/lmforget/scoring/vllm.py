@@ -3,11 +3,22 @@
 Optional and GPU-only: `vllm` is imported when a VLLMScorer is built, never at package import.
 Encoding (scored positions, truncation) is lmforget.encoding's, done with the HF tokenizer, so both
 backends score identical tokens; vLLM only supplies log p(x_t | x_<t) for every prompt position.
+
+A collection scores many models of one architecture, one after another, in the same process (a local
+run, or a reused Ray worker). Building a vLLM engine takes minutes, so `shared_scorer` keeps one engine
+per process: every model is saved to the same directory (`engine_dir()`), the engine reloads its
+weights from there and forgets its prefix cache. While a task trains, `sleep_engine` releases the
+engine's GPU memory (weights and KV cache), and `release_training_memory` moves the trained model off
+the GPU before the engine wakes: the two never hold the GPU at once.
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 from lmforget.data.types import UpstreamExample
@@ -47,6 +58,7 @@ class VLLMScorer:
         gpu_memory_utilization: float = 0.85,
         trust_remote_code: bool = False,
         seed: int = 0,
+        llm=None,
         **llm_options,
     ) -> None:
         LLM, SamplingParams, TokensPrompt = _import_vllm()
@@ -62,7 +74,7 @@ class VLLMScorer:
         self._prompt = TokensPrompt
         # max_tokens=1: we need no generation, only the log-probability of each prompt token.
         self._params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        self.llm = LLM(
+        self.llm = llm if llm is not None else LLM(
             model=model,
             tokenizer=model,
             dtype=dtype or "auto",
@@ -91,3 +103,65 @@ class VLLMScorer:
                     total -= out.prompt_logprobs[t][tok].logprob
             nll[i] = total / enc.n_scored
         return [ScoreResult(ex.id, nll[i], encoded[i].n_scored) for i, ex in enumerate(examples)]
+
+
+# ------------------------------------------------------------------ one engine per process
+_ENGINE: dict = {}  # {"key": settings, "llm": LLM, "asleep": bool}
+
+
+def engine_dir() -> Path:
+    """This process's directory for the weights the shared engine serves (each model overwrites it)."""
+    return Path(tempfile.gettempdir()) / f"lmforget-vllm-{os.getpid()}"
+
+
+def sleep_engine() -> None:
+    """Release the shared engine's GPU memory (weights and KV cache) before a training model is loaded."""
+    llm = _ENGINE.get("llm")
+    if llm is not None and not _ENGINE["asleep"]:
+        llm.sleep(level=2)  # weights are reloaded from engine_dir() on the next scoring anyway
+        _ENGINE["asleep"] = True
+
+
+def release_training_memory(model) -> None:
+    """Move a model off the GPU and return the cached blocks, so the engine has the GPU to itself."""
+    import torch
+
+    model.to("cpu")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def close_engine() -> None:
+    llm = _ENGINE.pop("llm", None)
+    _ENGINE.clear()
+    if llm is not None:
+        del llm
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def shared_scorer(model_dir: str, tokenizer, *, max_length: int | None, dtype: str) -> VLLMScorer:
+    """A scorer on this process's one engine: built on first use, later reloaded with the weights now in
+    `model_dir` (which must be `engine_dir()` for reuse; another directory builds a new engine)."""
+    key = (str(model_dir), max_length, dtype)
+    llm = _ENGINE.get("llm")
+    if llm is not None and _ENGINE["key"] == key:
+        if _ENGINE["asleep"]:
+            llm.wake_up()
+            _ENGINE["asleep"] = False
+        try:
+            llm.collective_rpc("reload_weights")  # from model_dir, where the new weights were just saved
+        except Exception:  # noqa: BLE001 - a vLLM without in-place reloading: build the engine anew
+            close_engine()
+            return shared_scorer(model_dir, tokenizer, max_length=max_length, dtype=dtype)
+        llm.reset_prefix_cache()  # cached KV blocks belong to the previous weights
+        return VLLMScorer(str(model_dir), tokenizer=tokenizer, max_length=max_length, dtype=dtype, llm=llm)
+    close_engine()
+    scorer = VLLMScorer(str(model_dir), tokenizer=tokenizer, max_length=max_length, dtype=dtype,
+                        enable_sleep_mode=True)
+    _ENGINE.update(key=key, llm=scorer.llm, asleep=False)
+    return scorer

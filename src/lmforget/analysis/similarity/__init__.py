@@ -83,19 +83,39 @@ def similarity_vs_forgetting(matrix, model, tokenizer, upstream: UpstreamSet, ta
     return result
 
 
-def similarity_for_run(run_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Open a run directory, load its base model, and compare similarity with its forgetting matrix."""
+def _one_measure(recipe, matrix, upstream: UpstreamSet, tasks: list[TaskSet], measure: str,
+                 options: dict[str, Any]) -> dict[str, Any]:
+    """One unit of work for an executor: load the base model, compute one measure against Z."""
     from lmforget.models import load_recipe_model
+
+    model, tokenizer = load_recipe_model(recipe)
+    return similarity_vs_forgetting(matrix, model, tokenizer, upstream, tasks, measures=[measure], **options)
+
+
+def similarity_for_run(run_dir: str | Path, *, executor=None, **options: Any) -> dict[str, Any]:
+    """Open a run directory and compare similarity with its forgetting matrix, one executor unit per measure
+    (`executor`: an ExecutorConfig; default: the run recipe's, which is local unless it says otherwise)."""
+    from lmforget.executor import open_executor, single_gpu
     from lmforget.runs import Run
 
     run = Run.open(run_dir)
     matrix = run.matrix()
     recipe = run.recipe
-    m = recipe.model
-    model, tokenizer = load_recipe_model(recipe)
-    result = similarity_vs_forgetting(matrix, model, tokenizer, run.upstream(), run.tasks(), **options)
+    measures = list(options.pop("measures", ("embedding", "gradient")))
+    unknown = [m for m in measures if m not in ("embedding", "gradient")]
+    if unknown or not measures:
+        raise LmforgetError(f"unknown similarity measure(s) {unknown}; use embedding and/or gradient")
+    result: dict[str, Any] = {}
+    with open_executor(single_gpu(executor or recipe.executor)) as ex:
+        shared = [ex.put(x) for x in (recipe, matrix, run.upstream(), run.tasks())]
+        for out in ex.map(_one_measure, [(m, (*shared, m, options)) for m in measures]):
+            if out.error is not None:
+                raise LmforgetError(f"similarity measure {out.key!r} failed: {out.error}")
+            part = out.value
+            result = {**part, "measures": {**result.get("measures", {}), **part["measures"]}}
+    result["measures"] = {m: result["measures"][m] for m in measures}  # the order asked for
     result["run"] = str(run_dir)
-    result["model"] = m.name
+    result["model"] = recipe.model.name
     return result
 
 
