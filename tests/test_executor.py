@@ -84,8 +84,15 @@ def test_worker_killed_mid_task_is_retried_and_matrix_equals_local(ray_cluster, 
     import lmforget.collect as collect_mod
 
     writes: list[str] = []
+    snapshots: list[dict] = []  # `lmforget status` read while the collect runs, before each row is written
     real = collect_mod.write_row
-    monkeypatch.setattr(collect_mod, "write_row", lambda run, task, *a: (writes.append(task), real(run, task, *a)))
+
+    def write_row(run, task, *a):
+        snapshots.append(run_status(run.path))
+        writes.append(task)
+        real(run, task, *a)
+
+    monkeypatch.setattr(collect_mod, "write_row", write_row)
     marker = tmp_path / "killed"
     monkeypatch.setenv("LMFORGET_FAULT", f"task.trained:{marker}")
     m = collect_mod.collect(load_recipe("tiny"), tmp_path / "run", progress=False,
@@ -94,7 +101,11 @@ def test_worker_killed_mid_task_is_retried_and_matrix_equals_local(ray_cluster, 
     assert sorted(writes) == sorted(local_tiny.tasks.tolist())  # each row written exactly once
     assert list(m.tasks) == list(local_tiny.tasks) or sorted(m.tasks) == sorted(local_tiny.tasks)
     np.testing.assert_allclose(m.Z, local_tiny.Z, atol=1e-6)
+    assert all(snap["collect_running"] for snap in snapshots)
+    assert [snap["counts"]["finished"] for snap in snapshots] == [0, 1, 2, 3]
+    assert snapshots[0]["counts"]["running"] >= 1 and snapshots[-1]["eta_seconds"] is not None
     st = run_status(tmp_path / "run")
+    assert not st["collect_running"]
     assert st["counts"] == {"finished": 4, "running": 0, "failed": 0, "pending": 0} and st["eta_seconds"] == 0
     assert all(t["seconds"] > 0 for t in st["tasks"])
 
@@ -158,13 +169,13 @@ def test_killed_driver_resumes_without_recomputing_rows(ray_cluster, tmp_path, c
 
 def test_replay_cells_and_similarity_measures_run_as_ray_tasks(ray_cluster, local_tiny, tmp_path) -> None:
     from lmforget.analysis.similarity import similarity_for_run
-    from lmforget.replay.study import run_study
+    from lmforget.replay.study import load_study_recipe, run_study
 
     run_dir = local_tiny.meta["run_dir"]
     ray_cfg = ExecutorConfig(kind="ray")
     opts = dict(measures=["embedding", "gradient"], encoder="base", dim=64, columns=16, max_task_examples=4)
     assert similarity_for_run(run_dir, executor=ray_cfg, **opts) == similarity_for_run(run_dir, **opts)
-    recipe = load_recipe("replay-tiny", [f"replay.run={run_dir}", "replay.test_tasks=[add_numbers]"])
+    recipe = load_study_recipe("replay-tiny", [f"replay.run={run_dir}", "replay.test_tasks=[add_numbers]"])
     local = run_study(recipe, tmp_path / "local", "none,random", progress=False)
     remote = run_study(recipe, tmp_path / "ray", "none,random", progress=False, executor=ray_cfg)
     for a, b in zip(local["cells"], remote["cells"]):
