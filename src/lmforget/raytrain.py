@@ -10,6 +10,7 @@ ZeRO-3 shards first) and reports the scores; nothing is written to the run direc
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 
@@ -39,8 +40,9 @@ def _train_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from lmforget.collect import load_recipe_model, score_upstream
     from lmforget.finetune import build_train_set, plan_steps, train
+    from lmforget.models import load_recipe_model
+    from lmforget.scoring.upstream import score_upstream
 
     recipe: Recipe = config["recipe"]
     upstream: UpstreamSet = ray.get(config["upstream"])
@@ -55,8 +57,11 @@ def _train_loop(config: dict) -> None:
     info = {"task": task.name, "group": task.group, "steps": result.steps, "train_loss": result.train_loss,
             "train_seconds": result.seconds, "n_train_examples": result.n_examples, "log": result.log,
             "train_workers": ray.train.get_context().get_world_size()}
+    del result, model  # the training copy leaves the GPU before the scoring copy arrives
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     if ray.train.get_context().get_world_rank() == 0:
-        del result
         scorer, _ = load_recipe_model(cpu_recipe)  # the architecture, filled with the trained weights
         scorer.load_state_dict(state)
         del state
