@@ -18,6 +18,7 @@ import pytest
 
 from lmforget.cli import main
 from lmforget.config import ExecutorConfig, load_recipe
+from lmforget.errors import LmforgetError
 from lmforget.executor import LocalExecutor, Outcome, executor_config
 from lmforget.matrix import ForgettingMatrix
 from lmforget.runs import Run
@@ -73,6 +74,8 @@ def test_ray_map_runs_units_in_parallel_workers(ray_cluster) -> None:
     outs = {o.key: o for o in ex.map(math.sqrt, [(str(i), (i,)) for i in (1, -2, 9)] + [("s", (shared,))])}
     assert {k: o.value for k, o in outs.items() if o.error is None} == {"1": 1, "9": 3, "s": 4}
     assert outs["-2"].error == "ValueError: math domain error" and "Traceback" in outs["-2"].detail
+    with pytest.raises(LmforgetError, match="gpus_per_task=1 but the Ray cluster has 0 GPU"):  # no silent hang
+        list(RayExecutor(ExecutorConfig(kind="ray", gpus_per_task=1)).map(math.sqrt, [("a", (1,))]))
     ex.close()
     import ray
 
