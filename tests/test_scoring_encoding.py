@@ -1,4 +1,4 @@
-"""The scored positions are exactly the tokens PROTOCOL.md section 2 says (what scoring and fine-tuning share)."""
+"""The scored positions are exactly the tokens docs/protocol.md section 2 says (what scoring and fine-tuning share)."""
 
 from __future__ import annotations
 

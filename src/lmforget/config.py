@@ -55,7 +55,7 @@ class LoraConfig(_Strict):
 
 
 class FinetuneConfig(_Strict):
-    """The paper's recipe knobs (PROTOCOL.md section 3); defaults are the paper's."""
+    """The paper's recipe knobs (docs/protocol.md section 3); defaults are the paper's."""
 
     method: Literal["full", "lora"] = "full"
     lr: float = 2e-6
@@ -114,7 +114,7 @@ class ExecutorConfig(_Strict):
 
 
 class ReplayConfig(_Strict):
-    """The replay study (PROTOCOL.md section 6): which run supplies the rows, and the mixture knobs."""
+    """The replay study (docs/protocol.md section 6): which run supplies the rows, and the mixture knobs."""
 
     run: str  # a run directory made by `lmforget collect` with this recipe's model, data and scorer
     test_tasks: list[str]  # tasks fine-tuned with replay (their rows in `run` serve oracle/offline)

@@ -1,6 +1,6 @@
 """Token ids and scored positions: the one place that decides which tokens count.
 
-PROTOCOL.md section 2: for raw text every token but the first is scored; for chats only the
+docs/protocol.md section 2: for raw text every token but the first is scored; for chats only the
 final assistant answer is scored (up to, not including, the end-of-turn/EOS). Fine-tuning's loss
 covers the same answer tokens plus the end-of-turn/EOS that closes it (`trained`), so the model
 learns to stop: greedy answers end where the gold answer ends, which exact match needs.

@@ -1,6 +1,6 @@
 """The forgetting matrix Z [M tasks x N upstream examples] and its .npz file contract.
 
-File contract (DESIGN.md), readable with ``numpy.load(path, allow_pickle=False)``:
+File contract (docs/architecture.md), readable with ``numpy.load(path, allow_pickle=False)``:
 ``Z`` float32 [M, N] (NaN = not measured), ``tasks`` str [M], ``task_groups`` str [M],
 ``examples`` str [N], ``example_sources`` str [N], ``kind`` str scalar (``logppl`` | ``binary``),
 optional ``base_nll`` float32 [N], and ``meta`` str scalar holding JSON.

@@ -8,7 +8,7 @@ Layout of RUN_DIR::
     base.parquet           base-model scores: id, nll, n_tokens (+ correct for the binary metric)
     rows/<task>.json       fine-tuning log of a task (steps, loss, seconds)
     rows/<task>.parquet    scores after fine-tuning on that task; its presence marks the task done
-    matrix.npz             the forgetting matrix (DESIGN.md contract)
+    matrix.npz             the forgetting matrix (docs/architecture.md contract)
 
 A killed run loses at most the task in progress; re-running the same command skips finished tasks.
 A directory made from different data, model or settings is refused rather than mixed.

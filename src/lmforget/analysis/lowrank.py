@@ -1,4 +1,4 @@
-"""How close the forgetting matrix is to low rank (PROTOCOL.md section 4).
+"""How close the forgetting matrix is to low rank (docs/protocol.md section 4).
 
 The exact SVD comes from the M x M Gram matrix G = Z Z^T (`lmforget.linalg`). Everything about
 rank-k residuals follows from G alone: the rank-k truncation is Z_k = U_k U_k^T Z, so the squared residual of row i is

@@ -1,4 +1,4 @@
-"""One call from a ForgettingMatrix to every number of the low-rank analysis (PROTOCOL.md section 4).
+"""One call from a ForgettingMatrix to every number of the low-rank analysis (docs/protocol.md section 4).
 
 NaN policy, applied identically everywhere: rows that are entirely NaN (tasks never measured) are
 dropped and named; then every column (upstream example) with any NaN left is dropped and counted.

@@ -12,7 +12,7 @@ from lmforget.cli import app, console, print_json
 
 @app.command("analyze")
 def analyze_cmd(
-    matrix: Path = typer.Argument(..., help="Forgetting matrix file (.npz, see DESIGN.md)."),
+    matrix: Path = typer.Argument(..., help="Forgetting matrix file (.npz, see docs/architecture.md)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for report.md, analysis.json, figures/."),
     ranks: int = typer.Option(10, "--ranks", help="Largest rank k for the R^2-vs-rank curve."),
     columns: Optional[int] = typer.Option(None, "--columns", help="Analyse a random subsample of this many columns."),

@@ -3,7 +3,7 @@
 An upstream example is either raw text (scored on every token but the first) or a chat
 (scored on the final assistant answer only). A task example is a chat or a prompt/completion
 pair; prompt/completion pairs are turned into a two-turn chat so that one template and one
-answer-span rule serve fine-tuning and scoring alike (PROTOCOL.md section 2).
+answer-span rule serve fine-tuning and scoring alike (docs/protocol.md section 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Predicting forgetting of unseen tasks by matrix completion (PROTOCOL.md section 5).
+"""Predicting forgetting of unseen tasks by matrix completion (docs/protocol.md section 5).
 
 Library API:
     get_completer(name, **params) -> Completer      fit(Z_train) / predict(revealed)

@@ -1,4 +1,4 @@
-"""The evaluation protocol of PROTOCOL.md section 5: row splits, revealed columns, pooled metrics.
+"""The evaluation protocol of docs/protocol.md section 5: row splits, revealed columns, pooled metrics.
 
 A split names training and test rows (tasks) and is saved as JSON. For each seed, k columns are
 drawn without replacement and revealed for every test row; each completer, fitted once on the

@@ -1,4 +1,4 @@
-"""Mitigating forgetting with targeted replay (PROTOCOL.md section 6, the paper's Figure 5).
+"""Mitigating forgetting with targeted replay (docs/protocol.md section 6, the paper's Figure 5).
 
 Storage policy (what may be replayed): `heldout.split_heldout` keeps a fixed-seed evaluation set
 out of every mixture. Selection strategy (how the pool is ranked): `selection` (random, softmax,

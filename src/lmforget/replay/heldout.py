@@ -1,6 +1,6 @@
 """The storage policy: which upstream examples may be replayed (the pool) and which never are.
 
-PROTOCOL.md section 6: a fixed-seed held-out set is never replayed and is the evaluation set; the
+docs/protocol.md section 6: a fixed-seed held-out set is never replayed and is the evaluation set; the
 replay pool is the rest. One function draws it, from the ids alone, so the study, the online probes
 and `replay-set` all get the same held-out set for the same seed (the reference code drew its
 held-out and evaluation sets with different seeds, a defect we do not copy).

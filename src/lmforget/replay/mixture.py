@@ -1,6 +1,6 @@
 """Replay mixtures: how many upstream examples join a task, how long to train, and the dataset.
 
-PROTOCOL.md section 6: with replay rate r, n_rep = floor(n_task * r) + 1 upstream examples are
+docs/protocol.md section 6: with replay rate r, n_rep = floor(n_task * r) + 1 upstream examples are
 mixed into the task's training data and the training steps are stretched by (1 + r).
 
 `ReplayMixture` is a torch Dataset with a fixed index layout: positions [0, n_task) are the task's

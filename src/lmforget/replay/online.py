@@ -1,6 +1,6 @@
 """Online targeted replay: start with random replay, measure forgetting mid-training, then target.
 
-PROTOCOL.md section 6: train the first 10% of steps with random replay; then score a fixed set of
+docs/protocol.md section 6: train the first 10% of steps with random replay; then score a fixed set of
 probe examples with the same scorer (current weights vs the base model), complete the task's row
 with a completer fitted on the training rows, and continue with targeted replay, keeping the data
 order and the learning-rate schedule. The run stays one `Trainer.train()` call: a callback swaps

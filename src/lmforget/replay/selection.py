@@ -6,7 +6,7 @@ favour high scores:
 
 - ``random``: uniform without replacement; ignores the scores.
 - ``softmax``: successive sampling without replacement with probabilities softmax(score / T)
-  (PROTOCOL.md section 6, T = 0.1). Done exactly and in one vectorised step with the Gumbel-top-k
+  (docs/protocol.md section 6, T = 0.1). Done exactly and in one vectorised step with the Gumbel-top-k
   trick: the n largest of score / T + Gumbel noise are a draw from that process. T -> inf gives
   uniform selection, T -> 0 gives top-n.
 - ``top``: the n highest scores (ties by position).

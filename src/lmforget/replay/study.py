@@ -1,4 +1,4 @@
-"""The replay study (PROTOCOL.md section 6, the paper's Figure 5): fine-tune each test task with each
+"""The replay study (docs/protocol.md section 6, the paper's Figure 5): fine-tune each test task with each
 replay method and measure forgetting on held-out upstream examples that no mixture ever contains.
 
 Inputs come from a previous run directory (`replay.run`): its upstream set defines the columns (the

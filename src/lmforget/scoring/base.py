@@ -1,6 +1,6 @@
 """What every scoring backend returns, and how per-example scores are written to disk.
 
-The per-example score table (`id, nll, n_tokens`) is a file contract (DESIGN.md): mean NLL in nats
+The per-example score table (`id, nll, n_tokens`) is a file contract (docs/architecture.md): mean NLL in nats
 over exactly the scored positions of lmforget.encoding, NaN with n_tokens = 0 when nothing is scored.
 """
 

@@ -1,4 +1,4 @@
-"""Greedy generation and normalised exact match: binary forgetting (PROTOCOL.md section 2).
+"""Greedy generation and normalised exact match: binary forgetting (docs/protocol.md section 2).
 
 An instruction-tuned model "knows" an upstream example when its greedy answer, cut at the first blank
 line and normalised, equals the gold answer. Binary forgetting keeps the examples the base model gets

@@ -9,7 +9,7 @@ Why it is shaped this way:
   keep the hidden states of the positions that predict a scored token, and apply the output embedding
   chunk by chunk, with log-softmax in fp32 per chunk.
 - Position ids come from the attention mask, so left and right padding give the same numbers
-  (PROTOCOL.md: before and after must be scored identically).
+  (docs/protocol.md section 2: before and after must be scored identically).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Does task-example similarity explain forgetting? (the paper's Table 2, PROTOCOL.md section 4)
+"""Does task-example similarity explain forgetting? (the paper's Table 2, docs/protocol.md section 4)
 
 Two similarity measures, each an M x N matrix aligned with the forgetting matrix Z:
 
