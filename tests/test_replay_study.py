@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from lmforget.cli import main
+from lmforget.probe import Probe, write_probe
 from lmforget.runs import Run
 
 METHODS = "none,random,oracle,online-additive"
@@ -137,7 +138,7 @@ def replay_set_inputs(tiny_run: Path, tmp_path: Path) -> tuple[Path, Path, Path]
     train = m.subset(rows=np.arange(1, 4))
     z_path = train.save(tmp_path / "Z.npz")
     probe = tmp_path / "probe.csv"
-    pd.DataFrame({"id": m.examples[:10], "score": m.Z[0, :10]}).to_csv(probe, index=False)
+    write_probe(Probe(m.examples[:10].tolist(), m.Z[0, :10].astype(np.float64)), probe)
     return z_path, probe, tiny_run / "data" / "upstream.jsonl"
 
 
@@ -175,8 +176,10 @@ def test_replay_set_bad_input(replay_set_inputs, tmp_path: Path, capsys) -> None
     _fails(base + ["--probe", str(probe), "--budget", "3", "--method", "magic"], capsys,
            "unknown prediction method 'magic'", out)
     bad_probe = tmp_path / "bad.csv"
-    bad_probe.write_text("id,score\nnot-an-id,0.1\n")
-    _fails(base + ["--probe", str(bad_probe), "--budget", "3"], capsys, "probe id 'not-an-id'", out)
+    bad_probe.write_text("id,forgetting\nnot-an-id,0.1\n")
+    _fails(base + ["--probe", str(bad_probe), "--budget", "3"], capsys, "id 'not-an-id' is not an upstream", out)
+    bad_probe.write_text("id,score\nu1,0.1\n")  # the one probe format is id,forgetting
+    _fails(base + ["--probe", str(bad_probe), "--budget", "3"], capsys, "needs the columns id,forgetting", out)
     _fails(base + ["--probe", str(probe), "--budget", "3", "--heldout", "48"], capsys, "held-out size 48", out)
     _fails(base + ["--probe", str(probe), "--budget", "3", "--strategy", "best"], capsys,
            "unknown selection strategy", out)

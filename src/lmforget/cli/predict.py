@@ -102,7 +102,7 @@ def _save_outputs(out: Path, fm, ev, result: dict) -> None:
 @app.command("forecast")
 def forecast_command(
     matrix: Path = typer.Argument(..., help="Forgetting matrix (.npz) of tasks already measured."),
-    probe: Path = typer.Option(..., "--probe", help="CSV with columns id, forgetting (measured on the new task)."),
+    probe: Path = typer.Option(..., "--probe", help="Probe file id,forgetting (from `lmforget probe`)."),
     output: Path = typer.Option(..., "-o", "--out", help="Output CSV: id, forgetting, observed."),
     method: str = typer.Option("lowrank", "--method", help="Completer to use."),
     train_groups: Optional[str] = typer.Option(None, "--train-groups", help="Comma-separated task groups to use."),
@@ -111,10 +111,11 @@ def forecast_command(
 ) -> None:
     """Predict a new task's forgetting of every upstream example from a few measured ones."""
     from lmforget.matrix import ForgettingMatrix
-    from lmforget.predict.forecast import forecast, read_probe, write_forecast
+    from lmforget.predict.forecast import forecast, write_forecast
+    from lmforget.probe import read_probe
 
     fm = ForgettingMatrix.load(matrix)
-    row = read_probe(probe, fm.examples)
+    row = read_probe(probe).row(fm.examples.tolist(), source=str(probe))
     res = forecast(fm, row, method=method, train_groups=_csv_list(train_groups) or None, seed=seed)
     write_forecast(res, output)
     order = np.argsort(-res.forgetting)[:10]

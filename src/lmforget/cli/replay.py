@@ -51,8 +51,8 @@ def replay(
 @app.command("replay-set")
 def replay_set(
     matrix: Path = typer.Argument(..., help="Forgetting matrix of earlier tasks (.npz)."),
-    probe: Path = typer.Option(..., "--probe", help="CSV id,score: measured forgetting of a few upstream examples "
-                               "after a short fine-tuning run on the new task."),
+    probe: Path = typer.Option(..., "--probe", help="Probe file id,forgetting (from `lmforget probe`): measured "
+                               "forgetting of a few upstream examples after fine-tuning on the new task."),
     upstream: str = typer.Option(..., "--upstream", help="Upstream data: a records JSONL file (id + text or "
                                  "messages), or FORMAT:PATH for another lmforget.data format."),
     budget: int = typer.Option(..., "--budget", help="How many examples to replay."),

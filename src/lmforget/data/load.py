@@ -179,3 +179,18 @@ def load_tasks(specs: TaskSpec | dict[str, Any] | Sequence[TaskSpec | dict[str, 
     if not out:
         raise LmforgetError("no tasks: give at least one task spec")
     return out
+
+
+def load_upstream_arg(arg: str) -> UpstreamSet:
+    """An upstream set from a command-line argument: a records file, folder or glob, or FORMAT:PATH."""
+    from pathlib import Path
+    from typing import get_args
+
+    from lmforget.data.specs import UpstreamFormat
+
+    fmt, sep, path = arg.partition(":")
+    if sep and fmt in get_args(UpstreamFormat) and not Path(arg).exists():
+        return load_upstream({"format": fmt, **({"path": path} if path else {})})
+    if not Path(arg).exists() and not any(ch in arg for ch in "*?["):
+        raise LmforgetError(f"--upstream {arg}: no such file (give a records JSONL file, or FORMAT:PATH)")
+    return load_upstream({"format": "records", "path": arg})

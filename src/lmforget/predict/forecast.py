@@ -1,13 +1,13 @@
 """Forecast one new task's forgetting of every upstream example from a few measured ones.
 
 The practitioner's path: fine-tune on the new task, measure forgetting on ~30 upstream examples
-(a CSV `id, forgetting`), and get the full predicted row against a collected matrix.
+(a probe file `id,forgetting`, see lmforget.probe), and get the full predicted row against a
+collected matrix.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,40 +25,6 @@ class Forecast:
     observed: np.ndarray  # bool [N]
     method: str
     n_train_rows: int
-
-
-def read_probe(path: str | Path, examples: np.ndarray) -> np.ndarray:
-    """A row over `examples`: the probe's measured values, NaN elsewhere."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgetError(f"{path}: no such probe file")
-    index = {e: i for i, e in enumerate(examples.tolist())}
-    row = np.full(len(index), np.nan)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in (reader.fieldnames or [])]
-            if "id" not in fields or "forgetting" not in fields:
-                raise LmforgetError(f"{path}: needs columns 'id' and 'forgetting' (found {', '.join(fields) or 'none'})")
-            reader.fieldnames = fields
-            for line_no, rec in enumerate(reader, start=2):
-                ex, raw = (rec.get("id") or "").strip(), (rec.get("forgetting") or "").strip()
-                if ex not in index:
-                    raise LmforgetError(f"{path}:{line_no}: id {ex!r} is not an upstream example of the matrix")
-                try:
-                    value = float(raw)
-                except ValueError:
-                    raise LmforgetError(f"{path}:{line_no}: forgetting {raw!r} is not a number") from None
-                if not math.isfinite(value):
-                    raise LmforgetError(f"{path}:{line_no}: forgetting must be finite, got {raw!r}")
-                if not np.isnan(row[index[ex]]):
-                    raise LmforgetError(f"{path}:{line_no}: id {ex!r} appears twice")
-                row[index[ex]] = value
-    except UnicodeDecodeError:
-        raise LmforgetError(f"{path}: not a UTF-8 CSV file") from None
-    if np.isnan(row).all():
-        raise LmforgetError(f"{path}: no measured examples; give at least one row 'id,forgetting'")
-    return row
 
 
 def forecast(matrix: ForgettingMatrix, probe_row: np.ndarray, method: str = "lowrank",

@@ -1,8 +1,8 @@
 """A replay set for a user's own trainer: predict a new task's forgetting, pick, write JSONL.
 
 Given a forgetting matrix of earlier tasks (Z.npz), a few measured entries of the new task's row
-(PROBE.csv: id,score = NLL increase of that upstream example after a short fine-tuning run), and
-the upstream data, complete the row with a completer and choose `budget` examples. The output is
+(a probe file `id,forgetting`, see lmforget.probe: the NLL increase of those upstream examples after
+fine-tuning on the new task, as `lmforget probe` measures it), and the upstream data, complete the row with a completer and choose `budget` examples. The output is
 one JSON object per line that TRL's SFTTrainer and `datasets.interleave_datasets` take directly:
 raw text -> {"text": ...}, chats -> {"messages": [{"role", "content"}, ...]}, plus "id" and "score"
 (the predicted forgetting; drop both columns before interleaving with a dataset that lacks them).
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from lmforget.errors import LmforgetError
+from lmforget.probe import read_probe
 from lmforget.replay.heldout import split_heldout
-from lmforget.replay.scores import predict_row, read_probe_file
+from lmforget.replay.scores import predict_row
 from lmforget.replay.selection import STRATEGIES, select
 
 
@@ -37,24 +38,11 @@ class ReplaySet:
                 "mean_score": float(np.mean(scores)) if scores else None}
 
 
-def load_data(spec: str):
-    """An upstream set from a records file/folder/glob, or FORMAT:PATH for another lmforget.data format."""
-    from lmforget.data import load_upstream
-    from lmforget.data.specs import UpstreamFormat
-    from typing import get_args
-
-    fmt, sep, path = spec.partition(":")
-    if sep and fmt in get_args(UpstreamFormat) and not Path(spec).exists():
-        return load_upstream({"format": fmt, **({"path": path} if path else {})})
-    if not Path(spec).exists() and not any(ch in spec for ch in "*?["):
-        raise LmforgetError(f"--upstream {spec}: no such file (give a records JSONL file, or FORMAT:PATH)")
-    return load_upstream({"format": "records", "path": spec})
-
-
 def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str, budget: int, *,
                      method: str = "mf", strategy: str = "softmax", temperature: float = 0.1, group: int = 30,
                      heldout: int = 0, seed: int = 0) -> ReplaySet:
     """Validate the inputs, complete the new row, and choose `budget` replay examples."""
+    from lmforget.data import load_upstream_arg
     from lmforget.matrix import ForgettingMatrix
     from lmforget.predict import list_completers
 
@@ -67,13 +55,9 @@ def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str,
     matrix = ForgettingMatrix.load(matrix_path)
     if matrix.kind != "logppl":
         raise LmforgetError(f"{matrix_path}: replay sets need a log-perplexity matrix (kind is {matrix.kind!r})")
-    probe_ids, probe_scores = read_probe_file(probe_path)
-    columns = {str(e): j for j, e in enumerate(matrix.examples)}
-    missing = [i for i in probe_ids if i not in columns]
-    if missing:
-        raise LmforgetError(f"{probe_path}: probe id {missing[0]!r} is not in the upstream set of {matrix_path} "
-                            f"({len(missing)} of {len(probe_ids)} probe ids missing)")
-    upstream = load_data(data)
+    probe = read_probe(probe_path)
+    probe_row = probe.row(matrix.examples.tolist(), source=str(probe_path))
+    upstream = load_upstream_arg(data)
     by_id = {ex.id: ex for ex in upstream}
     in_data = np.array([str(e) in by_id for e in matrix.examples])
     if not in_data.any():
@@ -84,8 +68,8 @@ def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str,
         split = split_heldout(matrix.examples.tolist(), heldout, seed)
         allowed[split.heldout] = False
         n_heldout = len(split.heldout)
-    probe_cols = np.array([columns[i] for i in probe_ids])
-    row = predict_row(matrix.Z, probe_cols, probe_scores, method, seed)
+    probe_cols = np.flatnonzero(~np.isnan(probe_row))
+    row = predict_row(matrix.Z, probe_cols, probe_row[probe_cols], method, seed)
     pool = np.flatnonzero(allowed & np.isfinite(row))
     if budget > len(pool):
         raise LmforgetError(f"--budget {budget} is larger than the replay pool ({len(pool)} upstream examples "
@@ -100,7 +84,7 @@ def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str,
         rec: dict = {"text": ex.text} if ex.text is not None else {"messages": [m.as_dict() for m in ex.messages]}
         rec.update(id=ex.id, score=float(row[c]))
         records.append(rec)
-    return ReplaySet(records, int(len(pool)), len(probe_ids), n_heldout, method, strategy)
+    return ReplaySet(records, int(len(pool)), len(probe.ids), n_heldout, method, strategy)
 
 
 def check_output(out: str | Path) -> Path:

@@ -68,26 +68,3 @@ def read_score_file(path: str | Path, ids: Sequence[str], task: str | None = Non
         raise LmforgetError(f"{path}: column 'score' holds a non-numeric value (row {int(scores.isna().idxmax()) + 2})")
     lookup = pd.Series(scores.to_numpy(np.float64), index=frame["id"].to_numpy())
     return lookup.reindex(list(ids)).to_numpy(np.float64)
-
-
-def read_probe_file(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Probe measurements for a new task: CSV ``id,score`` (score = NLL increase after vs before)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgetError(f"probe file not found: {path}")
-    try:
-        frame = pd.read_csv(path, dtype={"id": str})
-    except (ValueError, OSError) as exc:
-        raise LmforgetError(f"{path}: not a readable CSV ({exc})".replace("\n", " ")) from None
-    if "id" not in frame.columns or "score" not in frame.columns:
-        raise LmforgetError(f"{path}: a probe file needs columns id,score (score = forgetting of that example)")
-    if frame.empty:
-        raise LmforgetError(f"{path}: no probe rows")
-    if frame["id"].duplicated().any():
-        raise LmforgetError(f"{path}: probe id {frame.loc[frame['id'].duplicated(), 'id'].iloc[0]!r} appears twice")
-    scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(np.float64)
-    if np.isnan(scores).any():
-        raise LmforgetError(f"{path}: probe row {int(np.flatnonzero(np.isnan(scores))[0]) + 2} has no numeric score")
-    return [str(i) for i in frame["id"]], scores

@@ -1,0 +1,116 @@
+"""The README walk-through, on tiny models: "I fine-tuned my model on my task: what did it forget, and
+what should I replay?" -> `lmforget probe`, `lmforget forecast`, `lmforget replay-set`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmforget.cli import main
+from lmforget.probe import Probe, read_probe, write_probe
+
+MATRIX_TASKS = "tasks.tiny.tasks=[add_numbers,compare_numbers,plural_nouns]"
+MY_TASK = "opposites"  # not a row of the matrix: the user's new task
+
+
+def _finetune_my_model(out: Path) -> None:
+    """What the user did before the walk-through: fine-tune the base model on their task and save it."""
+    from lmforget.config import load_recipe
+    from lmforget.data import load_tasks
+    from lmforget.finetune import build_train_set, train
+    from lmforget.models import load_model
+
+    recipe = load_recipe("tiny")
+    task = next(t for t in load_tasks(list(recipe.tasks.values())) if t.name == MY_TASK)
+    model, tok = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    result = train(model, tok, build_train_set(tok, task, recipe.finetune), recipe.finetune, max_steps=6,
+                   progress=False)
+    result.model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("walk")
+    assert main(["collect", "tiny", "-o", str(root / "run"), "-q", MATRIX_TASKS]) == 0
+    _finetune_my_model(root / "my-model")
+    return root
+
+
+def test_probe_forecast_replay_set(walk: Path, capsys) -> None:
+    run, matrix, upstream = walk / "run", walk / "run" / "matrix.npz", walk / "run" / "data" / "upstream.jsonl"
+    probe, forecast, replay = walk / "probe.csv", walk / "forecast.csv", walk / "replay.jsonl"
+    capsys.readouterr()
+
+    # 1. what did my fine-tuning make the model forget, on 12 upstream examples?
+    assert main(["probe", "--base", "tiny:llama", "--model", str(walk / "my-model"), "--upstream", str(upstream),
+                 "--matrix", str(matrix), "-k", "12", "--seed", "0", "-o", str(probe), "-q", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 12 and summary["dropped_undefined"] == 0
+    measured = read_probe(probe)
+    assert len(set(measured.ids)) == 12 and np.abs(measured.forgetting).max() > 0
+    # the probe measures what collect measures: base NLL from the run, fine-tuned NLL from `lmforget score`
+    base = pd.read_parquet(run / "base.parquet").set_index("id")["nll"]
+    assert main(["score", "--model", str(walk / "my-model"), "--data", str(upstream), "-o",
+                 str(walk / "after.csv"), "--max-length", "128", "-q"]) == 0
+    after = pd.read_csv(walk / "after.csv", dtype={"id": str}).set_index("id")["nll"]
+    expected = (after - base)[measured.ids].to_numpy()
+    np.testing.assert_allclose(measured.forgetting, expected, atol=1e-5)
+    # seeded: the same seed draws the same examples, another seed others
+    assert main(["probe", "--base", "tiny:llama", "--model", str(walk / "my-model"), "--upstream",
+                 str(upstream), "-k", "12", "--seed", "1", "-o", str(walk / "probe1.csv"), "-q"]) == 0
+    assert read_probe(walk / "probe1.csv").ids != measured.ids
+
+    # 2. predict the forgetting of every upstream example
+    assert main(["forecast", str(matrix), "--probe", str(probe), "-o", str(forecast)]) == 0
+    with open(forecast, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 48
+    observed = {r["id"]: float(r["forgetting"]) for r in rows if r["observed"] == "1"}
+    assert observed.keys() == set(measured.ids)
+    np.testing.assert_allclose([observed[i] for i in measured.ids], measured.forgetting, rtol=0, atol=1e-12)
+
+    # 3. what should I replay?
+    assert main(["replay-set", str(matrix), "--probe", str(probe), "--upstream", str(upstream), "--budget", "8",
+                 "-o", str(replay), "--json"]) == 0
+    chosen = [json.loads(line) for line in replay.read_text().splitlines()]
+    assert len(chosen) == 8 and all({"text", "id", "score"} <= set(r) for r in chosen)
+    assert len({r["id"] for r in chosen}) == 8
+
+
+def test_probe_file_round_trip_and_bad_files(tmp_path: Path) -> None:
+    from lmforget.errors import LmforgetError
+
+    p = Probe(["a", "b,c", "d"], np.array([0.25, -1e-9, 3.0]), extra={"n_tokens": np.array([3, 4, 5])})
+    write_probe(p, tmp_path / "p.csv")
+    back = read_probe(tmp_path / "p.csv")
+    assert back.ids == p.ids and np.array_equal(back.forgetting, p.forgetting)
+    np.testing.assert_array_equal(back.row(["x", "d", "a", "b,c"]), [np.nan, 3.0, 0.25, -1e-9])
+    for text, match in [("id,score\na,1\n", "needs the columns id,forgetting"),
+                        ("id,forgetting\na,1\na,2\n", "appears twice"),
+                        ("id,forgetting\na,nan\n", "finite"), ("id,forgetting\na,x\n", "not a number"),
+                        ("id,forgetting\n", "no probe rows")]:
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(LmforgetError, match=match):
+            read_probe(tmp_path / "bad.csv")
+    with pytest.raises(LmforgetError, match="'zz' is not an upstream example"):
+        Probe(["zz"], np.array([1.0])).row(["a"])
+
+
+def test_probe_bad_input_leaves_no_file(walk: Path, tmp_path: Path, capsys) -> None:
+    upstream = walk / "run" / "data" / "upstream.jsonl"
+    out = tmp_path / "probe.csv"
+    base = ["probe", "--base", "tiny:llama", "--upstream", str(upstream), "-o", str(out), "-q"]
+    for args, match in [(["--model", str(tmp_path / "nowhere"), "-k", "3"], "nowhere"),
+                        (["--model", str(walk / "my-model"), "-k", "49"], "-k 49 is larger"),
+                        (["--model", str(walk / "my-model"), "-k", "0"], "at least 1")]:
+        capsys.readouterr()
+        assert main(base + args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+        assert not out.exists()
