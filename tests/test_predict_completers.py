@@ -150,3 +150,62 @@ def test_predict_package_does_not_import_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("mf", {"rank": -1}, "rank must be an integer >= 1"), ("mf", {"rank": 0}, "rank must be"),
+    ("mf", {"rank": True}, "rank must be"), ("mf", {"solver": "als"}, "solver must be one of 'svd', 'sgd'"),
+    ("knn", {"k": 0}, "k must be an integer >= 1"), ("knn", {"k": 2.5}, "k must be"),
+    ("knn", {"k": 3, "min_k": 5}, "min_k must be at most k"), ("additive", {"lr": 0}, "lr must be a number > 0"),
+    ("additive", {"reg": -1}, "reg must be a number >= 0"), ("additive", {"n_epochs": 0}, "n_epochs"),
+    ("lowrank", {"cv_folds": 1}, "cv_folds"), ("lowrank", {"noise_scale": 0.0}, "noise_scale"),
+    ("lowrank", {"intercept": "yes"}, "intercept"), ("lowrank", {"rank": -2}, "rank"),
+    ("logistic-mf", {"rank": 0}, "rank"), ("logistic-additive", {"n_iter": 0}, "n_iter"),
+    ("logistic-additive", {"l2": float("nan")}, "l2"),
+])
+def test_invalid_parameters_are_input_errors(name, params, match):
+    with pytest.raises(LmforgetError, match=match):
+        get_completer(name, **params)
+    c = get_completer(name)
+    c.set_params(**params)  # set after construction: fit checks again
+    with pytest.raises(LmforgetError, match=match):
+        c.fit(_data(name)[0])
+
+
+def test_every_random_state_matters():
+    """Deterministic completers take no random_state; for the others a different seed changes the fit."""
+    assert "random_state" not in get_completer("additive").get_params()
+    assert "random_state" not in get_completer("knn").get_params()
+    assert "random_state" not in get_completer("logistic-additive").get_params()
+    train, _, R = _data("mf")
+    a, b = (get_completer("mf", solver="sgd", n_epochs=3, random_state=s).fit(train).predict(R) for s in (0, 1))
+    assert not np.allclose(a, b)
+    a, b = (get_completer("lowrank", random_state=s).fit(train).cv_scores_ for s in (0, 1))
+    assert a != b
+    train_b, _, _ = _data("logistic-mf")
+    a, b = (get_completer("logistic-mf", n_iter=5, random_state=s).fit(train_b).col_factors_ for s in (0, 1))
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_predict_reports_entries_that_fell_back_to_the_prior(name):
+    train, _, R = _data(name)
+    train[:, 11] = np.nan  # a column no training row measured
+    c = _make(name).fit(train)
+    pred, fallback = c.predict(R, return_fallback=True)
+    assert fallback.shape == R.shape and fallback.dtype == bool
+    np.testing.assert_array_equal(pred, c.predict(R))
+    assert fallback[:, 11].all()
+    assert not fallback[:, [0, 2, 3, 12]].any()  # measured columns of rows with revealed entries
+    assert not fallback[~np.isnan(R)].any()  # a revealed entry is known, never a fallback
+    _, none = c.predict(np.full(R.shape, np.nan), return_fallback=True)
+    assert none.all() if name != "colmean" else np.array_equal(none[0], np.isnan(train).all(axis=0))
+
+
+def test_knn_reports_columns_with_too_few_neighbours():
+    train, _, R = _data("knn")
+    train[2:, 13] = np.nan  # only two training rows measured column 13
+    c = get_completer("knn", k=3, min_k=3).fit(train)
+    _, fallback = c.predict(R, return_fallback=True)
+    assert fallback[:, 13].all() and not fallback[:, 12].any()
+    assert not get_completer("knn", k=3, min_k=2).fit(train).predict(R, return_fallback=True)[1][:, 13].any()

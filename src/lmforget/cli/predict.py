@@ -80,6 +80,10 @@ def predict_command(
         cells = [f"{res[m + '_mean']:.4f} ± {res[m + '_std']:.4f}" for m in metrics]
         table.add_row(name, *cells, f"{res['seconds']:.2f}")
     console.print(table)
+    fell_back = {name: res["n_fallback"] for name, res in ev.methods.items() if res["n_fallback"]}
+    if fell_back:
+        console.print("entries predicted from the prior alone (no information about them), all seeds: "
+                      + ", ".join(f"{name} {n}" for name, n in fell_back.items()))
     if as_json:
         print_json(result)
 

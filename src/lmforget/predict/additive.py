@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmforget.errors import LmforgetError
 from lmforget.predict.base import Completer, register
 
 
@@ -68,6 +67,10 @@ class ColumnMeanCompleter(Completer):
     def __init__(self) -> None:
         pass
 
+    def _fallback(self, R: np.ndarray) -> np.ndarray:
+        # Column means never use the revealed entries: only a column nobody measured has no information.
+        return np.broadcast_to(self.unmeasured_columns_, R.shape).copy()
+
     def _fit(self, Z: np.ndarray) -> None:
         with np.errstate(invalid="ignore"):
             col = np.nanmean(np.where(np.isnan(Z).all(axis=0)[None, :], 0.0, Z), axis=0)
@@ -83,20 +86,21 @@ class AdditiveCompleter(Completer):
 
     solver="als": closed form / ALS (default). solver="sgd": the reference's SGD, replicated
     rating by rating in surprise's order, with each new row refitted together with all
-    training rows (slow by design; for exactness checks).
+    training rows (slow by design; for exactness checks). Both are deterministic: no random_state.
     """
 
     def __init__(self, solver: str = "als", reg: float = 0.0, n_epochs: int = 1000,
-                 lr: float = 0.005, sgd_reg: float = 0.02, random_state: int | None = 0) -> None:
+                 lr: float = 0.005, sgd_reg: float = 0.02) -> None:
         self.solver = solver
         self.reg = reg
         self.n_epochs = n_epochs
         self.lr = lr
         self.sgd_reg = sgd_reg
-        self.random_state = random_state
+
+    def check_params(self) -> None:
+        check_bias_params(self, ("als", "sgd"))
 
     def _fit(self, Z: np.ndarray) -> None:
-        _check_solver(self.solver, ("als", "sgd"), self.name)
         if self.solver == "sgd":
             self.Z_train_ = Z
             return
@@ -116,6 +120,10 @@ class AdditiveCompleter(Completer):
         return b.mu + row[:, None] + b.col[None, :]
 
 
-def _check_solver(solver: str, allowed: tuple[str, ...], name: str) -> None:
-    if solver not in allowed:
-        raise LmforgetError(f"method {name!r}: unknown solver {solver!r}; choose from {', '.join(allowed)}")
+def check_bias_params(completer: Completer, solvers: tuple[str, ...]) -> None:
+    """The parameters the additive baseline shares with the completers built on it."""
+    completer._check_choice("solver", solvers)
+    completer._check_float("reg")
+    completer._check_int("n_epochs", 1)
+    completer._check_float("lr", strict=True)
+    completer._check_float("sgd_reg")

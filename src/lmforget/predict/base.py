@@ -3,7 +3,11 @@
 A completer learns from the rows already measured (``fit(Z_train)``, NaN = missing) and then
 fills in new rows from a few revealed entries (``predict(revealed)``, NaN = unknown). The shape
 follows scikit-learn: ``__init__`` stores hyperparameters only, learned state ends in ``_``,
-``fit`` returns ``self``; inputs are never modified.
+``fit`` returns ``self``; inputs are never modified. Hyperparameters are checked when the completer
+is made and again at ``fit`` (a bad value is an input error, never silently reinterpreted).
+``predict(revealed, return_fallback=True)`` also says which entries could only be predicted from the
+prior (like Surprise's ``was_impossible``): a row with nothing revealed, a column no training row
+measured, or (knn) a column with too few neighbours.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ def get_completer(name: str, **params: Any) -> "Completer":
     if unknown:
         raise LmforgetError(f"method {name!r} has no parameter(s) {', '.join(unknown)}; "
                             f"it takes {', '.join(sorted(accepted))}")
-    return cls(**params)
+    completer = cls(**params)
+    completer.check_params()
+    return completer
 
 
 class Completer:
@@ -79,21 +85,59 @@ class Completer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    def check_params(self) -> None:
+        """Raise LmforgetError naming the first invalid hyperparameter (subclasses list their rules)."""
+
+    def _bad(self, name: str, rule: str) -> LmforgetError:
+        return LmforgetError(f"method {self.name!r}: {name} must be {rule}, got {getattr(self, name)!r}")
+
+    def _check_int(self, name: str, low: int, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise self._bad(name, f"an integer >= {low}" + (" or None" if optional else ""))
+
+    def _check_float(self, name: str, low: float = 0.0, strict: bool = False, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if optional and value is None:
+            return
+        ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+              and np.isfinite(value) and (value > low if strict else value >= low))
+        if not ok:
+            raise self._bad(name, f"a number {'>' if strict else '>='} {low:g}" + (" or None" if optional else ""))
+
+    def _check_choice(self, name: str, choices: tuple) -> None:
+        if getattr(self, name) not in choices:
+            raise self._bad(name, "one of " + ", ".join(map(repr, choices)))
+
     # --------------------------------------------------------- fit/predict
     def fit(self, Z_train: np.ndarray) -> "Completer":
         """Learn from measured rows (rows x N, NaN = not measured). Returns self."""
+        self.check_params()
         Z = check_matrix(Z_train, "Z_train")
         self.n_columns_ = Z.shape[1]
+        self.unmeasured_columns_ = np.isnan(Z).all(axis=0)
         self._fit(Z)
         return self
 
-    def predict(self, revealed: np.ndarray) -> np.ndarray:
-        """Full predictions (rows x N, float64) for new rows given their revealed entries."""
+    def predict(self, revealed: np.ndarray, return_fallback: bool = False):
+        """Full predictions (rows x N, float64) for new rows given their revealed entries.
+
+        With `return_fallback`, returns (predictions, fallback): fallback is a bool mask of the
+        unrevealed entries that were predicted from the prior alone (no information about them).
+        """
         if not hasattr(self, "n_columns_"):
             raise LmforgetError(f"{type(self).__name__} is not fitted; call fit(Z_train) first")
         R = check_revealed(revealed, self.n_columns_)
-        out = self._predict(R)
-        return np.asarray(out, dtype=np.float64)
+        out = np.asarray(self._predict(R), dtype=np.float64)
+        if not return_fallback:
+            return out
+        return out, self._fallback(R) & np.isnan(R)
+
+    def _fallback(self, R: np.ndarray) -> np.ndarray:
+        """Rows with nothing revealed and columns no training row measured carry no information."""
+        return np.isnan(R).all(axis=1)[:, None] | self.unmeasured_columns_[None, :]
 
     def _fit(self, Z: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmforget.predict.additive import _check_solver, fit_biases, fold_in_row_bias
+from lmforget.predict.additive import check_bias_params, fit_biases, fold_in_row_bias
 from lmforget.predict.base import Completer, register
 
 
@@ -33,17 +33,20 @@ def msd_similarity(R: np.ndarray, Z: np.ndarray) -> np.ndarray:
     return sim
 
 
-def neighbour_average(sim: np.ndarray, resid: np.ndarray, k: int, min_k: int = 1) -> np.ndarray:
+def neighbour_average(sim: np.ndarray, resid: np.ndarray, k: int, min_k: int = 1,
+                      return_short: bool = False):
     """[T, N] similarity-weighted mean residual of each column's k most similar raters.
 
     resid: [M, N] training residuals, NaN where a training row did not measure the column.
     Ties in similarity go to the earlier training row (as heapq.nlargest does); only positive
-    similarities count; columns with fewer than `min_k` such neighbours get 0.
+    similarities count; columns with fewer than `min_k` such neighbours get 0 (with `return_short`,
+    also returned as a [T, N] bool mask).
     """
     T, M = sim.shape
     obs = ~np.isnan(resid)
     r0 = np.where(obs, resid, 0.0)
     out = np.zeros((T, resid.shape[1]))
+    short = np.zeros((T, resid.shape[1]), dtype=bool)
     all_obs = bool(obs.all())
     for t in range(T):  # one row of a block at a time keeps memory at [M, N]
         order = np.argsort(-sim[t], kind="stable")
@@ -61,10 +64,11 @@ def neighbour_average(sim: np.ndarray, resid: np.ndarray, k: int, min_k: int = 1
             num = (ws * r0[order]).sum(axis=0)
             den = ws.sum(axis=0)
             cnt = chosen.sum(axis=0)
+        enough = (den > 0) & (cnt >= min_k)
         with np.errstate(invalid="ignore", divide="ignore"):
-            avg = np.where((den > 0) & (cnt >= min_k), num / den, 0.0)
-        out[t] = avg
-    return out
+            out[t] = np.where(enough, num / den, 0.0)
+        short[t] = ~enough
+    return (out, short) if return_short else out
 
 
 @register("knn")
@@ -74,11 +78,12 @@ class KNNCompleter(Completer):
     solver="als": closed-form baseline, new-row bias from its revealed entries (default).
     solver="sgd": baseline from the reference's SGD refit per test row (BaselineOnly-style,
     `n_epochs`, `lr`, `sgd_reg`), as surprise's KNNBaseline with bsl_options method "sgd".
+    Deterministic (ties go to the earlier training row): no random_state. A column with fewer than
+    `min_k` usable neighbours is predicted by the baseline alone, and reported as a fallback.
     """
 
     def __init__(self, k: int = 40, min_k: int = 1, solver: str = "als", reg: float = 0.0,
-                 n_epochs: int = 1000, lr: float = 0.005, sgd_reg: float = 0.02,
-                 random_state: int | None = 0) -> None:
+                 n_epochs: int = 1000, lr: float = 0.005, sgd_reg: float = 0.02) -> None:
         self.k = k
         self.min_k = min_k
         self.solver = solver
@@ -86,10 +91,20 @@ class KNNCompleter(Completer):
         self.n_epochs = n_epochs
         self.lr = lr
         self.sgd_reg = sgd_reg
-        self.random_state = random_state
+
+    def check_params(self) -> None:
+        self._check_int("k", 1)
+        self._check_int("min_k", 1)
+        if self.min_k > self.k:
+            raise self._bad("min_k", f"at most k = {self.k} (else every column falls back to the baseline)")
+        check_bias_params(self, ("als", "sgd"))
+
+    def _fallback(self, R: np.ndarray) -> np.ndarray:
+        resid = self.resid_ if self.solver == "als" else self.Z_train_
+        _, short = neighbour_average(msd_similarity(R, self.Z_train_), resid, self.k, self.min_k, return_short=True)
+        return super()._fallback(R) | short
 
     def _fit(self, Z: np.ndarray) -> None:
-        _check_solver(self.solver, ("als", "sgd"), self.name)
         self.Z_train_ = Z
         if self.solver == "als":
             self.biases_ = fit_biases(Z, reg_row=self.reg, reg_col=self.reg)

@@ -14,7 +14,6 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from lmforget.errors import LmforgetError
-from lmforget.predict.additive import _check_solver
 from lmforget.predict.base import Completer, mask_groups, register
 
 
@@ -29,16 +28,21 @@ class _LogisticBase(Completer):
     def _params(self):  # (rank, l2, solver, n_iter, lr)
         raise NotImplementedError
 
+    def check_params(self) -> None:
+        self._check_float("l2")
+        self._check_choice("solver", ("lbfgs", "gd"))
+        self._check_int("n_iter", 1)
+        self._check_float("lr", strict=True)
+
     def _fit(self, Z: np.ndarray) -> None:
         rank, l2, solver, n_iter, lr = self._params()
-        _check_solver(solver, ("lbfgs", "gd"), self.name)
         obs = ~np.isnan(Z)
         vals = Z[obs]
         if not np.isin(vals, (0.0, 1.0)).all():
             raise LmforgetError(f"method {self.name!r} needs a binary matrix (entries 0 or 1, NaN missing)")
         y = np.where(obs, Z, 0.0)
         m, n = Z.shape
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(getattr(self, "random_state", 0))  # only rank > 0 draws
         p0 = rng.normal(0.0, 0.01, size=(m, rank))
         q0 = rng.normal(0.0, 0.01, size=(n, rank))
         mean = float(np.clip(vals.mean(), 1e-3, 1 - 1e-3))
@@ -107,13 +111,11 @@ class _LogisticBase(Completer):
 class LogisticAdditiveCompleter(_LogisticBase):
     """logit = mu + b_i + c_j."""
 
-    def __init__(self, l2: float = 0.1, solver: str = "lbfgs", n_iter: int = 500, lr: float = 1e-3,
-                 random_state: int | None = 0) -> None:
+    def __init__(self, l2: float = 0.1, solver: str = "lbfgs", n_iter: int = 500, lr: float = 1e-3) -> None:
         self.l2 = l2
         self.solver = solver
         self.n_iter = n_iter
         self.lr = lr
-        self.random_state = random_state
 
     def _params(self):
         return 0, self.l2, self.solver, self.n_iter, self.lr
@@ -131,6 +133,11 @@ class LogisticMFCompleter(_LogisticBase):
         self.n_iter = n_iter
         self.lr = lr
         self.random_state = random_state
+
+    def check_params(self) -> None:
+        self._check_int("rank", 1)
+        self._check_int("random_state", 0, optional=True)  # seeds the factor initialisation
+        super().check_params()
 
     def _params(self):
         return self.rank, self.l2, self.solver, self.n_iter, self.lr

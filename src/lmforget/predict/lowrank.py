@@ -93,7 +93,17 @@ class LowRankCompleter(Completer):
         self.cv_folds = cv_folds
         self.cv_draws = cv_draws
         self.cv_observed = cv_observed
-        self.random_state = random_state
+        self.random_state = random_state  # seeds the cross-validation folds and reveals
+
+    def check_params(self) -> None:
+        self._check_int("rank", 0, optional=True)
+        self._check_float("noise_scale", strict=True, optional=True)
+        if self.intercept not in (None, True, False):
+            raise self._bad("intercept", "True, False or None (chosen by cross-validation)")
+        self._check_int("cv_folds", 2)
+        self._check_int("cv_draws", 1)
+        self._check_int("cv_observed", 1)
+        self._check_int("random_state", 0, optional=True)
 
     def _fit(self, Z: np.ndarray) -> None:
         if np.isnan(Z).any():

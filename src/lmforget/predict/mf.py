@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmforget.predict.additive import _check_solver, fit_biases
+from lmforget.predict.additive import check_bias_params, fit_biases
 from lmforget.predict.base import Completer, mask_groups, register
 from lmforget.predict.svd import fill_low_rank, thin_svd
 
@@ -48,10 +48,15 @@ class MFCompleter(Completer):
         self.lr = lr
         self.sgd_reg = sgd_reg
         self.init_std = init_std
-        self.random_state = random_state
+        self.random_state = random_state  # seeds the SGD solver's factor initialisation
+
+    def check_params(self) -> None:
+        self._check_int("rank", 1)
+        self._check_float("init_std")
+        self._check_int("random_state", 0, optional=True)
+        check_bias_params(self, ("svd", "sgd"))
 
     def _fit(self, Z: np.ndarray) -> None:
-        _check_solver(self.solver, ("svd", "sgd"), self.name)
         if self.solver == "sgd":
             self.Z_train_ = Z
             return

@@ -353,9 +353,10 @@ def evaluate(matrix: ForgettingMatrix, split: Split, methods: list[str], observe
         top = _top_mask(truth) if matrix.kind != "binary" else None
         for name, completer in completers.items():
             t1 = time.perf_counter()
-            pred = completer.predict(R)
+            pred, fallback = completer.predict(R, return_fallback=True)
             predict_seconds[name] += time.perf_counter() - t1
-            per_seed[name].append({"seed": s, **score(truth, pred[:, m], matrix.kind, ranks, top)})
+            per_seed[name].append({"seed": s, **score(truth, pred[:, m], matrix.kind, ranks, top),
+                                   "n_fallback": int(fallback[:, m].sum())})
             if keep_predictions and s == seed_list[0]:
                 ev.predictions[name] = pred.astype(np.float32)
     for name, completer in completers.items():
@@ -364,6 +365,8 @@ def evaluate(matrix: ForgettingMatrix, split: Split, methods: list[str], observe
             vals = np.array([p[metric] for p in per_seed[name]], dtype=np.float64)
             summary[f"{metric}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
             summary[f"{metric}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
+        # scored entries predicted from the prior alone (nothing known about them), over all seeds
+        summary["n_fallback"] = sum(p["n_fallback"] for p in per_seed[name])
         summary.update(seconds=fit_seconds[name] + predict_seconds[name], fit_seconds=fit_seconds[name],
                        predict_seconds=predict_seconds[name], params=completer.get_params(),
                        fitted={k: getattr(completer, k) for k in ("rank_", "noise_scale_", "intercept_")
