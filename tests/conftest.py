@@ -84,3 +84,34 @@ def ray_cluster():
         yield ctx.address_info["gcs_address"]
     finally:
         ray.shutdown()
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """`golden(name, matrix)`: compare a ForgettingMatrix with its pinned values in fixtures/golden/.
+
+    The values were computed once on CPU (fp32) and pinned. A change that moves them (data selection,
+    encoding, fine-tuning, scoring) must be deliberate: regenerate with
+    `LMFORGET_REGEN_GOLDEN=1 python -m pytest -q tests/test_collect.py tests/test_recipes.py`
+    and say why in the commit message.
+    """
+    import json
+
+    import numpy as np
+
+    def check(name: str, matrix, atol: float = 1e-4) -> None:
+        path = GOLDEN / f"{name}.json"
+        got = {"tasks": matrix.tasks.tolist(), "examples": matrix.examples.tolist(),
+               "Z": np.round(matrix.Z.astype(np.float64), 6).tolist()}
+        if os.environ.get("LMFORGET_REGEN_GOLDEN") == "1":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(got, separators=(",", ":")) + "\n")
+            return
+        want = json.loads(path.read_text())
+        assert got["tasks"] == want["tasks"] and got["examples"] == want["examples"]
+        np.testing.assert_allclose(np.array(got["Z"]), np.array(want["Z"]), rtol=0, atol=atol)
+
+    return check

@@ -55,6 +55,12 @@ def test_tiny_collect_writes_a_valid_matrix(tiny_run: Path) -> None:
         assert json.loads(str(npz["meta"]))["model"] == "tiny:llama"
 
 
+def test_tiny_matrix_matches_its_pinned_values(tiny_run: Path, golden) -> None:
+    m = ForgettingMatrix.load(tiny_run / "matrix.npz")
+    assert m.shape == (4, 48) and np.abs(m.Z).mean() > 1e-3  # pinned values are not all ~0
+    golden("tiny", m)
+
+
 def test_matrix_command_and_rerun_is_a_no_op(tiny_run: Path, tmp_path: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in (tiny_run / "rows").iterdir()}
     assert main(["collect", "tiny", "-o", str(tiny_run), "-q"]) == 0
