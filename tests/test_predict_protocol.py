@@ -12,7 +12,7 @@ from lmforget.cli import main
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 from lmforget.predict.protocol import (FLAN_IN_DOMAIN_TEST, Split, evaluate, make_split, reveal_columns,
-                                       score)
+                                       row_ranks, score)
 from lmforget.predict.synthetic import synthetic_matrix
 
 
@@ -83,6 +83,21 @@ def test_score_continuous_and_binary():
     b = score(y, (truth + 0.1 > 1).astype(float) * 0.9, "binary")
     assert 0 < b["precision"] <= 1 and b["recall"] == 1 and 0.9 < b["auroc"] <= 1
     assert b["f1"] == pytest.approx(2 * b["precision"] * b["recall"] / (b["precision"] + b["recall"]))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_spearman_and_ranks_match_scipy(ties):
+    from scipy.stats import rankdata, spearmanr
+
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(5, 200))
+    pred = truth + rng.normal(scale=1.5, size=truth.shape)
+    if ties:  # rounding makes many ties: ranks must be averaged as scipy does
+        truth, pred = np.round(truth, 1), np.round(pred, 0)
+    want = np.mean([spearmanr(t, p).statistic for t, p in zip(truth, pred)])
+    assert score(truth, pred.copy(), "logppl")["spearman"] == pytest.approx(want, abs=1e-12)
+    np.testing.assert_allclose(row_ranks(pred), rankdata(pred, axis=1))
+    np.testing.assert_allclose(row_ranks(truth), rankdata(truth, axis=1))
 
 
 def test_evaluate_pools_seeds_and_drops_nan_columns(fm):

@@ -1,0 +1,78 @@
+"""Fine-tuning: the training labels are the scored positions (answer-only loss), and LoRA trains and merges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmforget.config import FinetuneConfig
+from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample
+from lmforget.finetune import EncodedDataset, _collate, build_train_set, train
+from lmforget.models import load_model
+
+ANSWERS = ["Paris.", "Blue, like the sea.", "It is 42 (forty-two)!"]
+
+
+def _task() -> TaskSet:
+    train = [TaskExample.from_prompt(f"Question {i}: what is it?", a) for i, a in enumerate(ANSWERS)]
+    return TaskSet("toy", "test", train, [])
+
+
+def _cfg(**kw) -> FinetuneConfig:
+    base = dict(lr=1e-2, steps=3, warmup_steps=0, effective_batch=3, batch_size=3, max_length=128,
+                optimizer="adamw_torch", bf16=False)
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_labels_are_the_answer_tokens_only(tiny_tokenizer) -> None:
+    replay = [UpstreamExample("u", text="The river flows into the sea.")]
+    items = build_train_set(tiny_tokenizer, _task(), _cfg(), replay=replay)
+    batch = _collate(tiny_tokenizer)([EncodedDataset(items)[i] for i in range(len(items))])
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert ids.shape == labels.shape == mask.shape and len(items) == 4
+    for row, answer in enumerate(ANSWERS):
+        kept = labels[row][labels[row] != -100]
+        assert tiny_tokenizer.decode(kept.tolist()).strip() == answer  # the answer, nothing of the prompt
+        assert torch.equal(kept, ids[row][labels[row] != -100])  # a label is the token at its position
+        assert tiny_tokenizer.eos_token_id not in kept.tolist()
+    text = labels[3][mask[3] == 1]  # raw replayed text: every token but the first
+    assert text[0] == -100 and (text[1:] != -100).all()
+    assert (labels[mask == 0] == -100).all()  # padding is never a label
+
+
+def test_training_loss_is_the_scored_nll(tiny_llama) -> None:
+    """The loss fine-tuning minimises on an example is exactly the NLL scoring measures on it."""
+    from lmforget.scoring import make_scorer
+
+    model, tok = tiny_llama
+    ex = _task().train[1]
+    item = EncodedDataset(build_train_set(tok, TaskSet("one", "g", [ex], []), _cfg()))[0]
+    batch = _collate(tok)([item])
+    with torch.no_grad():
+        loss = float(model(**batch).loss)
+    scored = make_scorer("hf", model, tok).score([UpstreamExample("x", messages=ex.messages)])[0]
+    assert loss == pytest.approx(scored.nll, rel=1e-5)
+
+
+def test_lora_trains_low_rank_updates_and_merges() -> None:
+    from lmforget.scoring import make_scorer
+
+    base, tok = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    before = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    probe = [UpstreamExample("x", messages=ex.messages) for ex in _task().train]
+    nll_before = [r.nll for r in make_scorer("hf", base, tok).score(probe)]
+    cfg = _cfg(method="lora", lr=5e-2, steps=4, max_epochs=10)
+    result = train(base, tok, build_train_set(tok, _task(), cfg), cfg, progress=False)
+    merged = result.model
+    assert result.steps == 4 and np.isfinite(result.train_loss)
+    assert not hasattr(merged, "peft_config") and type(merged).__name__ == "LlamaForCausalLM"  # merged back
+    after = merged.state_dict()
+    assert set(after) == set(before)  # no adapter weights left over
+    q = "model.layers.0.self_attn.q_proj.weight"
+    delta = (after[q] - before[q]).numpy()
+    assert np.abs(delta).max() > 1e-4  # the adapted layer changed ...
+    assert np.linalg.matrix_rank(delta, tol=1e-6) <= cfg.lora.r  # ... by a low-rank update
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # not adapted
+    nll_after = [r.nll for r in make_scorer("hf", merged, tok).score(probe)]
+    assert np.isfinite(nll_after).all() and np.mean(nll_after) < np.mean(nll_before)  # it learned the task
