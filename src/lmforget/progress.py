@@ -8,15 +8,24 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.table import Column
 from transformers import TrainerCallback
 
 _console = Console(stderr=True)
 
 
-def make_progress(transient: bool = False) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=_console, transient=transient)
+def make_progress(transient: bool = False, console: Console | None = None) -> Progress:
+    """One line per bar. On a narrow terminal the description (a task name) is cut with an ellipsis;
+    the counts, loss and times always stay whole (they are what the user watches)."""
+    def whole() -> Column:
+        return Column(no_wrap=True, overflow="ignore")
+
+    return Progress(TextColumn("[bold]{task.description}", table_column=Column(ratio=1, min_width=8, no_wrap=True,
+                                                                               overflow="ellipsis")),
+                    BarColumn(bar_width=16, table_column=whole()), MofNCompleteColumn(table_column=whole()),
+                    TextColumn("{task.fields[info]}", table_column=whole()), TimeElapsedColumn(table_column=whole()),
+                    TextColumn("eta", table_column=whole()), TimeRemainingColumn(table_column=whole()),
+                    console=console or _console, transient=transient, expand=True)
 
 
 @contextlib.contextmanager
