@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 EXTRAS ?= dev,demo,ray
 
-.PHONY: install resources demo test test-slow bench clean
+.PHONY: install resources demo lint test test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ resources: install
 
 demo: resources
 	$(BIN)/lmforget demo
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
 
 test: install
 	$(BIN)/python -m pytest -q
