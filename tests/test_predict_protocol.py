@@ -193,8 +193,8 @@ def test_forecast_cli(zfile, fm, tmp_path, capsys):
     cols = [3, 50, 77, 120, 200]
     probe.write_text("id,forgetting\n" + "".join(f"ex{j},{fm.Z[13, j]:.6f}\n" for j in cols))
     out = tmp_path / "row.csv"
-    assert main(["forecast", str(zfile), "--probe", str(probe), "-o", str(out), "--method", "mf"]) == 0
-    capsys.readouterr()
+    assert main(["forecast", str(zfile), "--probe", str(probe), "-o", str(out), "--method", "mf", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_fallback"] == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "id,forgetting,observed" and len(lines) == 301
     first = lines[1 + 3].split(",")
@@ -262,3 +262,12 @@ def test_import_reference_refuses_non_plain_pickles(tmp_path, capsys, payload):
     assert len(err) == 1 and err[0].startswith("lmforget: error:") and "only plain data" in err[0]
     assert "owned" not in captured.out + captured.err  # the payload's print never ran
     assert not out.exists()
+
+
+def test_forecast_reports_columns_no_task_measured(fm, tmp_path, capsys):
+    fm.Z[:, 5] = np.nan  # no earlier task measured example 5: its forecast is the prior alone
+    path = fm.save(tmp_path / "Z.npz")
+    probe = tmp_path / "probe.csv"
+    probe.write_text("id,forgetting\n" + "".join(f"ex{j},{fm.Z[13, j]:.6f}\n" for j in (3, 50, 77)))
+    assert main(["forecast", str(path), "--probe", str(probe), "-o", str(tmp_path / "row.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_fallback"] == 1

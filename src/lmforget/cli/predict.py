@@ -123,13 +123,16 @@ def forecast_command(
     res = forecast(fm, row, method=method, train_groups=_csv_list(train_groups) or None, seed=seed)
     write_forecast(res, output)
     order = np.argsort(-res.forgetting)[:10]
+    n_fallback = int(res.fallback.sum())
     console.print(f"{method}: {int(res.observed.sum())} measured, {res.forgetting.size} predicted "
-                  f"from {res.n_train_rows} tasks -> {output}")
+                  f"from {res.n_train_rows} tasks -> {output}"
+                  + (f" ({n_fallback} from the prior alone: no training row measured them)" if n_fallback else ""))
     top = [{"id": str(res.examples[i]), "forgetting": float(res.forgetting[i]), "observed": bool(res.observed[i])}
            for i in order]
     if as_json:
         print_json({"method": method, "output": str(output), "n_observed": int(res.observed.sum()),
-                    "n_examples": int(res.forgetting.size), "n_train_rows": res.n_train_rows, "top": top})
+                    "n_examples": int(res.forgetting.size), "n_train_rows": res.n_train_rows,
+                    "n_fallback": n_fallback, "top": top})
 
 
 @app.command("import-reference")

@@ -188,16 +188,18 @@ def mask_groups(R: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 
 def complete_row(Z_train: np.ndarray, revealed_row: np.ndarray, method: str = "lowrank",
-                 seed: int = 0, **params: Any) -> np.ndarray:
+                 seed: int = 0, return_fallback: bool = False, **params: Any):
     """Predict one full row from its revealed entries (NaN = unknown); revealed values are kept.
 
     The library entry point for callers that need one new task's forgetting (e.g. targeted replay).
+    With `return_fallback`, returns (row, fallback mask) as `Completer.predict` does.
     """
     row = np.asarray(revealed_row, dtype=np.float64).reshape(1, -1)
     completer = get_completer(method, **params)
     if "random_state" in completer._param_names():
         completer.set_params(random_state=seed)
-    pred = completer.fit(Z_train).predict(row)[0]
+    pred, fallback = completer.fit(Z_train).predict(row, return_fallback=True)
+    pred = pred[0]
     known = ~np.isnan(row[0])
     pred[known] = row[0, known]
-    return pred
+    return (pred, fallback[0]) if return_fallback else pred

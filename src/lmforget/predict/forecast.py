@@ -25,6 +25,7 @@ class Forecast:
     observed: np.ndarray  # bool [N]
     method: str
     n_train_rows: int
+    fallback: np.ndarray  # bool [N]: predicted from the prior alone (nothing known about the entry)
 
 
 def forecast(matrix: ForgettingMatrix, probe_row: np.ndarray, method: str = "lowrank",
@@ -45,9 +46,9 @@ def forecast(matrix: ForgettingMatrix, probe_row: np.ndarray, method: str = "low
     kind_ok = get_completer(method)
     if matrix.kind != "binary" and kind_ok.binary:
         raise LmforgetError(f"method {method!r} needs a binary matrix; this one is {matrix.kind}")
-    pred = complete_row(Z, probe_row, method=method, seed=seed)
+    pred, fallback = complete_row(Z, probe_row, method=method, seed=seed, return_fallback=True)
     return Forecast(examples=matrix.examples, forgetting=pred, observed=~np.isnan(probe_row),
-                    method=method, n_train_rows=int(rows.size))
+                    method=method, n_train_rows=int(rows.size), fallback=fallback)
 
 
 def write_forecast(result: Forecast, path: str | Path) -> None:
