@@ -46,6 +46,8 @@ def probe(
         from lmforget.matrix import ForgettingMatrix
 
         fm = ForgettingMatrix.load(matrix)
+        if fm.kind != "logppl":
+            raise LmforgetError(f"{matrix}: a probe measures NLL increase; this matrix is {fm.kind}")
         columns = fm.examples.tolist()
         if max_length is None:
             max_length = (fm.meta.get("scorer") or {}).get("max_length")
