@@ -116,7 +116,9 @@ def choose_probe_examples(upstream: "UpstreamSet", k: int, seed: int,
                                 "data the matrix was built from (e.g. RUN_DIR/data/upstream.jsonl)")
     if k > candidates.size:
         raise LmforgetError(f"-k {k} is larger than the {candidates.size} upstream examples to draw from")
-    return sorted(np.random.default_rng(seed).choice(candidates, size=k, replace=False).tolist())
+    from lmforget.predict.protocol import reveal_columns  # the protocol's draw: k columns, no replacement
+
+    return reveal_columns(candidates, k, seed).tolist()
 
 
 def measure_probe(base: str, finetuned: str, upstream: "UpstreamSet", k: int = 30, seed: int = 0, *,
