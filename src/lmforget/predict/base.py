@@ -130,10 +130,15 @@ class Completer:
         if not hasattr(self, "n_columns_"):
             raise LmforgetError(f"{type(self).__name__} is not fitted; call fit(Z_train) first")
         R = check_revealed(revealed, self.n_columns_)
-        out = np.asarray(self._predict(R), dtype=np.float64)
         if not return_fallback:
-            return out
-        return out, self._fallback(R) & np.isnan(R)
+            return np.asarray(self._predict(R), dtype=np.float64)
+        out, fallback = self._predict_with_fallback(R)
+        return np.asarray(out, dtype=np.float64), fallback & np.isnan(R)
+
+    def _predict_with_fallback(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and the fallback mask; a completer whose fallback falls out of its own
+        computation (knn's neighbour counts) overrides this to do the work once."""
+        return self._predict(R), self._fallback(R)
 
     def _fallback(self, R: np.ndarray) -> np.ndarray:
         """Rows with nothing revealed and columns no training row measured carry no information."""

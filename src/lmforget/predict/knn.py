@@ -99,11 +99,6 @@ class KNNCompleter(Completer):
             raise self._bad("min_k", f"at most k = {self.k} (else every column falls back to the baseline)")
         check_bias_params(self, ("als", "sgd"))
 
-    def _fallback(self, R: np.ndarray) -> np.ndarray:
-        resid = self.resid_ if self.solver == "als" else self.Z_train_
-        _, short = neighbour_average(msd_similarity(R, self.Z_train_), resid, self.k, self.min_k, return_short=True)
-        return super()._fallback(R) | short
-
     def _fit(self, Z: np.ndarray) -> None:
         self.Z_train_ = Z
         if self.solver == "als":
@@ -111,7 +106,11 @@ class KNNCompleter(Completer):
             self.resid_ = Z - self.biases_.baseline()
 
     def _predict(self, R: np.ndarray) -> np.ndarray:
+        return self._predict_with_fallback(R)[0]
+
+    def _predict_with_fallback(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sim = msd_similarity(R, self.Z_train_)
+        fallback = self._fallback(R)
         if self.solver == "sgd":
             from lmforget.predict.reference import sgd_biases
 
@@ -119,9 +118,11 @@ class KNNCompleter(Completer):
             for t in range(R.shape[0]):
                 mu, bu, bi = sgd_biases(self.Z_train_, R[t], self.n_epochs, self.lr, self.sgd_reg)
                 resid = self.Z_train_ - (mu + bu[:-1, None] + bi[None, :])
-                out[t] = mu + bu[-1] + bi + neighbour_average(sim[t:t + 1], resid, self.k, self.min_k)[0]
-            return out
+                avg, short = neighbour_average(sim[t:t + 1], resid, self.k, self.min_k, return_short=True)
+                out[t] = mu + bu[-1] + bi + avg[0]
+                fallback[t] |= short[0]
+            return out, fallback
         b = self.biases_
         row = fold_in_row_bias(R, b.mu, b.col, self.reg)
-        base = b.mu + row[:, None] + b.col[None, :]
-        return base + neighbour_average(sim, self.resid_, self.k, self.min_k)
+        avg, short = neighbour_average(sim, self.resid_, self.k, self.min_k, return_short=True)
+        return b.mu + row[:, None] + b.col[None, :] + avg, fallback | short
