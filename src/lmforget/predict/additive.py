@@ -69,7 +69,7 @@ class ColumnMeanCompleter(Completer):
 
     def _fallback(self, R: np.ndarray) -> np.ndarray:
         # Column means never use the revealed entries: only a column nobody measured has no information.
-        return np.broadcast_to(self.unmeasured_columns_, R.shape).copy()
+        return np.repeat(self.unmeasured_columns_[None, :], R.shape[0], axis=0)
 
     def _fit(self, Z: np.ndarray) -> None:
         with np.errstate(invalid="ignore"):

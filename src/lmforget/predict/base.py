@@ -133,7 +133,9 @@ class Completer:
         if not return_fallback:
             return np.asarray(self._predict(R), dtype=np.float64)
         out, fallback = self._predict_with_fallback(R)
-        return np.asarray(out, dtype=np.float64), fallback & np.isnan(R)
+        if fallback.any():
+            fallback &= np.isnan(R)
+        return np.asarray(out, dtype=np.float64), fallback
 
     def _predict_with_fallback(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictions and the fallback mask; a completer whose fallback falls out of its own
@@ -142,7 +144,10 @@ class Completer:
 
     def _fallback(self, R: np.ndarray) -> np.ndarray:
         """Rows with nothing revealed and columns no training row measured carry no information."""
-        return np.isnan(R).all(axis=1)[:, None] | self.unmeasured_columns_[None, :]
+        empty_rows = np.isnan(R).all(axis=1)
+        if not empty_rows.any() and not self.unmeasured_columns_.any():  # the usual case: nothing to mark
+            return np.zeros(R.shape, dtype=bool)
+        return empty_rows[:, None] | self.unmeasured_columns_[None, :]
 
     def _fit(self, Z: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
