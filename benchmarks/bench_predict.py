@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{res['seconds']:8.2f} {res['seconds'] / n_rows:9.5f}")
     lr, mf = ev2.methods["lowrank"], ev.methods["mf"]
     print(f"our method (lowrank: rank {lr['fitted']['rank_']}, noise x{lr['fitted']['noise_scale_']}) vs mf: "
-          f"RMSE {lr['rmse_mean']:.5f} vs {mf['rmse_mean']:.5f} ({100 * (1 - lr['rmse_mean'] / mf['rmse_mean']):+.2f}% better)")
+          f"RMSE {lr['rmse_mean']:.5f} vs {mf['rmse_mean']:.5f} "
+          f"({100 * (1 - lr['rmse_mean'] / mf['rmse_mean']):+.2f}% better)")
     if args.no_reference:
         return 0
     try:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n[2] reference speed: surprise on [{tr_s.shape[0]} train rows; 1 test row] x {ncol} columns, "
           f"{args.ref_epochs} epochs run, fit time extrapolated linearly to {REF_EPOCHS} epochs"
           + ("" if ncol == train.shape[1] else f", then x{train.shape[1] / ncol:.1f} for the column count"))
-    print(f"{'method':10s} {'build s':>8s} {'fit s':>8s} {'pred s':>8s} {'ref s/row':>10s} {'ours s/row':>11s} {'speedup':>9s}")
+    print(f"{'method':10s} {'build s':>8s} {'fit s':>8s} {'pred s':>8s} {'ref s/row':>10s} "
+          f"{'ours s/row':>11s} {'speedup':>9s}")
     for name, factory in surprise_models(args.ref_epochs, 0).items():
         _, t = surprise_row(factory, tr_s, row)
         scale_cols = train.shape[1] / ncol

@@ -142,7 +142,8 @@ def main() -> None:
     t_ours, t_naive, t_fixed = best["ours"], best["naive"], best["fixed"]
 
     ours_batches = plan_batches(lengths, args.token_budget, args.batch_size)
-    fixed_groups = [np.arange(s, min(s + args.batch_size, len(lengths))) for s in range(0, len(lengths), args.batch_size)]
+    fixed_groups = [np.arange(s, min(s + args.batch_size, len(lengths)))
+                    for s in range(0, len(lengths), args.batch_size)]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model} ({n_params / 1e6:.1f}M params, vocab {vocab}), {args.n} examples, "
           f"scored share {args.answer_share:g}, "

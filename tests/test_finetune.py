@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmforget.config import FinetuneConfig
-from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample
+from lmforget.data.types import TaskExample, TaskSet, UpstreamExample
 from lmforget.finetune import EncodedDataset, _collate, build_train_set, train
 from lmforget.models import load_model
 

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from lmforget.errors import LmforgetError
-from lmforget.models import (TINY_ARCHS, cache_dir, load_model, load_tiny_tokenizer, load_tokenizer,
-                             model_fingerprint, resolve_dtype)
+from lmforget.models import (
+    TINY_ARCHS,
+    cache_dir,
+    load_model,
+    load_tiny_tokenizer,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_dtype,
+)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

@@ -11,8 +11,7 @@ import pytest
 from lmforget.cli import main
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
-from lmforget.predict.protocol import (FLAN_IN_DOMAIN_TEST, Split, evaluate, make_split, reveal_columns,
-                                       row_ranks, score)
+from lmforget.predict.protocol import FLAN_IN_DOMAIN_TEST, Split, evaluate, make_split, reveal_columns, row_ranks, score
 from lmforget.predict.synthetic import synthetic_matrix
 
 

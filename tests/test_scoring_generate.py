@@ -7,8 +7,13 @@ import pytest
 from lmforget.data.types import Message, UpstreamExample
 from lmforget.encoding import generation_prompt
 from lmforget.errors import LmforgetError
-from lmforget.scoring.generate import (exact_match, first_paragraph, generate_and_match, greedy_generate,
-                                       normalize_answer)
+from lmforget.scoring.generate import (
+    exact_match,
+    first_paragraph,
+    generate_and_match,
+    greedy_generate,
+    normalize_answer,
+)
 
 
 @pytest.mark.parametrize("raw, norm", [

@@ -212,13 +212,12 @@ def test_one_gram_svd_for_analysis_and_prediction() -> None:
 # ------------------------------------------------------------------ no mutation of caller objects
 def test_chat_rendering_and_similarity_leave_the_callers_tokenizer_alone() -> None:
     import numpy as np
+    from transformers.utils import logging as hf_logging
 
     from lmforget.analysis.similarity import sentence_encoder
     from lmforget.data.types import Message
     from lmforget.encoding import DEFAULT_CHAT_TEMPLATE, encode_chat, render_chat
     from lmforget.models import load_model
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()
     model, tok = load_model("tiny:llama", device="cpu")

@@ -141,7 +141,8 @@ def tiny_config(arch: str, tokenizer, **overrides):
     import transformers as tf
 
     if arch not in TINY_ARCHS:
-        raise LmforgetError(f"unknown tiny model 'tiny:{arch}' (choose one of: {', '.join('tiny:' + a for a in TINY_ARCHS)})")
+        raise LmforgetError(f"unknown tiny model 'tiny:{arch}' "
+                            f"(choose one of: {', '.join('tiny:' + a for a in TINY_ARCHS)})")
     h = int(overrides.pop("hidden_size", 64))
     n_layers = int(overrides.pop("num_hidden_layers", 2))
     n_heads = int(overrides.pop("num_attention_heads", 4))
@@ -216,7 +217,8 @@ def _resolve(spec: str) -> tuple[str, str]:
             raise LmforgetError(f"model not found: directory {spec} has no config.json")
         return "dir", str(path.resolve())
     if path.exists():
-        raise LmforgetError(f"model not found: {spec} is a file but not a .gguf model (give a model directory, a GGUF file or a hub id)")
+        raise LmforgetError(f"model not found: {spec} is a file but not a .gguf model "
+                            "(give a model directory, a GGUF file or a hub id)")
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise LmforgetError(f"model not found: {spec} (no such directory)")
     return "hub", spec

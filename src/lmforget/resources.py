@@ -201,7 +201,8 @@ def archive_url(archive: Archive, index_url: str | None = None) -> str:
                 return urllib.parse.urljoin(page, f["url"])
     else:
         for href in re.findall(r'href="([^"]+)"', body):
-            if urllib.parse.urlsplit(href).path.endswith("/" + archive.filename) or href.split("#")[0] == archive.filename:
+            path = urllib.parse.urlsplit(href).path
+            if path.endswith("/" + archive.filename) or href.split("#")[0] == archive.filename:
                 return urllib.parse.urljoin(page, href.split("#")[0])
     raise LmforgetError(f"{page} does not list {archive.filename}")
 

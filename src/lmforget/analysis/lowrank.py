@@ -146,21 +146,7 @@ def _logistic_mf(Y: np.ndarray, ranks: int, seed: int, l2: float, max_iter: int)
     for rank in range(1, ranks + 1):
         W = torch.cat([W, 0.1 * torch.randn(m, 1, generator=gen)], dim=1).requires_grad_(True)
         H = torch.cat([H, 0.1 * torch.randn(1, n, generator=gen)], dim=0).requires_grad_(True)
-        opt = torch.optim.LBFGS([W, H], lr=1.0, max_iter=max_iter, tolerance_grad=1e-5,
-                                tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
-        evals = [0]
-
-        def closure() -> torch.Tensor:
-            # the objective times M N: the same minimiser, with gradients of a size L-BFGS's tolerances expect
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(W @ H, y, reduction="sum") \
-                + 0.5 * l2 * (n * (W * W).sum() + m * (H * H).sum())
-            loss.backward()
-            evals[0] += 1
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
+        evals = _lbfgs(W, H, y, l2, max_iter)
         W, H = W.detach(), H.detach()
         with torch.no_grad():
             logits = W @ H
@@ -175,5 +161,29 @@ def _logistic_mf(Y: np.ndarray, ranks: int, seed: int, l2: float, max_iter: int)
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         out.append({"rank": rank, "f1": f1, "precision": precision, "recall": recall,
                     "accuracy": float((pred == truth).float().mean()), "loss": float(loss),
-                    "evaluations": evals[0]})
+                    "evaluations": evals})
     return out
+
+
+def _lbfgs(W, H, y, l2: float, max_iter: int) -> int:
+    """Minimise the penalised logistic loss of sigma(W H) over W and H in place; returns the evaluations."""
+    import torch
+
+    m, n = y.shape
+    opt = torch.optim.LBFGS([W, H], lr=1.0, max_iter=max_iter, tolerance_grad=1e-5,
+                            tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
+    evals = 0
+
+    def closure() -> torch.Tensor:
+        # the objective times M N: the same minimiser, with gradients of a size L-BFGS's tolerances expect
+        nonlocal evals
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(W @ H, y, reduction="sum") \
+            + 0.5 * l2 * (n * (W * W).sum() + m * (H * H).sum())
+        loss.backward()
+        evals += 1
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return evals

@@ -2,7 +2,8 @@
 
 `write_report(result, out_dir)` takes what `lmforget.analysis.analyze` returns: the numbers, plus
 the cleaned matrix and singular vectors the figures are drawn from (a plain dict, e.g. a re-read
-analysis.json, gives the report without figures). Nothing is re-cleaned or recomputed here. The report is GitHub-flavoured markdown with figures embedded by relative path, so the folder can be
+analysis.json, gives the report without figures). Nothing is re-cleaned or recomputed here. The
+report is GitHub-flavoured markdown with figures embedded by relative path, so the folder can be
 committed or zipped as is. Every file is written atomically.
 """
 
@@ -139,7 +140,8 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
             + [result["explained_energy"][i]] for i in range(k)]
     md += [_table(header, rows), ""]
     md += ["R² = 1 − mean((Z − Z_k)²) / mean((Z − mean Z)²), Z_k the rank-k truncated SVD of the uncentred Z. "
-           "Group columns score the same global approximation on that group's rows against the group's own variance.", ""]
+           "Group columns score the same global approximation on that group's rows against the group's "
+           "own variance.", ""]
     labels = {"additive": "additive μ + aᵢ + bⱼ", "multiplicative": "multiplicative (rank-1, no bias)",
               "example_only": "example-only (column means)", "task_only": "task-only (row means)"}
     md += ["### Simple models on the same matrix", "",

@@ -43,7 +43,8 @@ def predict_command(
     split_seed: int = typer.Option(0, "--split-seed", help="Seed for random:FRACTION splits."),
     param: list[str] = typer.Option([], "--param", help="METHOD.NAME=VALUE hyperparameter (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Directory for split.json, results.json, predictions.npz."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out",
+                                       help="Directory for split.json, results.json, predictions.npz."),
 ) -> None:
     """Evaluate matrix completion on held-out tasks (the paper's Table 3 protocol)."""
     from lmforget.matrix import ForgettingMatrix

@@ -12,14 +12,18 @@ from lmforget.cli import app, console, print_json
 
 @app.command()
 def score(
-    model: str = typer.Option(..., "--model", "-m", help="tiny:<arch>, smollm2, a .gguf file, a model directory or a hub id."),
-    data: Path = typer.Option(..., "--data", "-d", help="JSONL/JSON/Parquet/CSV records with 'id' and 'text' or 'messages'."),
+    model: str = typer.Option(..., "--model", "-m",
+                              help="tiny:<arch>, smollm2, a .gguf file, a model directory or a hub id."),
+    data: Path = typer.Option(..., "--data", "-d",
+                              help="JSONL/JSON/Parquet/CSV records with 'id' and 'text' or 'messages'."),
     out: Path = typer.Option(..., "--out", "-o", help="Output table (.csv or .parquet): id, nll, n_tokens."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=2, help="Keep the last N tokens of longer inputs."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=2,
+                                             help="Keep the last N tokens of longer inputs."),
     token_budget: int = typer.Option(16384, "--token-budget", min=1, help="Padded tokens per forward pass."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Examples per forward pass, at most."),
     padding: str = typer.Option("right", "--padding", help="left or right (results do not depend on it)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16, float16 or auto (default: bf16 on CUDA, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16, float16 or auto "
+                                        "(default: bf16 on CUDA, fp32 on CPU)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     backend: str = typer.Option("hf", "--backend", help="hf (default) or vllm (GPU, optional extra)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model's own code."),

@@ -7,5 +7,6 @@ from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, 
 
 __all__ = [
     "Message", "TaskExample", "TaskSet", "UpstreamExample", "UpstreamSet", "TaskSpec", "UpstreamSpec",
-    "TASKS", "UPSTREAM", "load_task_family", "load_tasks", "load_upstream", "load_upstream_arg", "task_spec", "upstream_spec",
+    "TASKS", "UPSTREAM", "load_task_family", "load_tasks", "load_upstream", "load_upstream_arg", "task_spec",
+    "upstream_spec",
 ]

@@ -31,6 +31,6 @@ def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     for rec, where in records(spec):
         name = task_name(rec, where)
         if pools.wants(name):
-            pools.add(name, lambda: TaskExample.from_prompt(require(rec, "inputs", where),
-                                                            require(rec, "targets", where)))
+            pools.add(name, lambda rec=rec, where=where: TaskExample.from_prompt(
+                require(rec, "inputs", where), require(rec, "targets", where)))
     yield from pools.tasks()

@@ -46,7 +46,8 @@ def _subject(path: Path, split: str) -> str:
 @register_tasks("mmlu")
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     if spec.path is None:
-        raise LmforgetError("format 'mmlu' reads the released CSV folders; give 'path' (the folder with dev/ and test/)")
+        raise LmforgetError("format 'mmlu' reads the released CSV folders; "
+                            "give 'path' (the folder with dev/ and test/)")
     root = Path(local_path(spec))
     split = spec.split or "test"
     folder = root / split

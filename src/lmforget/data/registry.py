@@ -55,5 +55,5 @@ def local_path(spec: _Source) -> str:
     from lmforget.resources import resolve_path
 
     if spec.path is None:
-        raise LmforgetError(f"format {getattr(spec, 'format')!r} needs 'path'")
+        raise LmforgetError(f"format {spec.format!r} needs 'path'")
     return resolve_path(spec.path)

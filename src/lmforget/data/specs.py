@@ -32,7 +32,7 @@ class _Source(BaseModel):
 
     @model_validator(mode="after")
     def _one_location(self):
-        fmt = getattr(self, "format")
+        fmt = self.format
         if self.path is not None and self.dataset is not None:
             raise ValueError("give either 'path' or 'dataset', not both")
         if self.path is None and self.dataset is None and fmt not in DEFAULT_LOCATED:

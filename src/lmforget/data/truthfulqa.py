@@ -22,6 +22,6 @@ def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     for rec, where in records(spec):
         name = slug(require(rec, "Category", where))
         if pools.wants(name):
-            pools.add(name, lambda: TaskExample.from_prompt(require(rec, "Question", where).strip(),
-                                                            require(rec, "Best Answer", where).strip()))
+            pools.add(name, lambda rec=rec, where=where: TaskExample.from_prompt(
+                require(rec, "Question", where).strip(), require(rec, "Best Answer", where).strip()))
     yield from pools.tasks()

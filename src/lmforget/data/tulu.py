@@ -45,5 +45,6 @@ def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     for rec, where in records(spec):
         name = subset(rec, where)
         if pools.wants(name):
-            pools.add(name, lambda: TaskExample(to_messages(require(rec, "messages", where, list), where)))
+            pools.add(name, lambda rec=rec, where=where: TaskExample(
+                to_messages(require(rec, "messages", where, list), where)))
     yield from pools.tasks()

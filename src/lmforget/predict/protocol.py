@@ -164,7 +164,8 @@ def _checked(split: Split) -> Split:
         raise LmforgetError(f"split {split.spec!r} has no training rows")
     overlap = set(split.train) & set(split.test)
     if overlap:
-        raise LmforgetError(f"split {split.spec!r}: task(s) {', '.join(sorted(overlap)[:5])} are in both train and test")
+        raise LmforgetError(f"split {split.spec!r}: task(s) {', '.join(sorted(overlap)[:5])} "
+                            "are in both train and test")
     return split
 
 
@@ -227,7 +228,8 @@ def row_ranks(values: np.ndarray) -> np.ndarray:
     if (np.diff(srt, axis=1) == 0).any():
         return rankdata(values, axis=1)
     ranks = np.empty(values.shape, dtype=np.float64)
-    np.put_along_axis(ranks, order, np.arange(1, values.shape[1] + 1, dtype=np.float64)[None, :].repeat(values.shape[0], 0), axis=1)
+    positions = np.arange(1, values.shape[1] + 1, dtype=np.float64)[None, :].repeat(values.shape[0], 0)
+    np.put_along_axis(ranks, order, positions, axis=1)
     return ranks
 
 

@@ -111,7 +111,8 @@ def _read_matrix(path: Path, root: Path) -> ForgettingMatrix:
             except (TypeError, KeyError, ValueError):
                 raise LmforgetError(f"{meta_path}: group {group!r} needs integer 'start' and 'stop'") from None
             if not 0 <= start <= stop <= m:
-                raise LmforgetError(f"{meta_path}: group {group!r} rows {start}:{stop} lie outside the {m} rows of {path.name}")
+                raise LmforgetError(f"{meta_path}: group {group!r} rows {start}:{stop} lie outside "
+                                    f"the {m} rows of {path.name}")
             tasks = info.get("tasks") if isinstance(info, dict) else None
             for i in range(start, stop):
                 groups[i] = str(group)

@@ -2,10 +2,11 @@
 
 Given a forgetting matrix of earlier tasks (Z.npz), a few measured entries of the new task's row
 (a probe file `id,forgetting`, see lmforget.probe: the NLL increase of those upstream examples after
-fine-tuning on the new task, as `lmforget probe` measures it), and the upstream data, complete the row with a completer and choose `budget` examples. The output is
-one JSON object per line that TRL's SFTTrainer and `datasets.interleave_datasets` take directly:
-raw text -> {"text": ...}, chats -> {"messages": [{"role", "content"}, ...]}, plus "id" and "score"
-(the predicted forgetting; drop both columns before interleaving with a dataset that lacks them).
+fine-tuning on the new task, as `lmforget probe` measures it), and the upstream data, complete the
+row with a completer and choose `budget` examples. The output is one JSON object per line that
+TRL's SFTTrainer and `datasets.interleave_datasets` take directly: raw text -> {"text": ...},
+chats -> {"messages": [{"role", "content"}, ...]}, plus "id" and "score" (the predicted
+forgetting; drop both columns before interleaving with a dataset that lacks them).
 """
 
 from __future__ import annotations

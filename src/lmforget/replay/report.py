@@ -29,7 +29,8 @@ def _verdict(results: dict) -> list[str]:
         lines.append(
             f"- **{name}** {'forgot less' if better else 'forgot as much or more'} than random replay "
             f"({_num(m['mean_increase'])} vs {_num(rnd)} nats/token; reduction {_pct(m.get('reduction_vs_random'))}; "
-            f"lower on {test.get('wins', 0)} of {test.get('n', 0)} tasks; paired t-test p = {_num(test.get('t_p'), '.3g')}, "
+            f"lower on {test.get('wins', 0)} of {test.get('n', 0)} tasks; "
+            f"paired t-test p = {_num(test.get('t_p'), '.3g')}, "
             f"Wilcoxon p = {_num(test.get('wilcoxon_p'), '.3g')}): "
             f"{'significant at 0.05' if sig else 'not significant at 0.05'}.")
     if "none" in methods:

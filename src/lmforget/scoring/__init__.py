@@ -9,8 +9,8 @@ from __future__ import annotations
 from lmforget.scoring.base import (
     SCORE_COLUMNS,
     SCORERS,
-    ScoreResult,
     Scorer,
+    ScoreResult,
     check_score_path,
     read_scores,
     results_arrays,

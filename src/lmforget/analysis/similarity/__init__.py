@@ -18,8 +18,9 @@ Two similarity measures, each an M x N matrix aligned with the forgetting matrix
 
 One module per concern: `texts` (what an example's text is, which task examples stand for a task),
 `embedding`, `gradients` (projection and per-example gradients), `correlation` (alignment, Pearson and
-Spearman); this module ties them to a run directory and writes the report. `correlate` reports Pearson and
-Spearman between a similarity matrix and Z, over all complete entries and averaged over rows. The paper finds these correlations weak (Pearson 0.04-0.16).
+Spearman); this module ties them to a run directory and writes the report. `correlate` reports Pearson
+and Spearman between a similarity matrix and Z, over all complete entries and averaged over rows. The
+paper finds these correlations weak (Pearson 0.04-0.16).
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from lmforget.analysis.similarity.correlation import align, correlate
-from lmforget.analysis.similarity.embedding import (MINILM_PACKAGE, MeanPoolEncoder, embedding_similarity,
-                                                    minilm_dir, sentence_encoder)
+from lmforget.analysis.similarity.embedding import (
+    MINILM_PACKAGE,
+    MeanPoolEncoder,
+    embedding_similarity,
+    minilm_dir,
+    sentence_encoder,
+)
 from lmforget.analysis.similarity.gradients import GradientProjector, gradient_similarity, projected_gradients
 from lmforget.analysis.similarity.texts import task_examples, task_text, upstream_text
 from lmforget.data.types import TaskSet, UpstreamSet
