@@ -1,4 +1,5 @@
-"""Fine-tuning: the training labels are the scored positions (answer-only loss), and LoRA trains and merges."""
+"""Fine-tuning: the training labels are the answer (and the end of turn that closes it) and nothing of the
+prompt or padding; the loss is the scorer's NLL on the same positions; LoRA trains and merges."""
 
 from __future__ import annotations
 
@@ -31,28 +32,40 @@ def test_labels_are_the_answer_tokens_only(tiny_tokenizer) -> None:
     batch = _collate(tiny_tokenizer)([EncodedDataset(items)[i] for i in range(len(items))])
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     assert ids.shape == labels.shape == mask.shape and len(items) == 4
+    eos = tiny_tokenizer.eos_token_id
     for row, answer in enumerate(ANSWERS):
         kept = labels[row][labels[row] != -100]
-        assert tiny_tokenizer.decode(kept.tolist()).strip() == answer  # the answer, nothing of the prompt
         assert torch.equal(kept, ids[row][labels[row] != -100])  # a label is the token at its position
-        assert tiny_tokenizer.eos_token_id not in kept.tolist()
+        assert kept[-1] == eos and tiny_tokenizer.decode(kept[:-1].tolist()).strip() == answer  # answer + end
+        assert (labels[row][: int(torch.nonzero(labels[row] != -100)[0])] == -100).all()  # no prompt token
     text = labels[3][mask[3] == 1]  # raw replayed text: every token but the first
     assert text[0] == -100 and (text[1:] != -100).all()
     assert (labels[mask == 0] == -100).all()  # padding is never a label
 
 
 def test_training_loss_is_the_scored_nll(tiny_llama) -> None:
-    """The loss fine-tuning minimises on an example is exactly the NLL scoring measures on it."""
+    """On replayed raw text (trained positions = scored positions) the loss fine-tuning minimises is
+    exactly the NLL scoring measures; on a chat it adds the end-of-turn token to the answer's NLL."""
     from lmforget.scoring import make_scorer
 
     model, tok = tiny_llama
-    ex = _task().train[1]
-    item = EncodedDataset(build_train_set(tok, TaskSet("one", "g", [ex], []), _cfg()))[0]
-    batch = _collate(tok)([item])
-    with torch.no_grad():
-        loss = float(model(**batch).loss)
-    scored = make_scorer("hf", model, tok).score([UpstreamExample("x", messages=ex.messages)])[0]
-    assert loss == pytest.approx(scored.nll, rel=1e-5)
+    text = UpstreamExample("t", text="The river flows through the city and into the sea.")
+    chat = UpstreamExample("c", messages=_task().train[1].messages)
+    items = build_train_set(tok, TaskSet("one", "g", list(_task().train[1:2]), []), _cfg(), replay=[text])
+    losses, logits = [], []
+    for item in items:
+        with torch.no_grad():
+            out = model(**_collate(tok)([EncodedDataset([item])[0]]))
+        losses.append(float(out.loss))
+        logits.append(out.logits[0])
+    chat_scored, text_scored = make_scorer("hf", model, tok).score([chat, text])
+    assert losses[1] == pytest.approx(text_scored.nll, rel=1e-5)
+    # the chat's loss: the scored answer tokens and the end-of-turn token after them
+    last = max(i for i, t in enumerate(items[0].loss_mask) if t)
+    eos_nll = -float(torch.log_softmax(logits[0][last - 1].double(), -1)[items[0].input_ids[last]])
+    n = chat_scored.n_tokens
+    assert sum(items[0].loss_mask) == n + 1
+    assert losses[0] == pytest.approx((chat_scored.nll * n + eos_nll) / (n + 1), rel=1e-5)
 
 
 def test_lora_trains_low_rank_updates_and_merges() -> None:
