@@ -176,7 +176,8 @@ def main() -> None:
     need = args.gb * 1e9 * 0.5 + 1e9  # gzip level 1 keeps roughly a third; keep a margin
     free = shutil.disk_usage(base).free
     if free < need:
-        sys.exit(f"bench_data: {base} has {free / 1e9:.1f} GB free, needs about {need / 1e9:.1f} GB for --gb {args.gb}; "
+        sys.exit(f"bench_data: {base} has {free / 1e9:.1f} GB free, "
+                 f"needs about {need / 1e9:.1f} GB for --gb {args.gb}; "
                  "pass a smaller --gb or another --dir")
     root = Path(tempfile.mkdtemp(prefix="lmforget-bench-data-", dir=base))
     try:

@@ -1,4 +1,5 @@
-"""The adapters on real files, in the layouts their owners release (../shared/realformats/SOURCES.md),
+"""The adapters on real files, in the layouts their owners release (samples in $LMFORGET_REALFORMATS,
+sources listed in its SOURCES.md),
 and on the released layouts no sample exists for (Pile .jsonl.zst, Tulu 3 / OLMo-2 mixtures, FLAN v2,
 hub caches), written here in the released shape. Expected counts and answers are read from the files
 with the standard library, independently of lmforget's readers."""
@@ -112,7 +113,9 @@ def test_errors_on_real_files_name_file_record_and_expectation():
         load_tasks({"format": "truthfulqa", "path": str(REAL / "dolly" / "databricks-dolly-15k.jsonl")})
     with pytest.raises(LmforgetError, match=r"boolean_expressions\.json, record 0: missing required field 'text'"):
         load_upstream({"format": "dolma", "path": str(REAL / "bbh" / "json" / "boolean_expressions.json")})
-    with pytest.raises(LmforgetError, match=r"TruthfulQA\.csv, row 2: missing required field 'task' \(or 'task_name' / '_task_name'\)"):
+    with pytest.raises(LmforgetError,
+                       match=r"TruthfulQA\.csv, row 2: missing required field 'task' "
+                             r"\(or 'task_name' / '_task_name'\)"):
         load_tasks({"format": "flan", "path": str(REAL / "truthfulqa" / "TruthfulQA.csv")})
 
 
@@ -203,7 +206,8 @@ def test_tulu3_and_olmo2_mixtures_carry_the_subset_in_source(tmp_path):
     up = load_upstream({"format": "tulu", "path": str(tmp_path), "sources": ["ai2-adapt-dev/flan_v2_converted"]})
     assert up.ids == ["r0", "r2", "r4", "r6"] and up.examples[1].gold == "a2"
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "messages": rows[0]["messages"]}) + "\n")
-    with pytest.raises(LmforgetError, match=r"bad\.jsonl, line 1: missing required field 'dataset' \(Tulu v2\) or 'source'"):
+    with pytest.raises(LmforgetError,
+                       match=r"bad\.jsonl, line 1: missing required field 'dataset' \(Tulu v2\) or 'source'"):
         load_tasks({"format": "tulu", "path": str(tmp_path / "bad.jsonl")})
 
 

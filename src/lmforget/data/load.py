@@ -15,11 +15,22 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 # Adapter modules register themselves by format name on import.
-from lmforget.data import bbh, dolly, dolma, flan, mmlu, natural_instructions, pile, records, truthfulqa, tulu, wikipedia  # noqa: F401
+from lmforget.data import (  # noqa: F401
+    bbh,
+    dolly,
+    dolma,
+    flan,
+    mmlu,
+    natural_instructions,
+    pile,
+    records,
+    truthfulqa,
+    tulu,
+    wikipedia,
+)
 from lmforget.data.registry import TASKS, UPSTREAM, RawTask
 from lmforget.data.sampling import select_upstream
-from lmforget.data.select import (chunk_words, cut_chars, cut_tokens, cut_words, sample,
-                                  split_pool, task_rng)
+from lmforget.data.select import chunk_words, cut_chars, cut_tokens, cut_words, sample, split_pool, task_rng
 from lmforget.data.specs import TaskSpec, UpstreamSpec, task_spec, upstream_spec
 from lmforget.data.types import TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError

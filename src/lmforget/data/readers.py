@@ -318,7 +318,8 @@ def iter_csv(path: Path, fieldnames: list[str] | None = None) -> Iterator[tuple[
         except csv.Error as exc:
             raise LmforgetError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
         except _read_errors() as exc:
-            raise LmforgetError(f"{path}: cannot read near line {reader.line_num} ({type(exc).__name__}: {exc})") from None
+            raise LmforgetError(f"{path}: cannot read near line {reader.line_num} "
+                                f"({type(exc).__name__}: {exc})") from None
 
 
 def iter_parquet(path: Path, batch_size: int = 4096) -> Iterator[tuple[Record, str]]:

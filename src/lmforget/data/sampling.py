@@ -24,8 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import orjson
 
-from lmforget.data.readers import (LineGate, expand_paths, hub_snapshot, is_saved_dataset, line_gate,
-                                   snapshot_files)
+from lmforget.data.readers import LineGate, expand_paths, hub_snapshot, is_saved_dataset, line_gate, snapshot_files
 from lmforget.data.select import first_n
 from lmforget.data.specs import UpstreamSpec
 from lmforget.data.types import UpstreamExample
