@@ -52,9 +52,10 @@ def _per_task(run_dir: Path) -> tuple[float, float]:
 def _warm(i: int) -> int:
     import time
 
+    from transformers import Trainer  # noqa: F401 - imported lazily by the first fine-tuning
+
     import lmforget.collect  # noqa: F401 - torch, transformers, accelerate
     import lmforget.finetune  # noqa: F401
-    from transformers import Trainer  # noqa: F401 - imported lazily by the first fine-tuning
 
     time.sleep(1)  # hold the CPU slot so that each warm-up lands on its own worker
     return i

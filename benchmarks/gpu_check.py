@@ -49,12 +49,13 @@ def collect_two_tasks(model: str, out: Path, cuda: bool) -> None:
     ok = m.shape == (2, 48) and bool((abs(m.Z) > 0).any())
     record(f"2-task collect ({model})", ok, f"Z {m.shape}, mean {float(m.Z.mean()):+.4f}, {secs:.1f} s total "
            f"({'cuda' if cuda else 'cpu'})")
-    THROUGHPUT.append(("collect: seconds per task (fine-tune + score 48)", model, f"{sum(per_task) / len(per_task):.1f}"))
+    THROUGHPUT.append(("collect: seconds per task (fine-tune + score 48)", model,
+                       f"{sum(per_task) / len(per_task):.1f}"))
 
 
 def scoring_throughput(model_name: str, device: str) -> None:
-    from lmforget.config import ScoreConfig
     from lmforget.collect import score_upstream
+    from lmforget.config import ScoreConfig
     from lmforget.data import load_upstream
     from lmforget.data.specs import upstream_spec
     from lmforget.models import load_model
@@ -65,7 +66,8 @@ def scoring_throughput(model_name: str, device: str) -> None:
     start = time.perf_counter()
     frame = score_upstream(model, tok, up, ScoreConfig(), progress=False)
     secs = time.perf_counter() - start
-    THROUGHPUT.append(("scoring: tokens/s (HF, score.dtype auto)", model_name, f"{frame['n_tokens'].sum() / secs:,.0f}"))
+    THROUGHPUT.append(("scoring: tokens/s (HF, score.dtype auto)", model_name,
+                       f"{frame['n_tokens'].sum() / secs:,.0f}"))
 
 
 def hf_vs_vllm(cuda: bool, out: Path) -> None:

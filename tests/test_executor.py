@@ -19,7 +19,7 @@ import pytest
 from lmforget.cli import main
 from lmforget.config import ExecutorConfig, load_recipe
 from lmforget.errors import LmforgetError
-from lmforget.executor import LocalExecutor, Outcome, executor_config
+from lmforget.executor import LocalExecutor, executor_config
 from lmforget.matrix import ForgettingMatrix
 from lmforget.runs import Run
 from lmforget.status import run_status
