@@ -191,3 +191,26 @@ def test_binary_matrix_keeps_base_correct_columns(tiny_run: Path, tmp_path: Path
     assert m.kind == "binary" and m.shape == (len(run.task_names), keep.sum())
     for k in range(len(run.task_names)):
         np.testing.assert_array_equal(m.Z[k], (np.arange(n)[keep] % (k + 2) == 0).astype(np.float32))
+
+
+def test_report_of_a_run_directory(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    """`lmforget report RUN_DIR`: texts from the run's data/, a prediction found inside the run."""
+    import shutil
+
+    from lmforget.analysis.html_report import find_results
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    assert main(["predict", str(run_dir / "matrix.npz"), "--split", "random:0.5", "-k", "8", "--seeds", "2",
+                 "-o", str(run_dir / "predict")]) == 0
+    assert find_results(run_dir)[0] is not None
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "report.html"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    n = len(Run.open(run_dir).upstream())
+    assert summary["texts"] == n and summary["predict"] and not summary["replay"]
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    data = json.loads(html.split('id="lmforget-data">', 1)[1].split("</script>", 1)[0])
+    shown = {data["ex"]["ids"][int(j)]: t for j, t in data["texts"].items()}
+    assert {ex.id: ex.text for ex in Run.open(run_dir).upstream()} == shown
+    assert [r["method"] for r in data["predict"]["rows"]] == ["colmean", "additive", "knn", "mf", "lowrank"]

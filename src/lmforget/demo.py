@@ -33,9 +33,14 @@ def run_demo(out: str | Path = "demo-run", overrides: Sequence[str] = (), *, pro
     clip = float(np.nanpercentile(np.abs(m.Z), 99)) if np.isfinite(m.Z).any() else 0.5
     result = analyze(m, ranks=min(10, m.shape[0]), clip=max(round(clip, 2), 0.01))
     write_report(result, out / "analysis")
+    from lmforget.analysis.html_report import texts_of, write_html_report
+    from lmforget.runs import Run
+
+    write_html_report(result, out / "analysis" / "report.html", texts_of(Run.open(out).upstream()))
     summary = m.summary()
     summary["r2_by_rank"] = result["r2_by_rank"]
     summary["seconds"] = round(time.perf_counter() - start, 1)
     summary["outputs"] = {"matrix": str(out / "matrix.npz"), "report": str(out / "analysis" / "report.md"),
+                          "interactive report": str(out / "analysis" / "report.html"),
                           "heatmap": str(out / "analysis" / "figures" / "heatmap.png")}
     return summary

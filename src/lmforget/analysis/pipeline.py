@@ -36,6 +36,7 @@ class Cleaned:
     rows_dropped: list[str]
     columns_dropped_nan: int
     columns_available: int
+    base_nll: np.ndarray | None = None  # the base model's NLL of each kept column, when the matrix has it
 
     @property
     def groups(self) -> dict[str, np.ndarray]:
@@ -96,6 +97,7 @@ def clean_matrix(matrix: ForgettingMatrix, columns: int | None = None, seed: int
         examples=matrix.examples[cols], example_sources=matrix.example_sources[cols],
         rows_dropped=[str(t) for t in matrix.tasks[empty_rows]],
         columns_dropped_nan=int(Z.shape[1] - int(col_ok.sum())), columns_available=available,
+        base_nll=None if matrix.base_nll is None else np.asarray(matrix.base_nll, dtype=np.float32)[cols],
     )
 
 

@@ -28,7 +28,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-COMMAND_MODULES = ("collect", "score", "probe", "data", "analyze", "predict", "replay")
+COMMAND_MODULES = ("collect", "score", "probe", "data", "analyze", "report", "predict", "replay")
 
 
 def print_json(obj: Any) -> None:
