@@ -124,15 +124,12 @@ def build_payload(result: Analysis, texts: dict[str, str] | None = None, *,
     base = None if c.base_nll is None else c.base_nll[cols]
 
     kt = min(task_top, n // 2 if n >= 2 else 1)
-    order = np.argsort(-S, axis=1, kind="stable")
-    task_lists = [{"top": [[int(j), float(S[i, j])] for j in order[i, :kt]],
-                   "bottom": [[int(j), float(S[i, j])] for j in order[i, ::-1][:kt]]} for i in range(m)]
+    top, top_v = _largest(S, kt)
+    bottom, bottom_v = _largest(-S, kt)
+    task_lists = [{"top": [[int(j), float(v)] for j, v in zip(top[i], top_v[i])],
+                   "bottom": [[int(j), -float(v)] for j, v in zip(bottom[i], bottom_v[i])]} for i in range(m)]
     ke = min(example_top, m)
-    top_tasks = np.argpartition(-S, ke - 1, axis=0)[:ke] if ke < m else np.tile(np.arange(m)[:, None], (1, n))
-    top_vals = np.take_along_axis(S, top_tasks, axis=0)
-    resort = np.argsort(-top_vals, axis=0, kind="stable")
-    top_tasks = np.take_along_axis(top_tasks, resort, axis=0).T  # [n, ke]
-    top_vals = np.take_along_axis(top_vals, resort, axis=0).T
+    top_tasks, top_vals = _largest(np.ascontiguousarray(S.T), ke)  # [n, ke]: the tasks that forget it most
 
     pos = {e: j for j, e in enumerate(ids)}
     row_of = {t: i for i, t in enumerate(tasks)}
@@ -194,6 +191,14 @@ def build_payload(result: Analysis, texts: dict[str, str] | None = None, *,
         "predict": predict_summary(predict) if predict else None,
         "replay": replay_summary(replay) if replay else None,
     }
+
+
+def _largest(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the column indices of the k largest values, largest first, and those values."""
+    idx = np.argpartition(-A, k - 1, axis=1)[:, :k] if k < A.shape[1] else np.tile(np.arange(A.shape[1]), (len(A), 1))
+    vals = np.take_along_axis(A, idx, axis=1)
+    order = np.lexsort((idx, -vals), axis=1)  # by value, ties by index: deterministic
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 def _script_json(obj: Any) -> str:
