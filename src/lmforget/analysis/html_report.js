@@ -135,7 +135,7 @@
   add(app, wrap);
   var rowH = Math.max(3, Math.min(18, Math.floor(560 / M)));
   var showTaskLabels = rowH >= 9;
-  var LEFT = showTaskLabels ? 320 : 130, RIGHT = 8, TOP = 4;
+  var LEFT = showTaskLabels ? 350 : 130, RIGHT = 8, TOP = 4;
   var heatH = M * rowH + TOP + 4;
   var off = document.createElement("canvas");
   off.width = B; off.height = M;
@@ -164,13 +164,13 @@
       if (gi > 0) { ctx.beginPath(); ctx.moveTo(LEFT - (showTaskLabels ? 0 : 6), y0); ctx.lineTo(LEFT + pw, y0); ctx.stroke(); }
       ctx.font = "bold 12px system-ui, sans-serif";
       if (!showTaskLabels) { ctx.textAlign = "right"; ctx.fillText(g[0] + " (" + (g[2] - g[1]) + ")", LEFT - 8, (y0 + y1) / 2, LEFT - 12); }
-      else { ctx.textAlign = "left"; ctx.fillText(g[0], 2, (y0 + y1) / 2, 70); }
+      else { ctx.font = "bold 11px system-ui, sans-serif"; ctx.textAlign = "left"; ctx.fillText(g[0], 2, (y0 + y1) / 2, 104); }
     });
     if (showTaskLabels) {
       ctx.font = Math.min(12, rowH - 1) + "px system-ui, sans-serif"; ctx.textAlign = "right";
       for (var i = 0; i < M; i++) {
         ctx.fillStyle = i === state.task ? "#0b62a4" : "#1d2329";
-        ctx.fillText(D.tasks[i], LEFT - 6, TOP + (i + 0.5) * rowH, LEFT - 84);
+        ctx.fillText(D.tasks[i], LEFT - 6, TOP + (i + 0.5) * rowH, LEFT - 118);
       }
     }
     if (state.task >= 0) {
@@ -303,7 +303,7 @@
     exampleBody.replaceChildren(
       el("h3", { id: "example-title", text: D.ex.ids[j] }),
       el("div", { class: "meta", text: "source " + D.ex.sources[exSrc[j]] + (exBase ? " · base NLL " + fmt(exBase[j], 3) : "") +
-        " · mean forgetting over tasks " + fmt(exMean[j], 4, true) + " · rank " + (j + 1).toLocaleString("en") + " of " + N.toLocaleString("en") }),
+        " · mean forgetting over tasks " + fmt(exMean[j], 4, true) + " · #" + (j + 1).toLocaleString("en") + " of " + N.toLocaleString("en") + " by mean forgetting" }),
       textNode(j),
       el("h3", { text: K < M ? "The " + K + " tasks that forget it most" : "Tasks by how much they make it forgotten" }),
       el("div", { class: "list", id: "example-tasks" }, rows.map(function (p) {
