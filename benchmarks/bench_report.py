@@ -103,7 +103,8 @@ def main() -> int:
         size = out.stat().st_size
         print(f"analyze (shared by both reports): {t_analyze:.2f} s")
         print(f"HTML report: {size / 1e6:.1f} MB (target < 25 MB), written in {t_html:.2f} s")
-        print(f"peer, Markdown + PNG report of the same analysis: {t_md:.2f} s  (ratio HTML / peer {t_html / t_md:.2f})")
+        print(f"peer, Markdown + PNG report of the same analysis: {t_md:.2f} s "
+              f"(ratio HTML / peer {t_html / t_md:.2f})")
         tti = time_to_interactive(out)
         if tti:
             ready, blank = tti

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lmforget.analysis import analyze, plots
-from lmforget.analysis.html_report import (build_payload, render_html, replay_summary, write_html_report)
+from lmforget.analysis.html_report import build_payload, replay_summary, write_html_report
 from lmforget.cli import main
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix

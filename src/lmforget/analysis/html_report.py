@@ -327,6 +327,6 @@ def report_from_path(path: str | Path, out: str | Path, *, upstream: str | None 
 
 
 def _load_upstream(spec: str):
-    from lmforget.replay.replay_set import load_data
+    from lmforget.data import load_upstream_arg
 
-    return load_data(spec)
+    return load_upstream_arg(spec)

@@ -21,7 +21,8 @@ def report_cmd(
     replay: Optional[Path] = typer.Option(None, "--replay", help="A `lmforget replay -o` study folder (or its "
                                           "results.json) to show; found automatically inside a run directory."),
     ranks: int = typer.Option(10, "--ranks", help="Largest rank k for the R^2-vs-rank curve."),
-    clip: Optional[float] = typer.Option(None, "--clip", help="Heatmap colour limit (default: 99th percentile of |Z|)."),
+    clip: Optional[float] = typer.Option(None, "--clip",
+                                         help="Heatmap colour limit (default: 99th percentile of |Z|)."),
     columns: Optional[int] = typer.Option(None, "--columns", help="Analyse a random subsample of this many columns."),
     seed: int = typer.Option(0, "--seed", help="Seed for the column subsample."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON object on stdout."),
