@@ -27,15 +27,26 @@ from lmforget.scoring.upstream import score_upstream
 Log = Callable[[str], None]
 
 
-def load_inputs(recipe: Recipe) -> tuple[UpstreamSet, list[TaskSet]]:
-    """The upstream set and every task of the recipe, validated (empty or duplicate tasks refused)."""
+def load_recipe_upstream(recipe: Recipe, progress: bool = True, log: Log = lambda s: None) -> UpstreamSet:
+    """The recipe's upstream set; self-sampled data is drawn from the recipe's model (or its cache)."""
+    m = recipe.model
+    if recipe.upstream.format == "self-sampled":
+        from lmforget.sampling import self_sampled_upstream
+
+        return self_sampled_upstream(recipe.upstream, m.name, model_seed=recipe.seed, revision=m.revision,
+                                     trust_remote_code=m.trust_remote_code, device=m.device,
+                                     progress=progress, log=log)
     tokenizer = None
     if recipe.upstream.max_tokens is not None:  # cutting to N tokens needs the model's tokenizer
         from lmforget.models import load_tokenizer
 
-        tokenizer = load_tokenizer(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code,
-                                   revision=recipe.model.revision)
-    upstream = load_upstream(recipe.upstream, tokenizer=tokenizer)
+        tokenizer = load_tokenizer(m.name, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    return load_upstream(recipe.upstream, tokenizer=tokenizer)
+
+
+def load_inputs(recipe: Recipe, progress: bool = True, log: Log = lambda s: None) -> tuple[UpstreamSet, list[TaskSet]]:
+    """The upstream set and every task of the recipe, validated (empty or duplicate tasks refused)."""
+    upstream = load_recipe_upstream(recipe, progress, log)
     tasks: list[TaskSet] = []
     for source_name, spec in recipe.tasks.items():
         loaded = load_tasks(spec)
@@ -115,7 +126,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     state = PartialState()
     failed: dict[str, str] = {}
     with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
-        upstream, tasks = load_inputs(recipe)
+        upstream, tasks = load_inputs(recipe, progress, log)
         model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
         if recipe.model.chat_template != "auto":  # the template changes every encoded example
             model_fp += f"+template:{recipe.model.chat_template}"

@@ -134,6 +134,9 @@ def encode_chat(tokenizer, messages: Sequence[Message], max_length: int | None =
 
 
 def encode_upstream(tokenizer, example: UpstreamExample, max_length: int | None = None) -> Encoded:
+    if example.input_ids is not None:  # exact ids (self-sampled): the continuation only is scored
+        ids = list(example.input_ids)
+        return _keep_end(ids, [i >= example.prompt_len for i in range(len(ids))], max_length)
     if example.messages is not None:
         return encode_chat(tokenizer, example.messages, max_length)
     return encode_text(tokenizer, example.text or "", max_length)

@@ -159,12 +159,15 @@ class Run:
 
 def _upstream_from_json(rec: dict) -> UpstreamExample:
     msgs = rec.get("messages")
+    ids = rec.get("input_ids")
     return UpstreamExample(
         id=str(rec["id"]),
         text=rec.get("text"),
         messages=tuple(Message(m["role"], m["content"]) for m in msgs) if msgs is not None else None,
         source=rec.get("source", ""),
         answer=rec.get("answer"),
+        input_ids=tuple(int(t) for t in ids) if ids is not None else None,
+        prompt_len=int(rec.get("prompt_len", 0)),
     )
 
 

@@ -1,7 +1,8 @@
 """lmforget's own plain format: upstream records and task records, as written by `lmforget data`.
 
-Upstream: {"id"?, "text" | "messages", "source"?, "answer"?}; a missing id becomes the record's
-position. Tasks: {"task", "group"?, "prompt" + "completion" | "messages", "system"?, "split"?}
+Upstream: {"id"?, "text" | "messages", "source"?, "answer"?, "input_ids"? + "prompt_len"?}; a
+missing id becomes the record's position; `input_ids` (self-sampled data) are the exact tokens, of
+which the first `prompt_len` are unscored context. Tasks: {"task", "group"?, "prompt" + "completion" | "messages", "system"?, "split"?}
 where split is "train" (default) or "eval".
 """
 
@@ -30,6 +31,15 @@ def upstream_example(rec: Record, where: str, default_id: str, source: str = "")
     if "text" not in rec:
         raise LmforgetError(f"{where}: missing required field 'text' (or 'messages')")
     text = require(rec, "text", where)
+    ids = rec.get("input_ids")
+    if ids is not None:  # exact token ids (self-sampled data): kept as they are, never re-encoded
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise LmforgetError(f"{where}: field 'input_ids' must be a list of integers")
+        plen = rec.get("prompt_len")
+        if not isinstance(plen, int) or isinstance(plen, bool):
+            raise LmforgetError(f"{where}: 'input_ids' need an integer 'prompt_len' (the unscored context)")
+        return UpstreamExample(id=ident, text=text, source=src, answer=None if answer is None else str(answer),
+                               input_ids=tuple(ids), prompt_len=plen)
     return UpstreamExample(id=ident, text=text, source=src, answer=None if answer is None else str(answer))
 
 

@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lmforget.errors import LmforgetError
 
-UpstreamFormat = Literal["records", "dolma", "pile", "tulu", "wikipedia"]
+UpstreamFormat = Literal["records", "dolma", "pile", "tulu", "wikipedia", "self-sampled"]
 TaskFormat = Literal[
     "records", "tulu", "flan", "dolly", "mmlu", "bbh", "truthfulqa", "natural-instructions"
 ]
 # Formats that have a built-in offline default location (so `path` may be left out).
-DEFAULT_LOCATED = {"wikipedia", "natural-instructions"}
+DEFAULT_LOCATED = {"wikipedia", "natural-instructions", "self-sampled"}
 
 
 class _Source(BaseModel):
@@ -55,6 +55,32 @@ class UpstreamSpec(_Source):
     max_words: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="cut with the model's tokenizer")
     name: str | None = None
+    # self-sampled only: contexts continued by the base model itself (lmforget.sampling)
+    contexts: "UpstreamSpec | None" = Field(None, description="self-sampled: where the contexts come from")
+    context_sentences: int | None = Field(None, ge=1, description="self-sampled: keep a context's first sentences")
+    new_tokens: int | None = Field(None, ge=1, description="self-sampled: exactly this many sampled tokens")
+    model: str | None = Field(None, description="self-sampled: the sampling model (default: the recipe's)")
+
+    @model_validator(mode="after")
+    def _self_sampled(self):
+        own = {"contexts": self.contexts, "context_sentences": self.context_sentences,
+               "new_tokens": self.new_tokens, "model": self.model}
+        if self.format != "self-sampled":
+            bad = [k for k, v in own.items() if v is not None]
+            if bad:
+                raise ValueError(f"{bad[0]!r} applies to format 'self-sampled' only")
+            return self
+        if self.contexts is None or self.new_tokens is None:
+            raise ValueError("format 'self-sampled' needs 'contexts' (an upstream spec) and 'new_tokens'")
+        if self.contexts.format == "self-sampled":
+            raise ValueError("the contexts of 'self-sampled' cannot themselves be self-sampled")
+        fixed = {"path": self.path, "dataset": self.dataset, "n": self.n, "sources": self.sources,
+                 "chunk_words": self.chunk_words, "max_chars": self.max_chars, "max_words": self.max_words,
+                 "max_tokens": self.max_tokens}
+        bad = [k for k, v in fixed.items() if v is not None]
+        if bad:
+            raise ValueError(f"format 'self-sampled': set {bad[0]!r} under 'contexts'")
+        return self
 
 
     @model_validator(mode="after")

@@ -53,6 +53,10 @@ class UpstreamExample:
 
     Exactly one of ``text`` and ``messages`` is set. ``answer`` is the gold answer used for
     binary (exact-match) forgetting; for chats it defaults to the final assistant turn.
+
+    ``input_ids`` (with ``text`` kept for reading only) fixes the exact tokens: self-sampled examples
+    are stored as the ids the model drew, never decoded and re-encoded. The first ``prompt_len`` ids
+    are the context; only the rest (the continuation) is scored and trained.
     """
 
     id: str
@@ -60,12 +64,24 @@ class UpstreamExample:
     messages: tuple[Message, ...] | None = None
     source: str = ""
     answer: str | None = None
+    input_ids: tuple[int, ...] | None = None
+    prompt_len: int = 0
 
     def __post_init__(self) -> None:
         if (self.text is None) == (self.messages is None):
             raise LmforgetError(f"upstream example {self.id!r}: needs exactly one of 'text' or 'messages'")
         if self.messages is not None:
             _check_messages(self.messages, f"upstream example {self.id!r}")
+        if self.input_ids is not None:
+            if self.messages is not None:
+                raise LmforgetError(f"upstream example {self.id!r}: 'input_ids' go with 'text', not 'messages'")
+            if not all(isinstance(t, int) and t >= 0 for t in self.input_ids):
+                raise LmforgetError(f"upstream example {self.id!r}: 'input_ids' must be non-negative integers")
+            if not 1 <= self.prompt_len < len(self.input_ids):
+                raise LmforgetError(f"upstream example {self.id!r}: 'prompt_len' must be at least 1 and "
+                                    f"leave a continuation ({self.prompt_len} of {len(self.input_ids)} ids)")
+        elif self.prompt_len:
+            raise LmforgetError(f"upstream example {self.id!r}: 'prompt_len' needs 'input_ids'")
 
     @property
     def is_chat(self) -> bool:
@@ -87,6 +103,9 @@ class UpstreamExample:
             d["messages"] = [m.as_dict() for m in self.messages or ()]
         if self.answer is not None:
             d["answer"] = self.answer
+        if self.input_ids is not None:
+            d["input_ids"] = list(self.input_ids)
+            d["prompt_len"] = self.prompt_len
         return d
 
 
