@@ -15,7 +15,7 @@ from lmforget.replay.heldout import check_disjoint, draw_probes, split_heldout
 from lmforget.replay.methods import parse_method, parse_methods
 from lmforget.replay.mixture import ReplayMixture, mixture_steps, n_replay, replay_stretch
 from lmforget.replay.selection import select, select_mir, select_random, select_softmax, select_top
-from lmforget.replay.stats import paired_tests, summarize
+from lmforget.replay.stats import below_zero, bootstrap_ci, paired_tests, summarize
 
 IDS = [f"ex-{i:03d}" for i in range(200)]
 
@@ -185,6 +185,19 @@ def test_summary_reductions_and_paired_tests() -> None:
     assert neg["methods"]["x"]["reduction_vs_random"] < 0
     undefined = paired_tests(np.array([0.1]), np.array([0.2]))
     assert math.isnan(undefined["t_p"]) and "note" in undefined
+    lo, hi = test["ci"]
+    assert lo <= (F[:, 2] - F[:, 1]).mean() <= hi < 0
+
+
+def test_arms_that_end_below_the_base_model_are_flagged() -> None:
+    rng = np.random.default_rng(1)
+    F = np.stack([rng.normal(0.07, 0.01, 12), rng.normal(-0.08, 0.01, 12), rng.normal(0.03, 0.05, 12)], axis=1)
+    m = summarize(F, ["none", "random", "oracle"], [f"t{i}" for i in range(12)])["methods"]
+    assert m["random"]["vs_zero"]["adaptation"] and m["random"]["vs_zero"]["t_p"] < 1e-6
+    assert not m["none"]["vs_zero"]["adaptation"]  # significantly above 0: forgetting, not adaptation
+    assert not below_zero(np.array([-0.01, 0.02, -0.015, 0.01]))["adaptation"]  # not significant
+    lo, hi = bootstrap_ci(np.full(5, 0.3))
+    assert lo == hi == pytest.approx(0.3)
 
 
 # ------------------------------------------------------------------- methods
@@ -194,7 +207,8 @@ def test_method_names() -> None:
     assert (m.source, m.strategy) == ("oracle", "top")
     assert parse_method("online-knn", default_strategy="mir").strategy == "mir"
     assert [x.name for x in parse_methods("none,random, oracle")] == ["none", "random", "oracle"]
-    for bad in ("oracle:best", "offline-nope", "magic", "random:top"):
+    assert parse_method("replay-only").source == "replay-only" and parse_method("replay-only").replays
+    for bad in ("oracle:best", "offline-nope", "magic", "random:top", "replay-only:top"):
         with pytest.raises(LmforgetError):
             parse_method(bad)
     with pytest.raises(LmforgetError, match="twice"):

@@ -94,3 +94,46 @@ def test_switch_step_formula() -> None:
     assert switch_step(2, 0.9) == 1  # and at least one step of targeted replay
     with pytest.raises(LmforgetError, match="at least 2"):
         switch_step(1, 0.1)
+
+
+def test_example_mean_loss_weights_each_example_equally() -> None:
+    """'example': the mean of per-example token means; 'token' (default): the mean over all loss tokens."""
+    import torch
+
+    from lmforget.models import load_model
+
+    model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    mixture = ReplayMixture.build(tokenizer, TASK, CFG, UPSTREAM[:2])
+    batch = [mixture[0], mixture[len(mixture) - 1]]  # a short task answer and a long replay text
+    width = max(len(b["input_ids"]) for b in batch)
+    inputs = {k: torch.tensor([b[k] + [pad] * (width - len(b[k])) for b in batch])
+              for k, pad in (("input_ids", 0), ("attention_mask", 0), ("labels", -100))}
+    with torch.no_grad():
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+    lp = torch.log_softmax(logits[:, :-1].float(), -1)
+    labels = inputs["labels"][:, 1:]
+    mask = labels != -100
+    nll = -lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    per_example = nll.sum(1) / mask.sum(1)
+    assert mask.sum(1)[0] < mask.sum(1)[1] / 3  # the two weightings differ on this batch
+    trainer_cls = MixtureTrainer.weighted("example")
+    trainer = trainer_cls.__new__(trainer_cls)  # compute_loss needs no Trainer state for 'example'
+    with torch.no_grad():
+        example = trainer.compute_loss(model, dict(inputs))
+    assert float(example) == pytest.approx(float(per_example.mean()), rel=1e-5)
+    assert float(example) != pytest.approx(float(nll.sum() / mask.sum()), rel=1e-3)
+    with pytest.raises(LmforgetError, match="weighting"):
+        MixtureTrainer.weighted("sentence")
+
+
+def test_mixture_counts_the_loss_tokens_replay_took(tiny_tokenizer) -> None:
+    mixture = ReplayMixture.build(tiny_tokenizer, TASK, CFG, UPSTREAM[:2])
+    for i in range(len(mixture)):
+        mixture[i]
+    share = mixture.replay_share()
+    task_tokens = sum(e.n_scored for e in mixture.task_items)
+    replay_tokens = sum(e.n_scored for e in mixture.replay_items)
+    assert share["replay_token_share"] == pytest.approx(replay_tokens / (task_tokens + replay_tokens))
+    assert share["replay_example_share"] == pytest.approx(2 / 11)
+    only = ReplayMixture([], UPSTREAM[:2], tiny_tokenizer, 64)  # replay-only: no task examples
+    assert len(only) == 2

@@ -14,7 +14,7 @@ from lmforget.cli import main
 from lmforget.probe import Probe, write_probe
 from lmforget.runs import Run
 
-METHODS = "none,random,oracle,online-additive"
+METHODS = "none,random,oracle,online-additive,replay-only"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Pat
     assert set(scored["id"]) == heldout  # the evaluation set is the held-out set
     cells = {c["method"]: c for c in results["cells"]}
     for name, cell in cells.items():
-        n_task = cell["n_task"]
+        n_task = cells["random"]["n_task"] if name == "replay-only" else cell["n_task"]  # random's budget
         replayed = [r["id"] for r in cell["replay"]] + cell.get("initial_replay", [])
         assert not set(replayed) & heldout
         if name == "none":
@@ -71,6 +71,21 @@ def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Pat
             assert cell["n_rep"] == math.floor(n_task * 0.125) + 1 == len(cell["replay"])
             assert cell["steps"] == math.ceil(4 * (1 + 0.125)) == cell["trained_steps"]
             assert len({r["id"] for r in cell["replay"]}) == cell["n_rep"]
+        assert cell["loss_weighting"] == "token"
+        if cell["n_rep"]:
+            assert 0 < cell["replay_loss_share"] == cell["replay_token_share"] <= 1
+    only = cells["replay-only"]
+    assert only["n_task"] == 0 and only["replay_token_share"] == 1.0 and only["steps"] == cells["random"]["steps"]
+    assert [r["id"] for r in only["replay"]] == [r["id"] for r in cells["random"]["replay"]]
+    assert 0 < cells["random"]["replay_token_share"] < 1
+    # the online probes are never replayed, by any method
+    from lmforget.replay.heldout import draw_probes
+
+    base = Run.open(tiny_run).base_scores()["nll"].to_numpy()
+    probes = {ids[c] for c in draw_probes(split_heldout(ids, 24, seed=0), 8, 0, np.isfinite(base))}
+    for cell in cells.values():
+        assert not probes & ({r["id"] for r in cell["replay"]} | set(cell.get("initial_replay", [])))
+    assert "vs_zero" in results["methods"]["random"] and "ci" in results["methods"]["oracle"]["vs_random"]
     online = cells["online-additive"]
     assert online["switch_step"] == 1 and online["initial_replay"] == [r["id"] for r in cells["random"]["replay"]]
     assert online["learning_rates"] == pytest.approx(cells["random"]["learning_rates"])
@@ -107,7 +122,8 @@ def test_study_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
     _fails(base + ["--methods", "random,magic"], capsys, "unknown replay method 'magic'", out)
     _fails(base + ["replay.heldout=48"], capsys, "held-out size 48", out)
     _fails(base + ["replay.heldout=500"], capsys, "held-out size 500", out)
-    _fails(base + ["replay.heldout=46", "replay.rate=0.5"], capsys, "larger than the replay pool", out)
+    _fails(base + ["replay.heldout=46"], capsys, "8 probe examples asked for but the replay pool holds 2", out)
+    _fails(base + ["replay.heldout=38", "replay.rate=0.5"], capsys, "larger than the replay pool", out)
     _fails(base + ["replay.test_tasks=[nope]"], capsys, "'nope' is not a task", out)
     _fails(["replay", "replay-tiny", f"replay.run={tmp_path / 'missing'}", "-o", str(out)], capsys,
            "lmforget collect RECIPE", out)

@@ -129,6 +129,7 @@ class ReplayConfig(_Strict):
     probes: int = Field(30, ge=1)  # online: fixed probe examples scored mid-training
     online_fraction: float = Field(0.1, gt=0, lt=1)  # online: share of steps trained with random replay
     score_file: str | None = None  # CSV (task,)id,score for the `file` method
+    loss_weighting: Literal["token", "example"] = "token"  # token mean (transformers' default) or example mean
     seed: int = 0
 
 

@@ -1,9 +1,12 @@
 """Replay method names: ``none``, ``random``, or a score source with an optional strategy.
 
-Grammar: ``none`` | ``random`` | SOURCE[:STRATEGY] where SOURCE is ``oracle``, ``file``,
+Grammar: ``none`` | ``random`` | ``replay-only`` | SOURCE[:STRATEGY] where SOURCE is ``oracle``, ``file``,
 ``offline-COMPLETER`` or ``online-COMPLETER`` (COMPLETER = a name of `lmforget.predict`) and
 STRATEGY one of `selection.STRATEGIES` (default: the recipe's ``replay.strategy``).
 Examples: ``oracle``, ``oracle:top``, ``offline-mf:mir``, ``online-knn``.
+``replay-only`` is a control: fine-tuning on random replay's examples alone, with random's steps,
+which shows what the replay gradient does by itself (at the base weights self-sampled replay
+teaches nothing in expectation; a handful of samples replayed many times is memorised).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from lmforget.replay.selection import STRATEGIES
 @dataclass(frozen=True)
 class Method:
     name: str
-    source: str  # none | random | oracle | file | offline | online
+    source: str  # none | random | replay-only | oracle | file | offline | online
     completer: str | None = None
     strategy: str = "random"
 
@@ -37,7 +40,7 @@ def parse_method(name: str, default_strategy: str = "softmax") -> Method:
 
     raw = name.strip()
     base, _, strategy = raw.partition(":")
-    if base in ("none", "random"):
+    if base in ("none", "random", "replay-only"):
         if strategy:
             raise LmforgetError(f"method {raw!r}: {base!r} takes no strategy")
         return Method(raw, base, None, "random")
@@ -50,7 +53,7 @@ def parse_method(name: str, default_strategy: str = "softmax") -> Method:
     completers = list_completers("logppl")
     if kind in ("offline", "online") and completer in completers:
         return Method(raw, kind, completer, strategy)
-    raise LmforgetError(f"unknown replay method {raw!r}; choose none, random, oracle, file, "
+    raise LmforgetError(f"unknown replay method {raw!r}; choose none, random, replay-only, oracle, file, "
                         f"offline-NAME or online-NAME with NAME in {', '.join(completers)} "
                         f"(optionally :STRATEGY, one of {', '.join(STRATEGIES)})")
 

@@ -56,8 +56,8 @@ class ReplayMixture(Dataset):
 
     def __init__(self, task_items: Sequence[Encoded], replay: Sequence[UpstreamExample], tokenizer,
                  max_length: int, heldout_ids: Iterable[str] = (), trace: bool = False):
-        if not task_items:
-            raise LmforgetError("a replay mixture needs at least one task example")
+        if not task_items and not replay:
+            raise LmforgetError("a replay mixture needs at least one example")
         self.task_items = list(task_items)
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -66,6 +66,8 @@ class ReplayMixture(Dataset):
         self.replay: list[UpstreamExample] = []
         self.replay_items: list[Encoded] = []
         self.trace: list[tuple[int, int]] | None = [] if trace else None
+        # loss tokens and examples actually served for training, by origin (the replay share of a cell)
+        self.served = {"task_tokens": 0, "replay_tokens": 0, "task_examples": 0, "replay_examples": 0}
         self.set_replay(replay)
 
     @classmethod
@@ -87,6 +89,14 @@ class ReplayMixture(Dataset):
     @property
     def replay_ids(self) -> list[str]:
         return [ex.id for ex in self.replay]
+
+    def replay_share(self) -> dict:
+        """Share of the served loss tokens and of the served examples that were replay."""
+        s = self.served
+        tok = s["task_tokens"] + s["replay_tokens"]
+        ex = s["task_examples"] + s["replay_examples"]
+        return {"replay_token_share": s["replay_tokens"] / tok if tok else None,
+                "replay_example_share": s["replay_examples"] / ex if ex else None, **s}
 
     def set_replay(self, replay: Sequence[UpstreamExample]) -> None:
         """Put `replay` into the slots (same count as before, after the first call); ids must be unique."""
@@ -111,5 +121,8 @@ class ReplayMixture(Dataset):
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         if self.trace is not None:
             self.trace.append((int(i), self.generation))
+        origin = "task" if i < self.n_task else "replay"
         enc = self.task_items[i] if i < self.n_task else self.replay_items[i - self.n_task]
+        self.served[f"{origin}_tokens"] += enc.n_scored
+        self.served[f"{origin}_examples"] += 1
         return {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels()}

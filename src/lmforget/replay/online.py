@@ -32,7 +32,35 @@ from lmforget.replay.selection import select
 
 
 class MixtureTrainer(Trainer):
-    """A Trainer whose training batches are built when they are consumed (no look-ahead)."""
+    """A Trainer whose training batches are built when they are consumed (no look-ahead).
+
+    `loss_weighting` = "token": the mean over every loss token of the batch (transformers' default),
+    so an example weighs as much as it has answer tokens (a 48-token replay continuation outweighs a
+    2-token task answer 24 to 1); "example": each example's mean token loss, averaged over examples.
+    """
+
+    loss_weighting = "token"
+
+    @classmethod
+    def weighted(cls, loss_weighting: str) -> type["MixtureTrainer"]:
+        if loss_weighting not in ("token", "example"):
+            raise LmforgetError(f"loss weighting must be 'token' or 'example', not {loss_weighting!r}")
+        return type(f"MixtureTrainer_{loss_weighting}", (cls,), {"loss_weighting": loss_weighting})
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_weighting == "token":
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: Trainer divides by accumulation steps
+        labels = inputs["labels"]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        logits = outputs.logits[:, :-1].float()
+        target = labels[:, 1:]
+        mask = target != -100
+        tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+        per_example = (tok * mask).sum(1) / mask.sum(1).clamp(min=1)
+        loss = per_example[mask.any(1)].mean()
+        return (loss, outputs) if return_outputs else loss
 
     def get_train_dataloader(self) -> DataLoader:
         if self.args.world_size > 1:

@@ -33,6 +33,13 @@ def _verdict(results: dict) -> list[str]:
             f"paired t-test p = {_num(test.get('t_p'), '.3g')}, "
             f"Wilcoxon p = {_num(test.get('wilcoxon_p'), '.3g')}): "
             f"{'significant at 0.05' if sig else 'not significant at 0.05'}.")
+    for name, m in methods.items():
+        z = m.get("vs_zero") or {}
+        if z.get("adaptation"):
+            lines.append(f"- **Warning: {name} ends below the base model** (held-out change {_num(m['mean_increase'])}, "
+                         f"t-test against 0 p = {_num(z.get('t_p'), '.3g')}): it learned the upstream data "
+                         "(adaptation, overshoot), which restoring what was forgotten cannot do; its numbers "
+                         "do not measure mitigation.")
     if "none" in methods:
         none = methods["none"]["mean_increase"]
         lines.append(f"- Random replay vs no replay: {_num(rnd)} vs {_num(none)} nats/token "
@@ -49,7 +56,8 @@ def render_report(results: dict) -> str:
         f"Model `{results['model']}`; previous run `{results['run']}`. {len(results['tasks'])} test tasks, "
         f"{results['n_upstream']} upstream examples: {results['n_heldout']} held out (never replayed, the "
         f"evaluation set), {results['n_pool']} in the replay pool. Replay rate {s['rate']:.4g} "
-        f"(n_rep = floor(n_task x r) + 1, steps x (1 + r)); targeted strategy `{s['strategy']}`"
+        f"(n_rep = floor(n_task x r) + 1, steps x (1 + r)); loss weighting `{s.get('loss_weighting', 'token')}` mean; "
+        f"targeted strategy `{s['strategy']}`"
         f" (T = {s['temperature']}); offline reveal k = {s['reveal']}; online: {s['probes']} probes after "
         f"{100 * s['online_fraction']:.0f}% of the steps; seed {s['seed']}.",
         "",
@@ -63,15 +71,21 @@ def render_report(results: dict) -> str:
         "",
         "## Per method",
         "",
-        "| method | mean increase | SEM | vs none | vs random | t-test p | Wilcoxon p | lower than random |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | mean increase | SEM | vs none | vs random | method - random (95% bootstrap CI) | t-test p "
+        "| Wilcoxon p | lower than random | below 0? | replay share of loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, m in methods.items():
         test = m.get("vs_random", {})
+        ci = test.get("ci") or [None, None]
+        z = m.get("vs_zero") or {}
+        ci_text = f"{_num(test.get('mean_difference'))} [{_num(ci[0])}, {_num(ci[1])}]" if test else ""
+        zero = f"**yes** (p = {_num(z.get('t_p'), '.2g')})" if z.get("adaptation") else "no"
         head.append(f"| {name} | {_num(m['mean_increase'])} | {_num(m['sem_increase'], '.4f')} | "
-                    f"{_pct(m.get('reduction_vs_none'))} | {_pct(m.get('reduction_vs_random'))} | "
+                    f"{_pct(m.get('reduction_vs_none'))} | {_pct(m.get('reduction_vs_random'))} | {ci_text} | "
                     f"{_num(test.get('t_p'), '.3g')} | {_num(test.get('wilcoxon_p'), '.3g')} | "
-                    f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} |")
+                    f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} | {zero} | "
+                    f"{_num(m.get('mean_replay_loss_share'), '.1%')} |")
     head += ["", "## Diagnostics", "",
              "How forgotten the replayed examples were in the previous run (targeting should pick higher "
              "values than random), and how well the predicted row matched the run's row (Pearson r over the pool).",

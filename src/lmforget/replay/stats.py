@@ -2,7 +2,10 @@
 
 Input is a tasks x methods table F of mean NLL increases on the held-out set (one fine-tuning per
 cell). Comparisons are paired by task: the paired t-test and the Wilcoxon signed-rank test
-(two-sided, scipy.stats) of each method against random replay (and against no replay).
+(two-sided, scipy.stats) of each method against random replay (and against no replay), with a
+bootstrap CI over tasks of the mean difference. Each method is also tested against zero: replay that
+only restores what was forgotten cannot push the held-out NLL *below* the base model's, so a mean
+increase significantly below 0 is flagged as adaptation (learning the upstream data), not mitigation.
 """
 
 from __future__ import annotations
@@ -46,6 +49,36 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> dict:
     return out
 
 
+def bootstrap_ci(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile bootstrap CI (over tasks, seeded) of the mean of paired differences."""
+    diff = np.asarray(diff, dtype=np.float64)
+    if len(diff) < 2:
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))]
+
+
+def below_zero(values: np.ndarray, alpha: float = 0.05) -> dict:
+    """One-sample tests of the per-task held-out increases against 0; `adaptation` when significantly < 0."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    out: dict = {"n": int(len(v)), "t_p": math.nan, "wilcoxon_p": math.nan}
+    if len(v) >= 2 and np.any(v):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["t_p"] = float(stats.ttest_1samp(v, 0.0).pvalue)
+        try:
+            out["wilcoxon_p"] = float(stats.wilcoxon(v).pvalue)
+        except ValueError:
+            pass
+    out["ci"] = bootstrap_ci(v)
+    out["adaptation"] = bool(len(v) >= 2 and v.mean() < 0 and np.isfinite(out["t_p"]) and out["t_p"] < alpha)
+    return out
+
+
 def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> dict:
     """Per-method summary of a complete tasks x methods table (no NaN)."""
     F = np.asarray(F, dtype=np.float64)
@@ -65,5 +98,7 @@ def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> di
                 entry[f"reduction_vs_{ref}"] = _reduction(float(means[col[ref]]), float(means[j]))
                 if ref != m:
                     entry[f"vs_{ref}"] = paired_tests(F[:, j], F[:, col[ref]])
+                    entry[f"vs_{ref}"]["ci"] = bootstrap_ci(F[:, j] - F[:, col[ref]])
+        entry["vs_zero"] = below_zero(F[:, j])
         out["methods"][m] = entry
     return out

@@ -62,6 +62,7 @@ class Study:
     tasks: dict[str, TaskSet]
     split: HeldoutSplit
     base_nll: np.ndarray  # [N] base-model NLL of every column (NaN = undefined)
+    probes: np.ndarray  # the online methods' fixed probe columns: never replayed by any method
 
     # ----------------------------------------------------------------- columns
     @property
@@ -69,9 +70,14 @@ class Study:
         return np.isfinite(self.base_nll)
 
     def pool(self, task: str) -> np.ndarray:
-        """Pool columns replay may draw from for `task`: defined base score and defined run entry."""
+        """Pool columns replay may draw from for `task`: defined base score and defined run entry.
+
+        The probes are left out for every method (not only the online ones), so the methods of a
+        task draw from one pool and a probe's measured forgetting is never trained on.
+        """
         row = self.matrix.Z[self.matrix.rows([task])[0]]
         ok = self.defined & np.isfinite(row)
+        ok[self.probes] = False
         return self.split.pool[ok[self.split.pool]]
 
     def train_rows(self, task: str) -> np.ndarray:
@@ -175,7 +181,8 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     base = run.base_scores()
     base_nll = base["nll"].to_numpy(np.float64)
     split = split_heldout(upstream.ids, cfg.heldout, cfg.seed)
-    study = Study(recipe, cfg, chosen, Path(out), run, matrix, upstream, tasks, split, base_nll)
+    probes = draw_probes(split, cfg.probes, cfg.seed, np.isfinite(base_nll))
+    study = Study(recipe, cfg, chosen, Path(out), run, matrix, upstream, tasks, split, base_nll, probes)
     _validate_cells(study)
     return study
 
@@ -199,8 +206,6 @@ def _validate_cells(study: Study) -> None:
                                 f"({len(pool)} examples); lower replay.heldout or replay.rate")
         if any(m.source == "offline" for m in study.methods) and cfg.reveal > len(pool):
             raise LmforgetError(f"replay.reveal={cfg.reveal} is larger than the replay pool ({len(pool)})")
-        if any(m.source == "online" for m in study.methods) and cfg.probes > len(pool):
-            raise LmforgetError(f"replay.probes={cfg.probes} is larger than the replay pool ({len(pool)})")
 
 
 def _prepare_out(study: Study) -> None:
@@ -291,7 +296,8 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
     steps = mixture_steps(len(task_items), n_rep, ft, cfg.rate if method.replays else None)
     record: dict = {"task": task_name, "method": method.name, "source": method.source,
                     "completer": method.completer, "strategy": method.strategy if method.replays else None,
-                    "n_task": len(task_items), "n_rep": n_rep, "steps": steps}
+                    "n_task": 0 if method.source == "replay-only" else len(task_items), "n_rep": n_rep,
+                    "steps": steps, "loss_weighting": cfg.loss_weighting}
 
     true_row = study.matrix.Z[study.matrix.rows([task_name])[0]].astype(np.float64)  # the run's row
     random_picks = pool[select_random(len(pool), n_rep, seed)] if n_rep else pool[:0]
@@ -301,13 +307,15 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         picks, row, extra = _targeted(study, task_name, method, pool, n_rep, seed)
         pick_scores = row[picks]
         record.update(extra)
-    mixture = ReplayMixture(task_items, [study.upstream.examples[int(c)] for c in picks], tokenizer,
+    # replay-only: random replay's examples and steps, without the task (a control for the replay gradient)
+    mixture = ReplayMixture([] if method.source == "replay-only" else task_items,
+                            [study.upstream.examples[int(c)] for c in picks], tokenizer,
                             ft.max_length, study.split.heldout_ids)
     switch = None
     if method.source == "online":
         from lmforget.replay.online import OnlineTarget, ReplaySwitch, switch_step
 
-        probe_cols = draw_probes(study.split, cfg.probes, cfg.seed, study.defined)
+        probe_cols = study.probes
         target = OnlineTarget(
             upstream=study.upstream.examples, probe_cols=probe_cols,
             base_probe_nll=_probe_base(study, model, tokenizer, probe_cols), Z_train=study.train_rows(task_name),
@@ -322,7 +330,13 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
     from lmforget.replay.online import MixtureTrainer  # every method: the same loader, the same data order
 
     result = train(model, tokenizer, mixture, ft, max_steps=steps, callbacks=callbacks, progress=progress,
-                   description=f"{task_name} / {method.name}", trainer_cls=MixtureTrainer)
+                   description=f"{task_name} / {method.name}",
+                   trainer_cls=MixtureTrainer.weighted(cfg.loss_weighting))
+    share = mixture.replay_share()
+    record.update(share)
+    # the share of the training loss that replay took, under the loss weighting in use
+    record["replay_loss_share"] = share["replay_token_share" if cfg.loss_weighting == "token"
+                                        else "replay_example_share"]
     if switch is not None:
         if switch.switched_at is None:
             raise LmforgetError(f"{task_name} / {method.name}: the online switch never happened")
@@ -334,6 +348,9 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         record["prediction_pearson"] = _pearson(predicted[pool], true_row[pool])
     # the evaluation set: held-out columns only (the mixture refused every one of them)
     study.split.check_replayable(mixture.replay_ids)
+    clash = set(mixture.replay_ids) & {study.upstream.examples[int(c)].id for c in study.probes}
+    if clash:
+        raise LmforgetError(f"{task_name} / {method.name}: probe example {sorted(clash)[0]!r} was replayed")
     heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
     after = score_upstream(result.model, tokenizer, heldout, study.recipe.score, progress)
     after["increase"] = after["nll"].to_numpy(np.float64) - study.base_nll[study.split.heldout]
@@ -419,8 +436,9 @@ def write_results(study: Study) -> dict:
     if not tasks:
         raise LmforgetError(f"{study.out}: no task has results for every method yet")
     summary = summarize(F, names, tasks)
-    for n in names:  # diagnostics: was targeting aimed at examples the task really forgets?
-        for key in ("replay_run_forgetting", "prediction_pearson"):
+    for n in names:  # diagnostics: was targeting aimed at examples the task really forgets? how much loss was replay?
+        for key in ("replay_run_forgetting", "prediction_pearson", "replay_loss_share", "replay_token_share",
+                    "replay_example_share"):
             vals = [records[(t, n)].get(key) for t in tasks]
             vals = [v for v in vals if v is not None]
             summary["methods"][n][f"mean_{key}"] = float(np.mean(vals)) if vals else None
