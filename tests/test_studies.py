@@ -1,0 +1,35 @@
+"""The committed study recipes (studies/) are valid and consistent with each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lmforget.config import load_recipe
+
+STUDY = Path(__file__).resolve().parents[1] / "studies" / "smollm2-ni"
+
+
+def test_matrix_and_noise_recipes_differ_only_by_seed_and_tasks() -> None:
+    matrix = load_recipe(str(STUDY / "matrix.yaml"))
+    noise = load_recipe(str(STUDY / "noise.yaml"))
+    tasks = matrix.tasks["ni"].tasks
+    assert len(tasks) >= 40 and len(set(tasks)) == len(tasks)
+    assert matrix.upstream.format == "self-sampled" and matrix.upstream.new_tokens == 48
+    assert matrix.upstream.contexts.n >= 1000
+    assert len(noise.tasks["ni"].tasks) >= 5 and set(noise.tasks["ni"].tasks) <= set(tasks)
+    assert noise.finetune.seed != matrix.finetune.seed
+    assert noise.finetune.model_copy(update={"seed": matrix.finetune.seed}) == matrix.finetune
+    for section in ("model", "upstream", "score", "seed"):
+        assert getattr(noise, section) == getattr(matrix, section), section
+    assert noise.tasks["ni"].model_copy(update={"tasks": tasks}) == matrix.tasks["ni"]
+
+
+def test_replay_recipe_splits_the_matrix_tasks() -> None:
+    tasks = set(load_recipe(str(STUDY / "matrix.yaml")).tasks["ni"].tasks)
+    replay = yaml.safe_load((STUDY / "replay.yaml").read_text())["replay"]
+    test, train = replay["test_tasks"], replay["train_tasks"]
+    assert len(test) >= 12 and not set(test) & set(train) and set(test) | set(train) == tasks
+    assert replay["heldout"] >= 300
+    assert {"none", "random", "oracle", "offline-mf", "online-mf", "replay-only"} <= set(replay["methods"])
