@@ -28,7 +28,12 @@ def test_matrix_and_noise_recipes_differ_only_by_seed_and_tasks() -> None:
 
 def test_replay_recipe_splits_the_matrix_tasks() -> None:
     tasks = set(load_recipe(str(STUDY / "matrix.yaml")).tasks["ni"].tasks)
-    replay = yaml.safe_load((STUDY / "replay.yaml").read_text())["replay"]
+    from lmforget.config import ReplayConfig
+
+    data = yaml.safe_load((STUDY / "replay.yaml").read_text())
+    assert set(data) == {"name", "description", "replay"}  # the rest comes from the run
+    ReplayConfig.model_validate(data["replay"])
+    replay = data["replay"]
     test, train = replay["test_tasks"], replay["train_tasks"]
     assert len(test) >= 12 and not set(test) & set(train) and set(test) | set(train) == tasks
     assert replay["heldout"] >= 300
