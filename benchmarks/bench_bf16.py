@@ -13,6 +13,7 @@ whole-pipeline Pearson is >= 0.99 (issue 12). Fine-tuning and scoring are timed 
     python benchmarks/bench_bf16.py                      # smollm2, 3 tasks x 128 self-sampled examples
     python benchmarks/bench_bf16.py --tasks 2 --n 64     # quicker
     python benchmarks/bench_bf16.py --json out.json
+    python benchmarks/bench_bf16.py --score-mode cast   # bf16 scoring by casting the weights (score.dtype)
 
 Uses the real SmolLM2-135M-Instruct and offline data (`lmforget resources fetch`).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import time
 
@@ -50,9 +52,14 @@ def _autocast(on: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
+SCORE_MODE = "autocast"  # or "cast": a bf16 copy of the weights, as a recipe's score.dtype=bfloat16 does
+
+
 def _score(model, tok, upstream, cfg, bf16: bool) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
-    with _autocast(bf16):
+    if bf16 and SCORE_MODE == "cast":
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    with _autocast(bf16 and SCORE_MODE == "autocast"):
         frame = score_upstream(model, tok, upstream, cfg, progress=False)
     return frame["nll"].to_numpy(np.float64), time.perf_counter() - start
 
@@ -69,7 +76,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=128, help="self-sampled upstream examples")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--score-mode", choices=["autocast", "cast"], default="autocast",
+                    help="bf16 scoring: autocast over fp32 weights, or a bf16 copy of the weights")
     args = ap.parse_args()
+    global SCORE_MODE
+    SCORE_MODE = args.score_mode
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = _recipe(args.n, TASKS[:args.tasks])
@@ -105,7 +116,7 @@ def main() -> None:
         "seconds": secs,
         "speedup_train": secs["train_fp32"] / secs["train_bf16"],
         "speedup_score": secs["score_fp32"] / secs["score_bf16"],
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "score_mode": SCORE_MODE,
     }
     out["use_bf16"] = out["whole_pipeline"]["pearson"] >= 0.99
     print(json.dumps(out, indent=2))
