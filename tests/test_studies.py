@@ -38,3 +38,11 @@ def test_replay_recipe_splits_the_matrix_tasks() -> None:
     assert len(test) >= 12 and not set(test) & set(train) and set(test) | set(train) == tasks
     assert replay["heldout"] >= 300
     assert {"none", "random", "oracle", "offline-mf", "online-mf", "replay-only"} <= set(replay["methods"])
+
+
+def test_wikipedia_recipe_swaps_only_the_upstream_set() -> None:
+    matrix = load_recipe(str(STUDY / "matrix.yaml"))
+    wiki = load_recipe(str(STUDY / "wikipedia.yaml"))
+    assert wiki.upstream.format == "wikipedia" and wiki.upstream.n == 1000 and wiki.upstream.contexts is None
+    for section in ("model", "tasks", "finetune", "score", "seed"):
+        assert getattr(wiki, section) == getattr(matrix, section), section
