@@ -24,6 +24,7 @@ from lmforget.data import (  # noqa: F401
     natural_instructions,
     pile,
     records,
+    self_sampled,
     truthfulqa,
     tulu,
     wikipedia,
@@ -97,9 +98,6 @@ def load_upstream(spec: UpstreamSpec | dict[str, Any], tokenizer=None, workers: 
     dropped is counted in the set's `stats` (and logged), never dropped silently.
     """
     spec = upstream_spec(spec)
-    if spec.format == "self-sampled":
-        raise LmforgetError("upstream format 'self-sampled' is drawn from a model: use it in a recipe "
-                            "(lmforget collect) or call lmforget.sampling.self_sampled_upstream")
     if spec.max_tokens is not None and tokenizer is None:
         raise LmforgetError("upstream spec: 'max_tokens' needs the model's tokenizer (or use 'max_words')")
     chosen, counts = select_upstream(spec, workers)
