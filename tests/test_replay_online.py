@@ -98,30 +98,23 @@ def test_switch_step_formula() -> None:
 
 def test_example_mean_loss_weights_each_example_equally() -> None:
     """'example': the mean of per-example token means; 'token' (default): the mean over all loss tokens."""
+    from types import SimpleNamespace
+
     import torch
 
-    from lmforget.models import load_model
-
-    model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
-    mixture = ReplayMixture.build(tokenizer, TASK, CFG, UPSTREAM[:2])
-    batch = [mixture[0], mixture[len(mixture) - 1]]  # a short task answer and a long replay text
-    width = max(len(b["input_ids"]) for b in batch)
-    inputs = {k: torch.tensor([b[k] + [pad] * (width - len(b[k])) for b in batch])
-              for k, pad in (("input_ids", 0), ("attention_mask", 0), ("labels", -100))}
-    with torch.no_grad():
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-    lp = torch.log_softmax(logits[:, :-1].float(), -1)
-    labels = inputs["labels"][:, 1:]
-    mask = labels != -100
-    nll = -lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-    per_example = nll.sum(1) / mask.sum(1)
-    assert mask.sum(1)[0] < mask.sum(1)[1] / 3  # the two weightings differ on this batch
+    labels = torch.tensor([[-100, 5, 6, -100, -100, -100], [-100, 1, 2, 3, 4, 7]])  # 2 and 5 loss tokens
+    logits = torch.zeros(2, 6, 8)
+    logits[0, torch.arange(5), labels[0, 1:].clamp(min=0)] = 30.0  # example 0 predicted perfectly: loss ~0
+    fake = lambda input_ids, attention_mask: SimpleNamespace(logits=logits)  # noqa: E731
+    inputs = {"input_ids": torch.zeros(2, 6, dtype=torch.long), "attention_mask": torch.ones(2, 6, dtype=torch.long),
+              "labels": labels}
     trainer_cls = MixtureTrainer.weighted("example")
     trainer = trainer_cls.__new__(trainer_cls)  # compute_loss needs no Trainer state for 'example'
-    with torch.no_grad():
-        example = trainer.compute_loss(model, dict(inputs))
-    assert float(example) == pytest.approx(float(per_example.mean()), rel=1e-5)
-    assert float(example) != pytest.approx(float(nll.sum() / mask.sum()), rel=1e-3)
+    example = float(trainer.compute_loss(fake, inputs))
+    uniform = float(torch.log(torch.tensor(8.0)))  # example 1: uniform logits
+    assert example == pytest.approx(uniform / 2, rel=1e-4)  # each example counts once
+    assert uniform * 5 / 7 == pytest.approx(float(torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 8), labels[:, 1:].reshape(-1), ignore_index=-100)), rel=1e-4)  # token mean differs
     with pytest.raises(LmforgetError, match="weighting"):
         MixtureTrainer.weighted("sentence")
 
