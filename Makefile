@@ -29,7 +29,7 @@ demo: resources
 	$(BIN)/lmforget demo
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks studies
 
 test: install
 	$(BIN)/python -m pytest -q

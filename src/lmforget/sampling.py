@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from lmforget.atomic import atomic_path
-from lmforget.data.types import UpstreamExample, UpstreamSet
+from lmforget.data.types import UpstreamSet
 from lmforget.errors import LmforgetError
 
 SAMPLER_VERSION = 1  # bump when the sampling procedure changes: old caches are then not reused

@@ -15,7 +15,6 @@ next to every prediction RMSE.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +74,11 @@ def render(result: dict) -> str:
     noise = result.get("noise")
     floor = (f"{noise['replicate_rmse']:.4f} (single run {noise['single_run_noise']:.4f})" if noise
              else "n/a (noise run not finished)")
-    lines = [f"# Predicting forgetting of unseen tasks ({result['shape'][0]} tasks x {result['shape'][1]} examples)", "",
+    m, n = result["shape"]
+    lines = [f"# Predicting forgetting of unseen tasks ({m} tasks x {n} examples)", "",
              f"RMSE x 1 (nats/token) of the unrevealed entries, mean +- std over {result['seeds']} reveal seeds. "
-             f"Replicate RMSE (noise floor) on {len(noise['tasks']) if noise else 0} tasks fine-tuned twice: {floor}.", ""]
+             f"Replicate RMSE (noise floor) on {len(noise['tasks']) if noise else 0} tasks fine-tuned twice: "
+             f"{floor}.", ""]
     ks = list(result["fixed"])
     lines += ["## Fixed 10-task split", "", "| method | " + " | ".join(f"k = {k}" for k in ks) + " | replicate RMSE |",
               "|---|" + "---:|" * (len(ks) + 1)]

@@ -90,13 +90,15 @@ def summarize(cells: list[dict]) -> tuple[list[dict], str]:
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['lr']:g} | {r['n_task']} | {r['n_rep'] or ''} | {fmt(r['none'])} | "
-                     f"{fmt(r['random'])} | {fmt(r['replay_token_share'], '.1%')} | {'yes' if r['restores'] else 'no'} |")
+                     f"{fmt(r['random'])} | {fmt(r['replay_token_share'], '.1%')} | "
+                     f"{'yes' if r['restores'] else 'no'} |")
     return rows, "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=Path, required=True, help="the study's run folder (matrix/ supplies data and base scores)")
+    ap.add_argument("--runs", type=Path, required=True,
+                    help="the study's run folder (matrix/ supplies data and base scores)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
     ap.add_argument("--n-task", default="24,96,384", help="task examples per fine-tuning (one pass)")

@@ -2,7 +2,8 @@
 
 Upstream: {"id"?, "text" | "messages", "source"?, "answer"?, "input_ids"? + "prompt_len"?}; a
 missing id becomes the record's position; `input_ids` (self-sampled data) are the exact tokens, of
-which the first `prompt_len` are unscored context. Tasks: {"task", "group"?, "prompt" + "completion" | "messages", "system"?, "split"?}
+which the first `prompt_len` are unscored context.
+Tasks: {"task", "group"?, "prompt" + "completion" | "messages", "system"?, "split"?}
 where split is "train" (default) or "eval".
 """
 

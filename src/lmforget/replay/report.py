@@ -36,7 +36,8 @@ def _verdict(results: dict) -> list[str]:
     for name, m in methods.items():
         z = m.get("vs_zero") or {}
         if z.get("adaptation"):
-            lines.append(f"- **Warning: {name} ends below the base model** (held-out change {_num(m['mean_increase'])}, "
+            lines.append(f"- **Warning: {name} ends below the base model** "
+                         f"(held-out change {_num(m['mean_increase'])}, "
                          f"t-test against 0 p = {_num(z.get('t_p'), '.3g')}): it learned the upstream data "
                          "(adaptation, overshoot), which restoring what was forgotten cannot do; its numbers "
                          "do not measure mitigation.")
