@@ -63,6 +63,7 @@ class Study:
     split: HeldoutSplit
     base_nll: np.ndarray  # [N] base-model NLL of every column (NaN = undefined)
     probes: np.ndarray  # the online methods' fixed probe columns: never replayed by any method
+    probe_base_nll: np.ndarray | None = None  # base-model NLL of the probes, scored by the driver
 
     # ----------------------------------------------------------------- columns
     @property
@@ -233,17 +234,22 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def _probe_base(study: Study, model, tokenizer, probe_cols: np.ndarray) -> np.ndarray:
-    """Base-model NLL of the probes, scored once with the study's scorer and kept in probes.parquet."""
+def _probe_base(study: Study) -> np.ndarray:
+    """Base-model NLL of the probes, scored once with the study's scorer and kept in probes.parquet.
+
+    Called by the driver before any cell is dispatched, so workers never write the study folder.
+    """
+    from lmforget.models import load_recipe_model
     from lmforget.scoring.upstream import score_upstream
 
     path = study.out / "probes.parquet"
-    ids = [study.upstream.examples[int(c)].id for c in probe_cols]
+    ids = [study.upstream.examples[int(c)].id for c in study.probes]
     if path.is_file():
         frame = pd.read_parquet(path)
         if list(frame["id"]) == ids:
             return frame["nll"].to_numpy(np.float64)
-    frame = score_upstream(model, tokenizer, UpstreamSet([study.upstream.examples[int(c)] for c in probe_cols]),
+    model, tokenizer = load_recipe_model(study.recipe)
+    frame = score_upstream(model, tokenizer, UpstreamSet([study.upstream.examples[int(c)] for c in study.probes]),
                            study.recipe.score, progress=False)
     write_table(path, frame)
     return frame["nll"].to_numpy(np.float64)
@@ -318,7 +324,7 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         probe_cols = study.probes
         target = OnlineTarget(
             upstream=study.upstream.examples, probe_cols=probe_cols,
-            base_probe_nll=_probe_base(study, model, tokenizer, probe_cols), Z_train=study.train_rows(task_name),
+            base_probe_nll=study.probe_base_nll, Z_train=study.train_rows(task_name),
             candidates=pool, completer=method.completer, strategy=method.strategy, n=n_rep, seed=seed,
             tokenizer=tokenizer, temperature=cfg.temperature, group=cfg.mir_group,
             score_options={"max_length": study.recipe.score.max_length,
@@ -394,6 +400,8 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
     by_key = {f"{t} / {m.name}": (t, m) for t, m in todo}
     failed: dict[str, str] = {}
+    if any(m.source == "online" for _, m in todo) and study.probe_base_nll is None:
+        study.probe_base_nll = _probe_base(study)  # here, in the driver: workers write nothing
     with open_executor(exe_cfg) as ex:
         shared = ex.put(study)  # once: matrix, upstream set and tasks travel to the object store one time
         units = [(key, (shared, t, m, progress and ex.kind == "local")) for key, (t, m) in by_key.items()]
