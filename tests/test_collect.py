@@ -214,3 +214,20 @@ def test_report_of_a_run_directory(tiny_run: Path, tmp_path: Path, capsys) -> No
     shown = {data["ex"]["ids"][int(j)]: t for j, t in data["texts"].items()}
     assert {ex.id: ex.text for ex in Run.open(run_dir).upstream()} == shown
     assert [r["method"] for r in data["predict"]["rows"]] == ["colmean", "additive", "knn", "mf", "lowrank"]
+
+
+def test_resume_restores_removed_data_copies_and_keeps_rows(tiny_run: Path, tmp_path: Path) -> None:
+    """A run folder kept without its data/ copies (e.g. results committed, inputs left out) resumes."""
+    import shutil
+
+    run_dir = tmp_path / "kept"
+    shutil.copytree(tiny_run, run_dir)
+    upstream_before = (run_dir / "data" / "upstream.jsonl").read_bytes()
+    shutil.rmtree(run_dir / "data")
+    rows = sorted((run_dir / "rows").glob("*.parquet"))
+    mtimes = [p.stat().st_mtime_ns for p in rows]
+    assert main(["collect", "tiny", "-o", str(run_dir), "-q"]) == 0
+    assert (run_dir / "data" / "upstream.jsonl").read_bytes() == upstream_before
+    assert [p.stat().st_mtime_ns for p in rows] == mtimes  # nothing was recomputed
+    np.testing.assert_array_equal(ForgettingMatrix.load(run_dir / "matrix.npz").Z,
+                                  ForgettingMatrix.load(tiny_run / "matrix.npz").Z)

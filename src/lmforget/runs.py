@@ -211,6 +211,8 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
         _check_compatible(path, run.manifest.get("fingerprints", {}), fps)
         known = set(run.task_names)
         if all(t.name in known for t in tasks) and len(known) == len(tasks):
+            if is_main and not all((path / "data" / f).is_file() for f in ("upstream.jsonl", "tasks.jsonl")):
+                _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
             return run
     elif path.exists() and any(path.iterdir()):
         raise LmforgetError(f"{path} exists, is not empty and is not a run directory; choose a new -o directory")
@@ -225,12 +227,17 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     }
     if is_main:
         path.mkdir(parents=True, exist_ok=True)
-        write_jsonl(path / "data" / "upstream.jsonl", (ex.to_json() for ex in upstream))
-        write_jsonl(path / "data" / "tasks.jsonl", (
-            {"task": t.name, "group": t.group, "split": split, **ex.to_json()}
-            for t in tasks for split, items in (("train", t.train), ("eval", t.eval)) for ex in items))
+        _write_data(path, upstream, tasks)
         write_json(mpath, manifest)  # last: the manifest marks a complete directory
     return Run(path, manifest)
+
+
+def _write_data(path: Path, upstream: UpstreamSet, tasks: list[TaskSet]) -> None:
+    """The run's copies of its inputs (data/), which `Run.upstream` and `Run.tasks` read back."""
+    write_jsonl(path / "data" / "upstream.jsonl", (ex.to_json() for ex in upstream))
+    write_jsonl(path / "data" / "tasks.jsonl", (
+        {"task": t.name, "group": t.group, "split": split, **ex.to_json()}
+        for t in tasks for split, items in (("train", t.train), ("eval", t.eval)) for ex in items))
 
 
 def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:
