@@ -73,23 +73,28 @@ def make_corpus(root: Path, gb: float, seed: int = 0) -> tuple[int, int, int]:
 # --- the methods: each draws a uniform sample of n documents from every shard ----------------------
 
 
-def plain(files: list[str], n: int, seed: int) -> list[str]:
-    """gzip + json, one line at a time, reservoir sampling (Algorithm R) of the documents."""
+def reservoir_ids(docs, n: int, seed: int) -> list[str]:
+    """Reservoir sampling (Algorithm R) of n documents from a stream; the peers' sampler."""
     rng = random.Random(seed)
     keep: list[dict] = []
-    i = 0
-    for f in files:
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                doc = json.loads(line)
-                if i < n:
-                    keep.append(doc)
-                else:
-                    j = rng.randrange(i + 1)
-                    if j < n:
-                        keep[j] = doc
-                i += 1
+    for i, doc in enumerate(docs):
+        if i < n:
+            keep.append(doc)
+        else:
+            j = rng.randrange(i + 1)
+            if j < n:
+                keep[j] = doc
     return [doc["id"] for doc in keep]
+
+
+def plain(files: list[str], n: int, seed: int) -> list[str]:
+    """gzip + json, one line at a time, reservoir sampling of the documents."""
+    def docs():
+        for f in files:
+            with gzip.open(f, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    yield json.loads(line)
+    return reservoir_ids(docs(), n, seed)
 
 
 def hf_streaming(files: list[str], n: int, seed: int) -> list[str]:
@@ -98,16 +103,7 @@ def hf_streaming(files: list[str], n: int, seed: int) -> list[str]:
 
     datasets.disable_progress_bars()
     ds = datasets.load_dataset("json", data_files=files, split="train", streaming=True)
-    rng = random.Random(seed)
-    keep: list[dict] = []
-    for i, doc in enumerate(ds):
-        if i < n:
-            keep.append(doc)
-        else:
-            j = rng.randrange(i + 1)
-            if j < n:
-                keep[j] = doc
-    return [doc["id"] for doc in keep]
+    return reservoir_ids(ds, n, seed)
 
 
 def ours(root: str, n: int, seed: int, workers: int) -> list[str]:
