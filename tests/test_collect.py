@@ -112,6 +112,51 @@ def test_run_from_different_data_is_refused(tiny_run: Path, capsys) -> None:
     assert "different upstream data" in err and len(err.strip().splitlines()) == 1
     code, err = _cli(["collect", "tiny", "-o", str(tiny_run), "-q", "finetune.lr=0.5"], capsys)
     assert code == 2 and "different fine-tuning settings" in err
+    code, err = _cli(["collect", "tiny", "-o", str(tiny_run), "-q", "score.dtype=bfloat16"], capsys)
+    assert code == 2 and "different scoring precision (float32 != bfloat16)" in err
+
+
+def test_batching_and_memory_settings_do_not_change_a_runs_identity(tiny_run: Path, capsys) -> None:
+    """Per-device batch, checkpointing and scoring batch lay work out on hardware; a run may finish with others."""
+    rows = sorted((tiny_run / "rows").glob("*.parquet"))
+    mtimes = [p.stat().st_mtime_ns for p in rows]
+    code, err = _cli(["collect", "tiny", "-o", str(tiny_run), "-q", "finetune.batch_size=1",
+                      "finetune.gradient_checkpointing=true", "score.batch_size=3", "score.token_budget=64"], capsys)
+    assert code == 0, err
+    assert [p.stat().st_mtime_ns for p in rows] == mtimes
+
+
+@pytest.mark.parametrize("key", ["objective", "score_dtype"])
+def test_run_from_an_older_lmforget_is_refused(key: str, tiny_run: Path, tmp_path: Path, capsys) -> None:
+    """A run whose manifest does not record how it trained or scored is not resumed with today's code."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["fingerprints"][key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    code, err = _cli(["collect", "tiny", "-o", str(old), "-q"], capsys)
+    assert code == 2 and "older lmforget that did not record its" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_unit_scores_at_the_precision_resolved_once(tmp_path: Path, monkeypatch) -> None:
+    """`score.dtype: auto` is resolved by the driver and handed to the units (never re-resolved per worker)."""
+    import lmforget.collect as collect_mod
+    from lmforget.config import load_recipe
+
+    seen = []
+    real = collect_mod.score_upstream
+
+    def spy(model, tokenizer, upstream, cfg, *args, **kwargs):
+        seen.append(cfg.dtype)
+        return real(model, tokenizer, upstream, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(collect_mod, "score_upstream", spy)
+    recipe = load_recipe("tiny", ["score.dtype=auto", "finetune.steps=1"])
+    collect_mod.collect(recipe, tmp_path / "r", progress=False)
+    assert seen and set(seen) == {"float32"}
+    assert Run.open(tmp_path / "r").manifest["fingerprints"]["score_dtype"] == "float32"
 
 
 def _bad_jsonl(tmp_path: Path) -> Path:

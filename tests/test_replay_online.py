@@ -130,3 +130,22 @@ def test_mixture_counts_the_loss_tokens_replay_took(tiny_tokenizer) -> None:
     assert share["replay_example_share"] == pytest.approx(2 / 11)
     only = ReplayMixture([], UPSTREAM[:2], tiny_tokenizer, 64)  # replay-only: no task examples
     assert len(only) == 2
+
+
+def test_example_mean_loss_does_not_depend_on_gradient_accumulation() -> None:
+    """'example' weighting: 1 example x 4 accumulation steps trains the same weights as 4 examples x 1."""
+    import torch
+
+    from lmforget.models import load_model
+
+    start = torch.cat([p.detach().flatten() for p in load_model("tiny:llama", device="cpu", seed=0)[0].parameters()])
+    weights = []
+    for batch_size in (4, 1):
+        model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+        cfg = CFG.model_copy(update={"batch_size": batch_size, "max_grad_norm": 1e9, "warmup_steps": 0})
+        mixture = ReplayMixture.build(tokenizer, TASK, cfg, UPSTREAM[:2])
+        train(model, tokenizer, mixture, cfg, max_steps=1, progress=False,
+              trainer_cls=MixtureTrainer.weighted("example"))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert float((weights[0] - start).abs().max()) > 1e-4  # the step moved the weights
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)

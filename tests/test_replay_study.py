@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from lmforget.cli import main
+from lmforget.errors import LmforgetError
 from lmforget.probe import Probe, write_probe
 from lmforget.runs import Run
 
@@ -130,7 +131,8 @@ def test_study_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
     _fails(["replay", "tiny", "-o", str(out)], capsys, "no 'replay:' section", out)
     _fails(base + ["model.name=tiny:gpt2"], capsys, "'model' section differs", out)
     _fails(base + ["finetune.lr=0.5"], capsys, "'finetune' section differs", out)
-    _fails(base + ["score.batch_size=3"], capsys, "'score' section differs", out)
+    _fails(base + ["score.max_length=100"], capsys, "'score' section differs", out)
+    _fails(base + ["score.dtype=bfloat16"], capsys, "differs from the precision run", out)
     _fails(base + ["replay.rate=2"], capsys, "'replay.rate'", out)
 
 
@@ -144,6 +146,26 @@ def test_replay_recipe_takes_model_data_and_finetuning_from_its_run(tiny_run: Pa
     for section in ("model", "upstream", "tasks", "finetune", "score", "seed"):
         assert getattr(r, section) == getattr(ran, section)
     assert r.finetune == load_recipe("tiny").finetune  # the run was made with `tiny`
+    # batching is not science: a study may use other batch sizes than its run
+    r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", "finetune.batch_size=1", "score.batch_size=3"])
+    assert (r.finetune.batch_size, r.score.batch_size) == (1, 3)
+
+
+def test_study_scores_at_the_runs_recorded_precision(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from lmforget.replay.study import load_study_recipe, open_study
+
+    r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", "score.dtype=auto"])
+    assert open_study(r, tmp_path / "s").recipe.score.dtype == Run.open(tiny_run).manifest["fingerprints"]["score_dtype"]
+    old = tmp_path / "old-run"  # a run from before the precision and training objective were recorded
+    shutil.copytree(tiny_run, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["fingerprints"]["score_dtype"], manifest["fingerprints"]["objective"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    r = load_study_recipe("replay-tiny", [f"replay.run={old}"])
+    with pytest.raises(LmforgetError, match="older lmforget that did not record its objective and score_dtype"):
+        open_study(r, tmp_path / "s2")
 
 
 # ----------------------------------------------------------------- replay-set

@@ -122,7 +122,9 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     from lmforget.status import Tracker
 
     exe_cfg = executor or recipe.executor
-    recipe = recipe.model_copy(update={"executor": exe_cfg})  # units read gpus_per_task from it
+    dtype = scoring_dtype(recipe, exe_cfg)  # resolved once, here: every unit scores at the run's precision
+    recipe = recipe.model_copy(update={"executor": exe_cfg,  # units read gpus_per_task from it
+                                       "score": recipe.score.model_copy(update={"dtype": dtype})})
     state = PartialState()
     failed: dict[str, str] = {}
     with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
@@ -130,8 +132,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
         model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
         if recipe.model.chat_template != "auto":  # the template changes every encoded example
             model_fp += f"+template:{recipe.model.chat_template}"
-        run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, is_main=state.is_main_process,
-                          score_dtype=scoring_dtype(recipe, exe_cfg))
+        run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, dtype, is_main=state.is_main_process)
         done = set(run.finished())
         todo = [t for t in tasks if t.name not in done]
         from lmforget.data.load import describe_counts

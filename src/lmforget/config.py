@@ -11,7 +11,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +54,13 @@ class LoraConfig(_Strict):
     target_modules: str | list[str] = "all-linear"
 
 
+# What training computes beyond its settings, recorded in every run's fingerprints; bump it when the code
+# changes that (a run is never finished with rows trained two ways). 1: loss on the answer only, weights
+# trained in the checkpoint's dtype. 2: loss also on the end-of-turn/EOS tokens after the answer, fp32
+# master weights with bf16 autocast on CUDA.
+TRAINING_OBJECTIVE = 2
+
+
 class FinetuneConfig(_Strict):
     """The paper's recipe knobs (docs/protocol.md section 3); defaults are the paper's."""
 
@@ -74,6 +81,14 @@ class FinetuneConfig(_Strict):
     seed: int = 0
     lora: LoraConfig = Field(default_factory=LoraConfig)
     deepspeed: str | None = None  # a DeepSpeed JSON config path, passed to TrainingArguments
+
+    # How the work is laid out on the hardware, not what is computed: left out of run fingerprints, so a
+    # run can be finished with a smaller per-device batch, checkpointing or another ZeRO stage.
+    HARDWARE_ONLY: ClassVar[tuple[str, ...]] = ("batch_size", "gradient_checkpointing", "deepspeed")
+
+    def science(self) -> dict:
+        """The settings that decide what training computes (the fingerprinted part)."""
+        return self.model_dump(mode="json", exclude=set(self.HARDWARE_ONLY))
 
 
     def grad_accum(self, world_size: int = 1) -> int:
@@ -97,6 +112,13 @@ class ScoreConfig(_Strict):
     # Scoring precision, separate from training: auto = bf16 on CUDA, fp32 on CPU. The base model and
     # every fine-tuned model are cast to it before scoring, so before and after are measured alike.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    # Batching only (what is computed does not change): left out of run fingerprints. `dtype` is kept
+    # resolved (auto -> bfloat16 or float32) under its own fingerprint key.
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("batch_size", "token_budget", "dtype")
+
+    def science(self) -> dict:
+        return self.model_dump(mode="json", exclude=set(self.NOT_FINGERPRINTED))
 
 
 class ExecutorConfig(_Strict):

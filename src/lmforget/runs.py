@@ -28,7 +28,7 @@ import pandas as pd
 
 from lmforget import __version__
 from lmforget.atomic import atomic_path, write_json, write_jsonl
-from lmforget.config import Recipe, recipe_from_dict
+from lmforget.config import TRAINING_OBJECTIVE, Recipe, recipe_from_dict
 from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
@@ -172,27 +172,33 @@ def _upstream_from_json(rec: dict) -> UpstreamExample:
 
 
 def _fingerprints(recipe: Recipe, upstream: UpstreamSet, tasks: list[TaskSet], model_fp: str,
-                  score_dtype: str | None) -> dict:
-    score = recipe.score.model_dump(mode="json")
-    score.pop("dtype")  # kept resolved (auto -> bf16 or fp32) under score_dtype
-    fps = {
+                  score_dtype: str) -> dict:
+    def digest(data) -> str:
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    return {
         "model": model_fp,
         "upstream": upstream.fingerprint()[:16],
-        "scorer": hashlib.sha256(json.dumps({"score": score}, sort_keys=True).encode()).hexdigest()[:16],
-        "finetune": recipe.fingerprint("finetune", "seed"),
+        "scorer": digest({"score": recipe.score.science()}),
+        "finetune": digest({"finetune": recipe.finetune.science(), "seed": recipe.seed}),
+        "objective": TRAINING_OBJECTIVE,
+        "score_dtype": score_dtype,
         "tasks": {t.name: task_fingerprint(t) for t in tasks},
     }
-    if score_dtype is not None:
-        fps["score_dtype"] = score_dtype
-    return fps
+
+
+_FINGERPRINT_LABELS = {"model": "model", "upstream": "upstream data", "scorer": "scorer settings",
+                       "finetune": "fine-tuning settings", "objective": "training objective (loss mask, "
+                       "master weights)", "score_dtype": "scoring precision"}
 
 
 def _check_compatible(path: Path, old: dict, new: dict) -> None:
-    labels = {"model": "model", "upstream": "upstream data", "scorer": "scorer settings",
-              "finetune": "fine-tuning settings", "score_dtype": "scoring precision"}
-    for key, label in labels.items():
-        if key in old and old.get(key) != new.get(key):
-            raise LmforgetError(f"{path} was made with different {label} ({old.get(key)} != {new.get(key)}); "
+    for key, label in _FINGERPRINT_LABELS.items():
+        if key not in old:
+            raise LmforgetError(f"{path} was made by an older lmforget that did not record its {label}; its rows "
+                                "cannot be trusted to match new ones: use a new output directory")
+        if old[key] != new[key]:
+            raise LmforgetError(f"{path} was made with different {label} ({old[key]} != {new[key]}); "
                                 "use a new output directory or restore the original recipe")
     for name, fp in old.get("tasks", {}).items():
         if name in new["tasks"] and new["tasks"][name] != fp:
@@ -201,7 +207,7 @@ def _check_compatible(path: Path, old: dict, new: dict) -> None:
 
 
 def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, tasks: list[TaskSet],
-                model_fp: str, is_main: bool = True, score_dtype: str | None = None) -> Run:
+                model_fp: str, score_dtype: str, is_main: bool = True) -> Run:
     """Create the run directory, or check that an existing one was made from the same inputs."""
     path = Path(run_dir)
     fps = _fingerprints(recipe, upstream, tasks, model_fp, score_dtype)

@@ -51,7 +51,10 @@ class MixtureTrainer(Trainer):
         if self.loss_weighting == "token":
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: Trainer divides by accumulation steps
+        # A per-micro-batch mean, which Trainer must divide by the accumulation steps: newer transformers
+        # read `loss_is_scaled_for_ga`, older 5.x releases divide whenever the model takes no loss kwargs.
+        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False
         labels = inputs["labels"]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         logits = outputs.logits[:, :-1].float()

@@ -33,7 +33,8 @@ from pydantic import ValidationError
 
 from lmforget import __version__
 from lmforget.atomic import finite, write_json
-from lmforget.config import ExecutorConfig, Recipe, ReplayConfig, load_recipe_data, merge, recipe_error, validate_recipe
+from lmforget.config import (TRAINING_OBJECTIVE, ExecutorConfig, Recipe, ReplayConfig, load_recipe_data, merge,
+                             recipe_error, validate_recipe)
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
@@ -105,13 +106,38 @@ def _section(recipe: Recipe, name: str):
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
+def _comparable(recipe: Recipe, name: str):
+    """A section as far as it decides the numbers (batching and hardware layout may differ from the run's)."""
+    if name in ("finetune", "score"):
+        return getattr(recipe, name).science()
+    return _section(recipe, name)
+
+
 def _check_run_matches(recipe: Recipe, run: Run) -> None:
     ran = run.recipe
     for name in _SAME_AS_RUN:
-        if _section(ran, name) != _section(recipe, name):
+        if _comparable(ran, name) != _comparable(recipe, name):
             raise LmforgetError(f"recipe {recipe.name!r}: its {name!r} section differs from the one run "
                                 f"{run.path} was made with; a replay study uses the run's model, data, "
                                 "fine-tuning and scorer (drop the section, or point replay.run at a matching run)")
+
+
+def _pin_to_run(recipe: Recipe, run: Run) -> Recipe:
+    """The recipe scoring at the run's recorded precision, after checking that the run was trained the way
+    this lmforget trains (the study's increases are measured against the run's base scores)."""
+    fps = run.manifest.get("fingerprints", {})
+    missing = [k for k in ("objective", "score_dtype") if k not in fps]
+    if missing:
+        raise LmforgetError(f"run {run.path} was made by an older lmforget that did not record its "
+                            f"{' and '.join(missing)}; collect it again in a new directory")
+    if fps["objective"] != TRAINING_OBJECTIVE:
+        raise LmforgetError(f"run {run.path} was trained with training objective {fps['objective']}, this "
+                            f"lmforget trains with {TRAINING_OBJECTIVE}; collect it again in a new directory")
+    dtype = fps["score_dtype"]
+    if recipe.score.dtype not in ("auto", dtype):
+        raise LmforgetError(f"score.dtype={recipe.score.dtype} differs from the precision run {run.path} was "
+                            f"scored at ({dtype}); drop it")
+    return recipe.model_copy(update={"score": recipe.score.model_copy(update={"dtype": dtype})})
 
 
 def _open_run(recipe_name: str, cfg: ReplayConfig) -> Run:
@@ -163,6 +189,7 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy)
     run = _open_run(recipe.name, cfg)
     _check_run_matches(recipe, run)
+    recipe = _pin_to_run(recipe, run)
     matrix = run.matrix()
     upstream = run.upstream()
     tasks = {t.name: t for t in run.tasks()}
