@@ -157,7 +157,8 @@ def test_study_scores_at_the_runs_recorded_precision(tiny_run: Path, tmp_path: P
     from lmforget.replay.study import load_study_recipe, open_study
 
     r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", "score.dtype=auto"])
-    assert open_study(r, tmp_path / "s").recipe.score.dtype == Run.open(tiny_run).manifest["fingerprints"]["score_dtype"]
+    recorded = Run.open(tiny_run).manifest["fingerprints"]["score_dtype"]
+    assert open_study(r, tmp_path / "s").recipe.score.dtype == recorded
     old = tmp_path / "old-run"  # a run from before the precision and training objective were recorded
     shutil.copytree(tiny_run, old)
     manifest = json.loads((old / "manifest.json").read_text())

@@ -33,8 +33,16 @@ from pydantic import ValidationError
 
 from lmforget import __version__
 from lmforget.atomic import finite, write_json
-from lmforget.config import (TRAINING_OBJECTIVE, ExecutorConfig, Recipe, ReplayConfig, load_recipe_data, merge,
-                             recipe_error, validate_recipe)
+from lmforget.config import (
+    TRAINING_OBJECTIVE,
+    ExecutorConfig,
+    Recipe,
+    ReplayConfig,
+    load_recipe_data,
+    merge,
+    recipe_error,
+    validate_recipe,
+)
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
