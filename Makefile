@@ -3,9 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# On a GPU machine: make install TORCH_SPEC='torch==2.13.0' TORCH_PIP_ARGS='--index-url <your CUDA index>'
+# The CPU build comes from PyTorch's CPU index when it is reachable (on PyPI, Linux torch is the CUDA
+# build with GBs of NVIDIA libraries); where it is not (an offline mirror), the package index decides.
+# On a GPU machine: make install TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cu128'
 TORCH_SPEC ?= torch==2.13.0
-TORCH_PIP_ARGS ?=
+CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_PIP_ARGS ?= $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(CPU_INDEX)/', timeout=5)" \
+	>/dev/null 2>&1 && echo --extra-index-url $(CPU_INDEX))
 EXTRAS ?= dev,demo,ray
 
 .PHONY: install resources demo lint test test-slow bench clean

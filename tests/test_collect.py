@@ -276,3 +276,28 @@ def test_resume_restores_removed_data_copies_and_keeps_rows(tiny_run: Path, tmp_
     assert [p.stat().st_mtime_ns for p in rows] == mtimes  # nothing was recomputed
     np.testing.assert_array_equal(ForgettingMatrix.load(run_dir / "matrix.npz").Z,
                                   ForgettingMatrix.load(tiny_run / "matrix.npz").Z)
+
+
+def test_a_base_failure_is_recorded_then_cleared_when_the_base_succeeds(tmp_path: Path, monkeypatch) -> None:
+    import lmforget.collect as collect_mod
+    from lmforget.config import load_recipe
+    from lmforget.errors import LmforgetError
+    from lmforget.status import run_status
+
+    recipe = load_recipe("tiny", ["finetune.steps=1"])
+    real = collect_mod.score_base
+
+    def broken(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(collect_mod, "score_base", broken)
+    with pytest.raises(LmforgetError, match="<base>"):
+        collect_mod.collect(recipe, tmp_path / "r", progress=False)
+    error = tmp_path / "r" / "rows" / "base.error.json"
+    assert "disk on fire" in json.loads(error.read_text())["error"]
+    monkeypatch.setattr(collect_mod, "score_base", real)
+    collect_mod.collect(recipe, tmp_path / "r", progress=False)
+    assert not error.exists()
+    assert not list((tmp_path / "r" / "rows").glob("*.error.json"))
+    status = run_status(tmp_path / "r")
+    assert status["base_scored"] and status["counts"]["failed"] == 0

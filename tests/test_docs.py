@@ -10,10 +10,19 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".toml", ".txt", ".cfg", ""}
 
 
 def _repo_files() -> list[Path]:
-    roots = [ROOT / d for d in ("src", "tests", "benchmarks", "docs", ".ci")]
-    files = [p for r in roots if r.is_dir() for p in r.rglob("*") if p.is_file()]
-    files += [ROOT / n for n in ("README.md", "Makefile", "pyproject.toml") if (ROOT / n).is_file()]
-    return [p for p in files if p.suffix in TEXT_SUFFIXES and "__pycache__" not in p.parts]
+    """The repository's own text files: tracked ones in a git checkout (build output such as *.egg-info
+    is not the repository's), else every file under its top folders."""
+    import subprocess
+
+    tops = ("src", "tests", "benchmarks", "docs", "studies", ".ci")
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        files = [ROOT / n for n in listed.decode().split("\0") if n]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for d in tops if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*") if p.is_file()]
+        files += [ROOT / n for n in ("README.md", "Makefile", "pyproject.toml")]
+    return [p for p in files if p.is_file() and p.suffix in TEXT_SUFFIXES and "__pycache__" not in p.parts
+            and not any(part.endswith(".egg-info") for part in p.parts)]
 
 
 def test_no_file_refers_to_documents_outside_the_repository() -> None:

@@ -181,6 +181,31 @@ def replay_set_inputs(tiny_run: Path, tmp_path: Path) -> tuple[Path, Path, Path]
     return z_path, probe, tiny_run / "data" / "upstream.jsonl"
 
 
+def test_replay_set_of_self_sampled_examples_keeps_their_token_ids(replay_set_inputs, tmp_path: Path) -> None:
+    """Self-sampled data is replayed as the drawn ids with only the continuation trained, never as text."""
+    from lmforget.data.load import load_upstream_arg
+
+    z_path, probe, data = replay_set_inputs
+    sampled = tmp_path / "sampled.jsonl"
+    rng = np.random.default_rng(0)
+    with sampled.open("w") as fh:
+        for ex in load_upstream_arg(str(data)):
+            ids = rng.integers(5, 100, size=12).tolist()
+            fh.write(json.dumps({"id": ex.id, "text": "decoded, for reading", "input_ids": ids, "prompt_len": 4})
+                     + "\n")
+    given = {ex.id: ex.input_ids for ex in load_upstream_arg(str(sampled))}
+    out = tmp_path / "replay.jsonl"
+    assert main(["replay-set", str(z_path), "--probe", str(probe), "--upstream", str(sampled), "--budget", "5",
+                 "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5
+    for r in rows:
+        assert tuple(r["input_ids"]) == given[r["id"]] and r["prompt_len"] == 4
+        assert r["completion_mask"] == [0] * 4 + [1] * 8
+    again = {ex.id: ex for ex in load_upstream_arg(str(out))}  # lmforget reads its own output back exactly
+    assert all(again[r["id"]].input_ids == given[r["id"]] and again[r["id"]].prompt_len == 4 for r in rows)
+
+
 def test_replay_set_writes_trl_ready_jsonl(replay_set_inputs, tmp_path: Path, capsys) -> None:
     z_path, probe, data = replay_set_inputs
     out = tmp_path / "replay.jsonl"

@@ -130,6 +130,7 @@ def test_self_sampled_upstream_is_cached_under_its_fingerprint(tmp_path, monkeyp
     cache = tmp_path / "cache"
     first = self_sampled_upstream(_spec(tmp_path), "tiny:llama", cache=cache, progress=False)
     assert len(list(cache.iterdir())) == 1
+    assert (first.stats["read"], first.stats["chosen"]) == (6, 6)  # the contexts' counts reach the logs
     for ex in first:
         assert len(ex.input_ids) - ex.prompt_len == 5
         assert ex.input_ids[:ex.prompt_len] == tuple(tiny_tokenizer(ex.id.replace("c", "Sentence number ")

@@ -119,7 +119,7 @@ def _run_dir(tmp_path, ups, tasks):
     from lmforget.config import load_recipe
     from lmforget.runs import prepare_run, write_row, write_table
 
-    run = prepare_run(load_recipe("tiny"), tmp_path / "run", ups, tasks, model_fp="test")
+    run = prepare_run(load_recipe("tiny"), tmp_path / "run", ups, tasks, model_fp="test", score_dtype="float32")
     rng = np.random.default_rng(0)
     base = pd.DataFrame({"id": ups.ids, "nll": rng.uniform(2, 4, len(ups)), "n_tokens": 9})
     write_table(run.path / "base.parquet", base)

@@ -194,7 +194,7 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
         text = tokenizer.decode(list(ids), skip_special_tokens=False)  # for reading only; ids are the data
         examples.append(replace(ex, text=text, input_ids=ids, prompt_len=len(p),
                                 source=ex.source or "self-sampled"))
-    return UpstreamSet(examples, name=spec.name or "self-sampled")
+    return UpstreamSet(examples, name=spec.name or "self-sampled", stats=dict(contexts.stats))  # the contexts' counts
 
 
 def _read_cache(path: Path, ids: Sequence[str], new_tokens: int) -> list[list[int]] | None:

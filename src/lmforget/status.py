@@ -36,18 +36,24 @@ class Tracker:
         self.state["running"][key] = time.time()
         self._save()
 
-    def finished(self, key: str) -> None:
-        self.state["running"].pop(key, None)
-        self._save()
-
-    def failed(self, key: str, error: str, detail: str) -> None:
+    def _error_path(self, key: str) -> Path:
         from lmforget.runs import task_slug
 
+        return self.path / "rows" / f"{'base' if key == '<base>' else task_slug(key)}.error.json"
+
+    def finished(self, key: str) -> None:
+        self._done(key)
         if self.enabled:
-            name = "base" if key == "<base>" else task_slug(key)
-            write_json(self.path / "rows" / f"{name}.error.json",
-                       {"task": key, "error": error, "traceback": detail, "time": time.time()})
-        self.finished(key)
+            self._error_path(key).unlink(missing_ok=True)  # an earlier failure of this unit is now history
+
+    def failed(self, key: str, error: str, detail: str) -> None:
+        if self.enabled:
+            write_json(self._error_path(key), {"task": key, "error": error, "traceback": detail, "time": time.time()})
+        self._done(key)
+
+    def _done(self, key: str) -> None:
+        self.state["running"].pop(key, None)
+        self._save()
 
     def close(self) -> None:
         self.state["running"] = {}

@@ -2,7 +2,7 @@
 
     python studies/smollm2-ni/predict.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results/prediction
 
-PROTOCOL.md section 5 on the study's matrix: colmean, additive, knn, mf, lowrank; k revealed entries
+docs/protocol.md section 5 on the study's matrix: colmean, additive, knn, mf, lowrank; k revealed entries
 per test row (without replacement), 10 seeds, mean +- std of the pooled RMSE of the unrevealed entries:
   - a fixed 10-task split (seeded random choice of 10 test tasks), k = 30, and RMSE against k in (10, 30, 100);
   - 5-fold cross-validation over tasks (seeded folds), k = 30.

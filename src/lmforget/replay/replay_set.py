@@ -5,8 +5,10 @@ Given a forgetting matrix of earlier tasks (Z.npz), a few measured entries of th
 fine-tuning on the new task, as `lmforget probe` measures it), and the upstream data, complete the
 row with a completer and choose `budget` examples. The output is one JSON object per line that
 TRL's SFTTrainer and `datasets.interleave_datasets` take directly: raw text -> {"text": ...},
-chats -> {"messages": [{"role", "content"}, ...]}, plus "id" and "score" (the predicted
-forgetting; drop both columns before interleaving with a dataset that lacks them).
+chats -> {"messages": [{"role", "content"}, ...]}, self-sampled examples -> their token ids
+{"input_ids", "completion_mask", "prompt_len"} (only the continuation is trained; `text` is for
+reading), plus "id" and "score" (the predicted forgetting; drop both columns before interleaving
+with a dataset that lacks them).
 """
 
 from __future__ import annotations
@@ -77,15 +79,30 @@ def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str,
                             f"with text and a prediction{', outside the held-out set' if heldout else ''})")
     picks = pool[select(strategy, row[pool], budget, seed=seed, temperature=temperature, group=group)]
     chosen = [by_id[str(matrix.examples[c])] for c in picks]
-    if len({ex.is_chat for ex in chosen}) > 1:
-        raise LmforgetError(f"--upstream {data}: mixes raw texts and chats; a replay set must have one shape "
-                            "(filter the data to one kind)")
-    records = []
-    for ex, c in zip(chosen, picks):
-        rec: dict = {"text": ex.text} if ex.text is not None else {"messages": [m.as_dict() for m in ex.messages]}
-        rec.update(id=ex.id, score=float(row[c]))
-        records.append(rec)
+    if len({_shape(ex) for ex in chosen}) > 1:
+        raise LmforgetError(f"--upstream {data}: mixes {' and '.join(sorted({_shape(ex) for ex in chosen}))}; a "
+                            "replay set must have one shape (filter the data to one kind)")
+    records = [{**_trainable(ex), "id": ex.id, "score": float(row[c])} for ex, c in zip(chosen, picks)]
     return ReplaySet(records, int(len(pool)), len(probe.ids), n_heldout, method, strategy)
+
+
+def _shape(ex) -> str:
+    return "chats" if ex.is_chat else "token ids" if ex.input_ids is not None else "raw texts"
+
+
+def _trainable(ex) -> dict:
+    """The fields a trainer needs to train on exactly what was scored.
+
+    Self-sampled examples keep their token ids (a decode/re-encode round trip changes them) with
+    `completion_mask` marking the continuation, the only part trained (TRL reads both; lmforget's
+    records format reads `input_ids` + `prompt_len`); `text` is there for reading."""
+    if ex.input_ids is not None:
+        n = len(ex.input_ids)
+        return {"input_ids": list(ex.input_ids), "prompt_len": ex.prompt_len,
+                "completion_mask": [0] * ex.prompt_len + [1] * (n - ex.prompt_len), "text": ex.text}
+    if ex.text is not None:
+        return {"text": ex.text}
+    return {"messages": [m.as_dict() for m in ex.messages]}
 
 
 def check_output(out: str | Path) -> Path:
