@@ -29,10 +29,12 @@ import time
 import numpy as np
 import torch
 
-from lmforget.collect import load_recipe_model, load_recipe_upstream, score_upstream
+from lmforget.collect import load_recipe_upstream
 from lmforget.config import load_recipe
 from lmforget.data import load_tasks
 from lmforget.finetune import build_train_set, plan_steps, train
+from lmforget.models import load_recipe_model
+from lmforget.scoring.upstream import score_upstream
 
 TASKS = ["winogrande_answer_generation", "qasc_topic_word_to_generate_related_fact",
          "multirc_correct_answer_single_sentence", "qasc_find_overlapping_words"]

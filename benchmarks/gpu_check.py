@@ -54,11 +54,11 @@ def collect_two_tasks(model: str, out: Path, cuda: bool) -> None:
 
 
 def scoring_throughput(model_name: str, device: str) -> None:
-    from lmforget.collect import score_upstream
     from lmforget.config import ScoreConfig
     from lmforget.data import load_upstream
     from lmforget.data.specs import upstream_spec
     from lmforget.models import load_model
+    from lmforget.scoring.upstream import score_upstream
 
     model, tok = load_model(model_name, device=device)
     up = load_upstream(upstream_spec({"format": "records", "path": "package:tiny/upstream.jsonl"}))

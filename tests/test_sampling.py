@@ -164,9 +164,10 @@ def test_spec_rules():
 
 
 def test_collect_scores_and_trains_the_continuation_only(tmp_path):
-    from lmforget.collect import collect, load_recipe_model
+    from lmforget.collect import collect
     from lmforget.config import load_recipe
     from lmforget.finetune import build_train_set
+    from lmforget.models import load_recipe_model
     from lmforget.runs import Run
 
     recipe = load_recipe("tiny", ["upstream=" + json.dumps(_spec(tmp_path)), "finetune.steps=1"])

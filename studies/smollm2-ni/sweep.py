@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from lmforget.atomic import write_json, write_text
-from lmforget.collect import load_recipe_model, score_upstream
 from lmforget.data import load_tasks
 from lmforget.data.types import UpstreamSet
 from lmforget.finetune import build_train_set, train
+from lmforget.models import load_recipe_model
 from lmforget.replay.heldout import split_heldout
 from lmforget.replay.mixture import ReplayMixture, mixture_steps, n_replay
 from lmforget.replay.online import MixtureTrainer
 from lmforget.replay.selection import select_random
 from lmforget.runs import Run, task_slug
+from lmforget.scoring.upstream import score_upstream
 
 DEFAULT_TASKS = ["qasc_answer_generation", "mctaco_answer_generation_event_duration"]
 
