@@ -46,3 +46,25 @@ def test_wikipedia_recipe_swaps_only_the_upstream_set() -> None:
     assert wiki.upstream.format == "wikipedia" and wiki.upstream.n == 1000 and wiki.upstream.contexts is None
     for section in ("model", "tasks", "finetune", "score", "seed"):
         assert getattr(wiki, section) == getattr(matrix, section), section
+
+
+def test_sweep_pairs_each_replay_rate_with_its_none_cell() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep", STUDY / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep.cell_name("t", 1e-4, 48, "none", 0.0) == sweep.cell_name("t", 1e-4, 48, "none", 0.5)
+    assert sweep.cell_name("t", 1e-4, 48, "random", 0.1667) != sweep.cell_name("t", 1e-4, 48, "random", 0.6667)
+
+    def cell(arm, n, rate, inc):
+        return {"task": "t", "lr": 1e-4, "n_task": n, "arm": arm, "rate": rate, "n_rep": int(n * rate) + 1,
+                "heldout_mean_increase": inc, "heldout_sem": 0.01, "replay_token_share": 0.3}
+
+    rows, md = sweep.summarize([cell("none", 48, 0, 0.07), cell("random", 48, 0.6667, 0.03),
+                                cell("random", 48, 0.1667, 0.10), cell("random", 48, 0.9, -0.02),
+                                cell("random", 192, 0.5, 0.01)])
+    assert [(r["n_task"], r["rate"], r["restores"]) for r in rows] == [
+        (48, 0.1667, False), (48, 0.6667, True), (48, 0.9, False), (192, 0.5, False)]  # 192 has no none cell yet
+    assert rows[1]["none"] == 0.07 and rows[3]["none"] is None
+    assert md.count("\n| t |") == 4

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command per part of the SmolLM2 x Natural-Instructions study (issue 12); see README.md here.
-#   studies/smollm2-ni/run.sh matrix|noise|analyze|predict|sweep|replay|wikipedia [--fg]
+#   studies/smollm2-ni/run.sh matrix|noise|analyze|predict|sweep|replay|wikipedia [--fg] [ARGS...]
 # Each part runs in the background (nohup, nice), logs to studies/smollm2-ni/logs/PART.log and is
 # resumable: run the same command again after an interruption and finished work is not redone.
 # THREADS (default 1): torch threads. On a busy 2-core machine one thread is several times faster than
@@ -8,7 +8,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-part="${1:?usage: run.sh matrix|noise|analyze|predict|sweep|replay|wikipedia [--fg]}"
+part="${1:?usage: run.sh matrix|noise|analyze|predict|sweep|replay|wikipedia [--fg] [ARGS...]}"
+shift
+fg=0
+extra=()  # further arguments go to the part's command (e.g. sweep.py --n-task 48,192)
+for a in "$@"; do
+  if [[ "$a" == "--fg" ]]; then fg=1; else extra+=("$a"); fi
+done
 py="${PYTHON:-python}"
 runs="$here/runs"
 results="$here/results"
@@ -23,9 +29,10 @@ case "$part" in
   wikipedia) cmd=("$py" -m lmforget collect "$here/wikipedia.yaml" -o "$runs/wikipedia") ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
+cmd+=("${extra[@]}")
 export OMP_NUM_THREADS="${THREADS:-1}" PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
 cd "$root"
-if [[ "${2:-}" == "--fg" ]]; then
+if [[ "$fg" == 1 ]]; then
   exec nice -n 5 "${cmd[@]}"
 fi
 nohup nice -n 5 "${cmd[@]}" >> "$here/logs/$part.log" 2>&1 &

@@ -37,8 +37,9 @@ from lmforget.scoring.upstream import score_upstream
 DEFAULT_TASKS = ["qasc_answer_generation", "mctaco_answer_generation_event_duration"]
 
 
-def cell_name(task: str, lr: float, n_task: int, arm: str) -> str:
-    return f"{task_slug(task)}__lr{lr:g}__n{n_task}__{arm}"
+def cell_name(task: str, lr: float, n_task: int, arm: str, rate: float) -> str:
+    """`none` does not depend on the rate; each `random` cell is one rate."""
+    return f"{task_slug(task)}__lr{lr:g}__n{n_task}__{arm}" + (f"__r{rate:.4g}" if arm == "random" else "")
 
 
 def run_cell(run: Run, task_name: str, lr: float, n_task: int, rate: float, weighting: str, arm: str,
@@ -75,23 +76,27 @@ def run_cell(run: Run, task_name: str, lr: float, n_task: int, rate: float, weig
 
 def summarize(cells: list[dict]) -> tuple[list[dict], str]:
     rows = []
-    keys = sorted({(c["task"], c["lr"], c["n_task"]) for c in cells})
-    by = {(c["task"], c["lr"], c["n_task"], c["arm"]): c for c in cells}
-    for task, lr, n in keys:
-        none, rnd = by.get((task, lr, n, "none")), by.get((task, lr, n, "random"))
-        row = {"task": task, "lr": lr, "n_task": n, "none": none and none["heldout_mean_increase"],
-               "random": rnd and rnd["heldout_mean_increase"], "n_rep": rnd and rnd["n_rep"],
-               "replay_token_share": rnd and rnd["replay_token_share"]}
-        row["restores"] = (none is not None and rnd is not None and 0 <= row["random"] < row["none"])
+    nones = {(c["task"], c["lr"], c["n_task"]): c for c in cells if c["arm"] == "none"}
+    randoms = sorted((c for c in cells if c["arm"] == "random"),
+                     key=lambda c: (c["task"], -c["lr"], c["n_task"], c["rate"]))
+    for rnd in randoms:
+        none = nones.get((rnd["task"], rnd["lr"], rnd["n_task"]))
+        row = {"task": rnd["task"], "lr": rnd["lr"], "n_task": rnd["n_task"], "rate": rnd["rate"],
+               "n_rep": rnd["n_rep"], "none": none and none["heldout_mean_increase"],
+               "none_sem": none and none["heldout_sem"], "random": rnd["heldout_mean_increase"],
+               "random_sem": rnd["heldout_sem"], "replay_token_share": rnd["replay_token_share"]}
+        row["restores"] = none is not None and 0 <= row["random"] < row["none"]
         rows.append(row)
     fmt = lambda v, f="+.4f": "" if v is None else format(v, f)  # noqa: E731
-    lines = ["# Replay regime sweep", "", "Held-out NLL increase (nats/token) after fine-tuning; `random` = task + "
-             "n_rep random self-sampled replay examples, one pass over both. Restores = 0 <= random < none.", "",
-             "| task | lr | n_task | n_rep | none | random | replay share of loss tokens | restores |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["# Replay regime sweep", "", "Held-out NLL increase (nats/token, mean +- s.e.m. over the held-out "
+             "examples) after fine-tuning; `random` = task + n_rep = floor(n_task x rate) + 1 random self-sampled "
+             "replay examples, one pass over both. Restores = 0 <= random < none.", "",
+             "| task | lr | n_task | rate | n_rep | none | random | replay share of loss tokens | restores |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['lr']:g} | {r['n_task']} | {r['n_rep'] or ''} | {fmt(r['none'])} | "
-                     f"{fmt(r['random'])} | {fmt(r['replay_token_share'], '.1%')} | "
+        lines.append(f"| {r['task']} | {r['lr']:g} | {r['n_task']} | {r['rate']:.3g} | {r['n_rep']} | "
+                     f"{fmt(r['none'])} +- {fmt(r['none_sem'], '.4f')} | {fmt(r['random'])} +- "
+                     f"{fmt(r['random_sem'], '.4f')} | {fmt(r['replay_token_share'], '.1%')} | "
                      f"{'yes' if r['restores'] else 'no'} |")
     return rows, "\n".join(lines) + "\n"
 
@@ -102,9 +107,11 @@ def main() -> None:
                     help="the study's run folder (matrix/ supplies data and base scores)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
-    ap.add_argument("--n-task", default="24,96,384", help="task examples per fine-tuning (one pass)")
-    ap.add_argument("--lr", default="1e-4,3e-5")
-    ap.add_argument("--rate", type=float, default=1 / 3, help="replay examples per task example (study's replay.rate)")
+    ap.add_argument("--n-task", default="48,192",
+                    help="task examples per fine-tuning, one pass (48 = the matrix run's 12 steps of 4)")
+    ap.add_argument("--lr", default="1e-4", help="learning rates (1e-4 = the matrix run's)")
+    ap.add_argument("--rate", default="0.1667,0.6667",
+                    help="replay rates < 1 (n_rep = floor(n_task x rate) + 1: 9 and 33 for 48, 33 and 129 for 192)")
     ap.add_argument("--weighting", default="example", choices=["token", "example"])
     ap.add_argument("--heldout", type=int, default=400)
     args = ap.parse_args()
@@ -112,15 +119,18 @@ def main() -> None:
     if run.base_scores() is None:
         raise SystemExit("the matrix run has no base scores yet; start `run.sh matrix` first")
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
-    grid = [(t, float(lr), int(n), arm) for n in args.n_task.split(",") for lr in args.lr.split(",")
-            for t in args.tasks.split(",") for arm in ("none", "random")]
-    for k, (task, lr, n, arm) in enumerate(grid, 1):
-        path = args.out / "cells" / f"{cell_name(task, lr, n, arm)}.json"
+    rates = [float(r) for r in args.rate.split(",")]
+    grid = [(t, float(lr), int(n), arm, rate) for n in args.n_task.split(",") for lr in args.lr.split(",")
+            for t in args.tasks.split(",")
+            for arm, rate in [("none", 0.0)] + [("random", r) for r in rates]]
+    for k, (task, lr, n, arm, rate) in enumerate(grid, 1):
+        path = args.out / "cells" / f"{cell_name(task, lr, n, arm, rate)}.json"
         if not path.is_file():
-            rec = run_cell(run, task, lr, n, args.rate, args.weighting, arm, args.heldout)
+            rec = run_cell(run, task, lr, n, rate, args.weighting, arm, args.heldout)
             write_json(path, rec)
-            print(f"[{k}/{len(grid)}] {task} lr={lr:g} n_task={n} {arm}: {rec['heldout_mean_increase']:+.4f} "
-                  f"({rec['steps']} steps, {rec['seconds']:.0f}s)", flush=True)
+            print(f"[{k}/{len(grid)}] {task} lr={lr:g} n_task={n} {arm}"
+                  f"{f' rate={rate:.3g}' if arm == 'random' else ''}: {rec['heldout_mean_increase']:+.4f} "
+                  f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)", flush=True)
         cells = [json.loads(p.read_text()) for p in sorted((args.out / "cells").glob("*.json"))]
         rows, md = summarize(cells)
         write_json(args.out / "summary.json", {"settings": vars(args) | {"runs": str(args.runs), "out": str(args.out)},
