@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lmforget.config import load_recipe
@@ -68,3 +69,56 @@ def test_sweep_pairs_each_replay_rate_with_its_none_cell() -> None:
         (48, 0.1667, False), (48, 0.6667, True), (48, 0.9, False), (192, 0.5, False)]  # 192 has no none cell yet
     assert rows[1]["none"] == 0.07 and rows[3]["none"] is None
     assert md.count("\n| t |") == 4
+
+
+def _low_rank_matrix(path: Path, noise_sd: float, seed: int, rows: int = 16, cols: int = 160,
+                     offset: float = 0.03) -> Path:
+    """The first `rows` tasks of one rank-2 forgetting matrix plus Gaussian noise (`seed`), saved as the
+    study's scripts read it."""
+    import numpy as np
+
+    from lmforget.matrix import ForgettingMatrix
+
+    structure = np.random.default_rng(0)
+    Z = (structure.normal(size=(16, 2)) @ structure.normal(size=(2, cols)) * 0.05 + offset)[:rows]
+    Z += np.random.default_rng(seed).normal(0, noise_sd, Z.shape)
+    m = ForgettingMatrix(Z, [f"task{i}" for i in range(rows)], ["g"] * rows, [f"x{j}" for j in range(cols)],
+                         ["wiki"] * cols)
+    return m.save(path)
+
+
+def _script(name: str, *args: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(STUDY.parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(STUDY / name), *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_analyze_script_finds_the_rank_of_a_low_rank_matrix(tmp_path: Path) -> None:
+    import json
+
+    z = _low_rank_matrix(tmp_path / "Z.npz", noise_sd=0.002, seed=1, offset=0.0)  # rank 2 (an offset adds one)
+    _script("analyze.py", "--matrix", str(z), "--out", str(tmp_path / "out"), "--boot", "20", "--ranks", "4")
+    r2 = json.loads((tmp_path / "out" / "r2_bootstrap.json").read_text())["r2"]
+    assert r2["rank-1"]["r2"] < 0.99 < r2["rank-2"]["r2"]  # two components explain it, one does not
+    assert r2["rank-2"]["ci_low"] <= r2["rank-2"]["r2"] <= r2["rank-2"]["ci_high"]
+    assert (tmp_path / "out" / "analysis" / "report.md").is_file()
+
+
+def test_predict_script_beats_colmean_and_reports_the_noise_floor(tmp_path: Path) -> None:
+    import json
+
+    z = _low_rank_matrix(tmp_path / "Z.npz", noise_sd=0.004, seed=1)
+    replicate = _low_rank_matrix(tmp_path / "noise.npz", noise_sd=0.004, seed=2, rows=5)
+    _script("predict.py", "--matrix", str(z), "--noise", str(replicate), "--out", str(tmp_path / "p"), "--seeds", "2")
+    result = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    fixed = result["fixed"]["30"]
+    assert fixed["lowrank"]["rmse_mean"] < fixed["colmean"]["rmse_mean"]
+    # two measurements with independent noise sd 0.004 differ by sd 0.004 x sqrt(2)
+    assert result["noise"]["replicate_rmse"] == pytest.approx(0.004 * 2 ** 0.5, rel=0.15)
+    assert "replicate RMSE" in (tmp_path / "p" / "prediction.md").read_text()

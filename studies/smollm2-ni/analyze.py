@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforget.analysis.lowrank import baseline_models, r2_by_rank, spectrum
-from lmforget.analysis.pipeline import analyze_file
+from lmforget.analysis.report import analyze_file
 from lmforget.atomic import write_json, write_text
 from lmforget.matrix import ForgettingMatrix
 from lmforget.runs import Run
