@@ -69,6 +69,14 @@ def test_sweep_pairs_each_replay_rate_with_its_none_cell() -> None:
         (48, 0.1667, False), (48, 0.6667, True), (48, 0.9, False), (192, 0.5, False)]  # 192 has no none cell yet
     assert rows[1]["none"] == 0.07 and rows[3]["none"] is None
     assert md.count("\n| t |") == 4
+    assert rows[1]["random_minus_none"] is None  # cells without per-example increases: no paired difference
+    # paired over the same held-out examples: a constant shift has zero spread
+    none, rnd = cell("none", 48, 0, 0.07), cell("random", 48, 0.5, 0.05)
+    none.update(heldout_ids=["a", "b", "c"], heldout_increase=[0.1, 0.0, 0.11])
+    rnd.update(heldout_ids=["a", "b", "c"], heldout_increase=[0.08, -0.02, 0.09])
+    (row,), _ = sweep.summarize([none, rnd])
+    assert row["random_minus_none"] == pytest.approx(-0.02)
+    assert row["random_minus_none_sem"] == pytest.approx(0, abs=1e-12)
 
 
 def _low_rank_matrix(path: Path, noise_sd: float, seed: int, rows: int = 16, cols: int = 160,

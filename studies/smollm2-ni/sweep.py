@@ -71,7 +71,19 @@ def run_cell(run: Run, task_name: str, lr: float, n_task: int, rate: float, weig
             "heldout_mean_increase": float(np.nanmean(increase)),
             "heldout_sem": float(np.nanstd(increase, ddof=1) / np.sqrt(np.isfinite(increase).sum())),
             "heldout_n": int(np.isfinite(increase).sum()), "train_loss": result.train_loss,
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start,
+            "heldout_ids": list(split.heldout_ids), "heldout_increase": [float(x) for x in increase]}
+
+
+def paired(a: dict | None, b: dict | None) -> tuple[float | None, float | None]:
+    """Mean and s.e.m. of b - a over the held-out examples both cells scored (the same examples: paired)."""
+    if a is None or b is None or "heldout_increase" not in a or "heldout_increase" not in b:
+        return None, None
+    if a["heldout_ids"] != b["heldout_ids"]:
+        raise SystemExit(f"cells of {a['task']} scored different held-out sets; use one --heldout per sweep folder")
+    d = np.asarray(b["heldout_increase"]) - np.asarray(a["heldout_increase"])
+    d = d[np.isfinite(d)]
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def summarize(cells: list[dict]) -> tuple[list[dict], str]:
@@ -84,20 +96,26 @@ def summarize(cells: list[dict]) -> tuple[list[dict], str]:
         row = {"task": rnd["task"], "lr": rnd["lr"], "n_task": rnd["n_task"], "rate": rnd["rate"],
                "n_rep": rnd["n_rep"], "none": none and none["heldout_mean_increase"],
                "none_sem": none and none["heldout_sem"], "random": rnd["heldout_mean_increase"],
-               "random_sem": rnd["heldout_sem"], "replay_token_share": rnd["replay_token_share"]}
+               "random_sem": rnd["heldout_sem"], "replay_token_share": rnd["replay_token_share"],
+               "replay_example_share": rnd.get("replay_example_share")}
+        row["random_minus_none"], row["random_minus_none_sem"] = paired(none, rnd)
         row["restores"] = none is not None and 0 <= row["random"] < row["none"]
         rows.append(row)
     fmt = lambda v, f="+.4f": "" if v is None else format(v, f)  # noqa: E731
     lines = ["# Replay regime sweep", "", "Held-out NLL increase (nats/token, mean +- s.e.m. over the held-out "
              "examples) after fine-tuning; `random` = task + n_rep = floor(n_task x rate) + 1 random self-sampled "
-             "replay examples, one pass over both. Restores = 0 <= random < none.", "",
-             "| task | lr | n_task | rate | n_rep | none | random | replay share of loss tokens | restores |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "replay examples, one pass over both. random - none is paired over the same held-out examples "
+             "(s.e.m. of the per-example difference). Restores = 0 <= random < none.", "",
+             "| task | lr | n_task | rate | n_rep | none | random | random - none | replay share of loss "
+             "tokens / examples | restores |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        diff = ("" if r["random_minus_none"] is None
+                else f"{r['random_minus_none']:+.4f} +- {r['random_minus_none_sem']:.4f}")
         lines.append(f"| {r['task']} | {r['lr']:g} | {r['n_task']} | {r['rate']:.3g} | {r['n_rep']} | "
                      f"{fmt(r['none'])} +- {fmt(r['none_sem'], '.4f')} | {fmt(r['random'])} +- "
-                     f"{fmt(r['random_sem'], '.4f')} | {fmt(r['replay_token_share'], '.1%')} | "
-                     f"{'yes' if r['restores'] else 'no'} |")
+                     f"{fmt(r['random_sem'], '.4f')} | {diff} | {fmt(r['replay_token_share'], '.1%')} / "
+                     f"{fmt(r['replay_example_share'], '.1%')} | {'yes' if r['restores'] else 'no'} |")
     return rows, "\n".join(lines) + "\n"
 
 
