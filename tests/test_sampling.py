@@ -183,3 +183,29 @@ def test_collect_scores_and_trains_the_continuation_only(tmp_path):
         labels = enc.labels()
         assert labels[:ex.prompt_len] == [-100] * ex.prompt_len
         assert labels[ex.prompt_len:] == list(ex.input_ids[ex.prompt_len:])
+
+
+def test_replay_study_on_a_self_sampled_run_trains_only_the_continuations(tmp_path):
+    """The study end to end on self-sampled upstream data: every replayed example adds exactly its L
+    continuation tokens to the loss (its context never), and the held-out set is scored."""
+    from lmforget.cli import main
+    from lmforget.collect import collect
+    from lmforget.config import load_recipe
+
+    ctx = tmp_path / "contexts.jsonl"
+    ctx.write_text("".join(json.dumps({"id": f"c{i}", "text": f"Sentence number {i} is here. More text."}) + "\n"
+                           for i in range(48)))
+    spec = {"format": "self-sampled", "contexts": {"format": "records", "path": str(ctx)},
+            "context_sentences": 1, "new_tokens": 5}
+    collect(load_recipe("tiny", ["upstream=" + json.dumps(spec)]), tmp_path / "run", progress=False)
+    out = tmp_path / "study"
+    assert main(["replay", "replay-tiny", f"replay.run={tmp_path / 'run'}", "replay.test_tasks=[add_numbers]",
+                 "--methods", "none,random,online-additive,replay-only", "-o", str(out), "-q"]) == 0
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "results").rglob("*.json")}
+    assert set(cells) == {"none", "random", "online-additive", "replay-only"}
+    assert cells["none"]["replay_examples"] == 0
+    for name in ("random", "online-additive", "replay-only"):
+        c = cells[name]
+        assert c["replay_examples"] > 0 and c["replay_tokens"] == 5 * c["replay_examples"], name
+        assert np.isfinite(c["heldout_mean_increase"])
+    assert cells["replay-only"]["task_examples"] == 0
