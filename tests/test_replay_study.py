@@ -103,6 +103,8 @@ def test_study_resumes_and_refuses_other_settings(study, capsys) -> None:
     stamps = [p.stat().st_mtime_ns for p in cells]
     assert main(args) == 0  # everything done: no cell is run again
     assert [p.stat().st_mtime_ns for p in cells] == stamps
+    assert main(args[:2] + ["finetune.batch_size=1", "score.batch_size=5"] + args[2:]) == 0  # batching only
+    assert [p.stat().st_mtime_ns for p in cells] == stamps
     capsys.readouterr()
     assert main(args[:2] + ["replay.rate=0.25"] + args[2:]) == 2
     err = capsys.readouterr().err.strip().splitlines()

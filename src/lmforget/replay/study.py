@@ -182,8 +182,9 @@ def _settings(study_recipe: Recipe, run: Run) -> dict:
     replay = study_recipe.replay.model_dump(mode="json")
     replay.pop("methods")
     replay.pop("run")  # the run is identified by its fingerprints, not by where it lies
-    return {"recipe": {k: study_recipe.model_dump(mode="json")[k] for k in ("model", "finetune", "score", "seed")},
-            "replay": replay, "run_fingerprints": run.manifest.get("fingerprints", {})}
+    recipe = {k: _comparable(study_recipe, k) for k in ("model", "finetune", "score", "seed")}
+    recipe["score_dtype"] = study_recipe.score.dtype  # pinned to the run's by open_study
+    return {"recipe": recipe, "replay": replay, "run_fingerprints": run.manifest.get("fingerprints", {})}
 
 
 def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None) -> Study:
