@@ -7,7 +7,6 @@ YAML-typed values. Unknown keys are errors: a typo must never be silently ignore
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -166,13 +165,6 @@ class Recipe(_Strict):
     replay: ReplayConfig | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
-
-    def fingerprint(self, *sections: str) -> str:
-        """Stable hash of the named sections (all when none) for run manifests."""
-        data = self.model_dump(mode="json")
-        if sections:
-            data = {k: data[k] for k in sections}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def shipped_recipes() -> list[str]:
