@@ -39,6 +39,17 @@ def test_replay_recipe_splits_the_matrix_tasks() -> None:
     assert len(test) >= 12 and not set(test) & set(train) and set(test) | set(train) == tasks
     assert replay["heldout"] >= 300
     assert {"none", "random", "oracle", "offline-mf", "online-mf", "replay-only"} <= set(replay["methods"])
+    assert replay["run"].endswith("runs/replay-run")
+
+
+def test_replay_run_differs_from_the_matrix_only_by_task_data_and_steps() -> None:
+    matrix = load_recipe(str(STUDY / "matrix.yaml"))
+    run = load_recipe(str(STUDY / "replay-run.yaml"))
+    assert (run.tasks["ni"].n_train, run.finetune.steps) == (192, 48)  # one pass of 4 per step, as the matrix
+    assert run.tasks["ni"].model_copy(update={"n_train": 48}) == matrix.tasks["ni"]
+    assert run.finetune.model_copy(update={"steps": 12}) == matrix.finetune
+    for section in ("model", "upstream", "score", "seed"):
+        assert getattr(run, section) == getattr(matrix, section), section
 
 
 def test_wikipedia_recipe_swaps_only_the_upstream_set() -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command per part of the SmolLM2 x Natural-Instructions study (issue 12); see README.md here.
-#   studies/smollm2-ni/run.sh matrix|noise|analyze|predict|sweep|replay|wikipedia [--fg] [ARGS...]
+#   studies/smollm2-ni/run.sh matrix|noise|analyze|predict|sweep|replay-run|replay|wikipedia [--fg] [ARGS...]
 # Each part runs in the background (nohup, nice), logs to studies/smollm2-ni/logs/PART.log and is
 # resumable: run the same command again after an interruption and finished work is not redone.
 # THREADS (default 1): torch threads. On a busy 2-core machine one thread is several times faster than
@@ -8,7 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-part="${1:?usage: run.sh matrix|noise|analyze|predict|sweep|replay|wikipedia [--fg] [ARGS...]}"
+part="${1:?usage: run.sh matrix|noise|analyze|predict|sweep|replay-run|replay|wikipedia [--fg] [ARGS...]}"
 shift
 fg=0
 extra=()  # further arguments go to the part's command (e.g. sweep.py --n-task 48,192)
@@ -25,6 +25,7 @@ case "$part" in
   analyze) cmd=("$py" "$here/analyze.py" --runs "$runs" --out "$results") ;;
   predict) cmd=("$py" "$here/predict.py" --runs "$runs" --out "$results/prediction") ;;
   sweep)   cmd=("$py" "$here/sweep.py" --runs "$runs" --out "$runs/sweep") ;;
+  replay-run) cmd=("$py" -m lmforget collect "$here/replay-run.yaml" -o "$runs/replay-run") ;;
   replay)  cmd=("$py" -m lmforget replay "$here/replay.yaml" -o "$runs/replay") ;;
   wikipedia) cmd=("$py" -m lmforget collect "$here/wikipedia.yaml" -o "$runs/wikipedia") ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
