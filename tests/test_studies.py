@@ -129,6 +129,28 @@ def test_analyze_script_finds_the_rank_of_a_low_rank_matrix(tmp_path: Path) -> N
     assert (tmp_path / "out" / "analysis" / "report.md").is_file()
 
 
+def test_analyze_script_compares_reconstructions_with_a_replicate(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    sd = 0.01
+    z = _low_rank_matrix(tmp_path / "Z.npz", noise_sd=sd, seed=1, offset=0.0)
+    replicate = _low_rank_matrix(tmp_path / "noise.npz", noise_sd=sd, seed=2, rows=5, offset=0.0)
+    _script("analyze.py", "--matrix", str(z), "--noise", str(replicate), "--out", str(tmp_path / "out"),
+            "--boot", "5", "--ranks", "3")
+    noise = json.loads((tmp_path / "out" / "r2_bootstrap.json").read_text())["noise"]
+    assert noise["tasks"] == [f"task{i}" for i in range(5)]
+    assert noise["noise_sd"] == pytest.approx(sd, rel=0.1)
+    rep = noise["replicate_rmse"]
+    assert rep["raw"] == pytest.approx(np.sqrt(2) * sd, rel=0.1)  # two noisy measurements
+    # the rank-2 truncation keeps the structure and drops most of the noise: close to the noise-free sd
+    assert rep["rank-2"] < rep["raw"] and rep["rank-2"] == pytest.approx(sd, rel=0.15)
+    assert rep["rank-1"] > rep["rank-2"]  # one component loses structure
+    r2 = json.loads((tmp_path / "out" / "r2_bootstrap.json").read_text())["r2"]
+    assert r2["rank-2"]["r2"] == pytest.approx(noise["r2_ceiling"], abs=0.03)
+
+
 def test_predict_script_beats_colmean_and_reports_the_noise_floor(tmp_path: Path) -> None:
     import json
 

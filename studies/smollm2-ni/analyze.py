@@ -6,7 +6,16 @@
 Writes OUT/matrix.npz (and OUT/noise.npz when the noise run is finished), OUT/analysis/ (lmforget
 analyze: report.md, figures) and OUT/r2_bootstrap.json + .md: R^2 of the rank-1..10 truncated SVD and of
 the simple models (additive, task-only, example-only), each with a 95% percentile bootstrap CI over
-resampled columns (upstream examples).
+resampled columns (upstream examples), and the bootstrap's bias (its mean - the point estimate).
+
+With the noise run (tasks fine-tuned a second time with another seed) two more answers to "is the low-rank
+structure signal or noise?":
+  - the noise ceiling 1 - s^2 / var(Z), s^2 = per-entry noise variance (half the mean squared replicate
+    difference): the R^2 the noise-free matrix would reach; a model above it also fits noise;
+  - replicate RMSE of each model's reconstruction of the replicated rows: the rank-k truncation (or the
+    additive fit) of the matrix run, compared with the *other* run's measurement of the same entries. The raw
+    row scores the replicate RMSE (sqrt(2) s); a reconstruction that keeps signal and drops noise scores
+    lower, down to s for the noise-free matrix.
 """
 
 from __future__ import annotations
@@ -39,13 +48,38 @@ def bootstrap(Z: np.ndarray, ranks: int, n_boot: int, seed: int) -> dict[str, di
         for k, v in r2_table(Z[:, cols], ranks).items():
             draws[k].append(v)
     return {k: {"r2": point[k], "ci_low": float(np.quantile(draws[k], 0.025)),
-                "ci_high": float(np.quantile(draws[k], 0.975))} for k in point}
+                "ci_high": float(np.quantile(draws[k], 0.975)), "boot_bias": float(np.mean(draws[k]) - point[k])}
+            for k in point}
+
+
+def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: int) -> dict:
+    """Noise ceiling of R^2, and each model's RMSE against the replicate run on the replicated rows."""
+    cols = ~np.isnan(matrix.Z).any(axis=0) & ~np.isnan(noise.Z).any(axis=0)
+    if list(noise.examples) != list(matrix.examples):
+        raise SystemExit("the noise run has other upstream examples than the matrix run")
+    Z = matrix.Z[:, cols].astype(np.float64)
+    common = [t for t in noise.tasks if t in set(matrix.tasks)]
+    rows = matrix.rows(common)
+    other = noise.Z[noise.rows(common)][:, cols].astype(np.float64)
+    var_noise = float(np.mean((Z[rows] - other) ** 2) / 2)
+
+    def rmse(fit: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((fit[rows] - other) ** 2)))
+
+    U = spectrum(Z).U
+    fits = {"raw": rmse(Z)}
+    fits.update({f"rank-{k}": rmse(U[:, :k] @ (U[:, :k].T @ Z)) for k in range(1, min(ranks, Z.shape[0]) + 1)})
+    r, c, mu = Z.mean(axis=1), Z.mean(axis=0), Z.mean()
+    fits["additive"] = rmse(r[:, None] + c[None, :] - mu)
+    return {"tasks": common, "noise_variance": var_noise, "noise_sd": float(np.sqrt(var_noise)),
+            "var_Z": float(Z.var()), "r2_ceiling": 1.0 - var_noise / float(Z.var()), "replicate_rmse": fits}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, help="the study's run folder (matrix/, noise/)")
     ap.add_argument("--matrix", type=Path, help="analyse this .npz instead")
+    ap.add_argument("--noise", type=Path, help="a replicate matrix (.npz) for the noise ceiling")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ranks", type=int, default=10)
     ap.add_argument("--boot", type=int, default=1000)
@@ -60,18 +94,32 @@ def main() -> None:
         noise = args.runs / "noise"
         if (noise / "matrix.npz").is_file():
             ForgettingMatrix.load(noise / "matrix.npz").save(args.out / "noise.npz")
+    noise_file = args.noise if args.noise is not None else args.out / "noise.npz"
     source = args.matrix if args.matrix is not None else args.out / "matrix.npz"
     analyze_file(source, args.out / "analysis", ranks=args.ranks)
     Z = matrix.Z[:, ~np.isnan(matrix.Z).any(axis=0)].astype(np.float64)
     table = bootstrap(Z, min(args.ranks, Z.shape[0]), args.boot, seed=0)
     result = {"shape": list(Z.shape), "n_boot": args.boot, "mean_forgetting": float(Z.mean()),
-              "share_positive": float((Z > 0).mean()), "r2": table}
+              "std": float(Z.std()), "share_positive": float((Z > 0).mean()), "r2": table}
+    if noise_file.is_file():
+        result["noise"] = against_replicate(matrix, ForgettingMatrix.load(noise_file), args.ranks)
     write_json(args.out / "r2_bootstrap.json", result)
     lines = [f"# R^2 of the forgetting matrix ({Z.shape[0]} tasks x {Z.shape[1]} upstream examples)", "",
-             f"Mean forgetting {Z.mean():+.4f} nats/token; {100 * (Z > 0).mean():.1f}% of entries > 0. "
-             f"95% percentile bootstrap CIs over columns ({args.boot} resamples).", "",
-             "| model | R^2 | 95% CI |", "|---|---:|---|"]
-    lines += [f"| {k} | {v['r2']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] |" for k, v in table.items()]
+             f"Mean forgetting {Z.mean():+.4f} nats/token (std {Z.std():.4f}); {100 * (Z > 0).mean():.1f}% of "
+             f"entries > 0. 95% percentile bootstrap CIs over columns ({args.boot} resamples); bias = "
+             "bootstrap mean - R^2.", ""]
+    noise = result.get("noise")
+    if noise:
+        lines += [f"Noise ceiling (R^2 of the noise-free matrix, from {len(noise['tasks'])} tasks fine-tuned "
+                  f"twice): **{noise['r2_ceiling']:.3f}** (per-entry noise s.d. {noise['noise_sd']:.4f}). "
+                  "A model above it also fits noise. Replicate RMSE: each model's reconstruction of those "
+                  f"tasks' rows against the other run's measurement (raw row {noise['replicate_rmse']['raw']:.4f}; "
+                  f"the noise-free matrix would score {noise['noise_sd']:.4f}).", ""]
+    lines += ["| model | R^2 | 95% CI | bias | replicate RMSE |", "|---|---:|---|---:|---:|"]
+    for k, v in table.items():
+        rep = noise["replicate_rmse"].get(k) if noise else None
+        lines.append(f"| {k} | {v['r2']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] | {v['boot_bias']:+.3f} | "
+                     + (f"{rep:.4f} |" if rep is not None else "|"))
     write_text(args.out / "r2_bootstrap.md", "\n".join(lines) + "\n")
     print(json.dumps(result, indent=2))
 
