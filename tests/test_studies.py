@@ -163,3 +163,24 @@ def test_predict_script_beats_colmean_and_reports_the_noise_floor(tmp_path: Path
     # two measurements with independent noise sd 0.004 differ by sd 0.004 x sqrt(2)
     assert result["noise"]["replicate_rmse"] == pytest.approx(0.004 * 2 ** 0.5, rel=0.15)
     assert "replicate RMSE" in (tmp_path / "p" / "prediction.md").read_text()
+
+
+def test_report_assembles_finished_parts_and_names_the_missing_ones(tmp_path: Path) -> None:
+    import json
+
+    z = _low_rank_matrix(tmp_path / "Z.npz", noise_sd=0.004, seed=1)
+    replicate = _low_rank_matrix(tmp_path / "noise.npz", noise_sd=0.004, seed=2, rows=5)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    _script("analyze.py", "--matrix", str(z), "--noise", str(replicate), "--out", str(results), "--boot", "5")
+    _script("predict.py", "--matrix", str(z), "--noise", str(replicate), "--out", str(results / "prediction"),
+            "--seeds", "2")
+    out = _script("report.py", "--runs", str(runs), "--results", str(results))
+    report = (results / "report.md").read_text()
+    assert report.strip() == out.strip()
+    r2 = json.loads((results / "r2_bootstrap.json").read_text())
+    assert f"| rank-2 | {r2['r2']['rank-2']['r2']:.3f} |" in report
+    assert "| lowrank |" in report and "Noise ceiling" in report
+    assert report.count("Not run yet.") == 2  # the sweep and the replay run's matrix
+    assert "## Replay\n\nNot finished yet (0 of 72 cells finished)." in report  # replay.yaml: 12 x 6
+    saved = json.loads((results / "results.json").read_text())
+    assert set(saved) == {"matrix", "prediction"}

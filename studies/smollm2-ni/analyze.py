@@ -1,6 +1,8 @@
 """Matrix part of the study: save the matrices, analyse them, R^2 by rank with bootstrap CIs over columns.
 
     python studies/smollm2-ni/analyze.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results
+    python studies/smollm2-ni/analyze.py --runs studies/smollm2-ni/runs --run replay-run \
+        --out studies/smollm2-ni/results/replay-run                             # the second matrix
     python studies/smollm2-ni/analyze.py --matrix Z.npz --out /tmp/x          # any matrix file
 
 Writes OUT/matrix.npz (and OUT/noise.npz when the noise run is finished), OUT/analysis/ (lmforget
@@ -78,6 +80,7 @@ def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, help="the study's run folder (matrix/, noise/)")
+    ap.add_argument("--run", default="matrix", help="which run under --runs (the noise run replicates 'matrix')")
     ap.add_argument("--matrix", type=Path, help="analyse this .npz instead")
     ap.add_argument("--noise", type=Path, help="a replicate matrix (.npz) for the noise ceiling")
     ap.add_argument("--out", type=Path, required=True)
@@ -89,10 +92,10 @@ def main() -> None:
     if args.matrix is not None:
         matrix = ForgettingMatrix.load(args.matrix)
     else:
-        matrix = Run.open(args.runs / "matrix").matrix(require_all=not args.partial)
+        matrix = Run.open(args.runs / args.run).matrix(require_all=not args.partial)
         matrix.save(args.out / "matrix.npz")
         noise = args.runs / "noise"
-        if (noise / "matrix.npz").is_file():
+        if args.run == "matrix" and (noise / "matrix.npz").is_file():
             ForgettingMatrix.load(noise / "matrix.npz").save(args.out / "noise.npz")
     noise_file = args.noise if args.noise is not None else args.out / "noise.npz"
     source = args.matrix if args.matrix is not None else args.out / "matrix.npz"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command per part of the SmolLM2 x Natural-Instructions study (issue 12); see README.md here.
-#   studies/smollm2-ni/run.sh matrix|noise|analyze|predict|sweep|replay-run|replay|wikipedia [--fg] [ARGS...]
+#   studies/smollm2-ni/run.sh matrix|noise|analyze|predict|sweep|replay-run|analyze-replay-run|replay|report|wikipedia [--fg] [ARGS...]
 # Each part runs in the background (nohup, nice), logs to studies/smollm2-ni/logs/PART.log and is
 # resumable: run the same command again after an interruption and finished work is not redone.
 # THREADS (default 1): torch threads. On a busy 2-core machine one thread is several times faster than
@@ -8,7 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-part="${1:?usage: run.sh matrix|noise|analyze|predict|sweep|replay-run|replay|wikipedia [--fg] [ARGS...]}"
+part="${1:?usage: run.sh matrix|noise|analyze|predict|sweep|replay-run|analyze-replay-run|replay|report|wikipedia [--fg] [ARGS...]}"
 shift
 fg=0
 extra=()  # further arguments go to the part's command (e.g. sweep.py --n-task 48,192)
@@ -23,10 +23,12 @@ case "$part" in
   matrix)  cmd=("$py" -m lmforget collect "$here/matrix.yaml" -o "$runs/matrix") ;;
   noise)   cmd=("$py" -m lmforget collect "$here/noise.yaml" -o "$runs/noise") ;;
   analyze) cmd=("$py" "$here/analyze.py" --runs "$runs" --out "$results") ;;
+  analyze-replay-run) cmd=("$py" "$here/analyze.py" --runs "$runs" --run replay-run --out "$results/replay-run") ;;
   predict) cmd=("$py" "$here/predict.py" --runs "$runs" --out "$results/prediction") ;;
   sweep)   cmd=("$py" "$here/sweep.py" --runs "$runs" --out "$runs/sweep") ;;
   replay-run) cmd=("$py" -m lmforget collect "$here/replay-run.yaml" -o "$runs/replay-run") ;;
   replay)  cmd=("$py" -m lmforget replay "$here/replay.yaml" -o "$runs/replay") ;;
+  report)  cmd=("$py" "$here/report.py" --runs "$runs" --results "$results") ;;
   wikipedia) cmd=("$py" -m lmforget collect "$here/wikipedia.yaml" -o "$runs/wikipedia") ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
