@@ -147,6 +147,7 @@ def test_analyze_script_compares_reconstructions_with_a_replicate(tmp_path: Path
     # the rank-2 truncation keeps the structure and drops most of the noise: close to the noise-free sd
     assert rep["rank-2"] < rep["raw"] and rep["rank-2"] == pytest.approx(sd, rel=0.15)
     assert rep["rank-1"] > rep["rank-2"]  # one component loses structure
+    assert noise["n_above_noise_edge"] == 2  # the two real components stand out of the noise
     r2 = json.loads((tmp_path / "out" / "r2_bootstrap.json").read_text())["r2"]
     assert r2["rank-2"]["r2"] == pytest.approx(noise["r2_ceiling"], abs=0.03)
 

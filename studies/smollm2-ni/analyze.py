@@ -68,13 +68,17 @@ def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: 
     def rmse(fit: np.ndarray) -> float:
         return float(np.sqrt(np.mean((fit[rows] - other) ** 2)))
 
-    U = spectrum(Z).U
+    spec = spectrum(Z)
+    U = spec.U
+    # largest singular value of an M x N matrix of i.i.d. noise with that s.d. (Marchenko-Pastur edge)
+    edge = float(np.sqrt(var_noise) * (np.sqrt(Z.shape[0]) + np.sqrt(Z.shape[1])))
     fits = {"raw": rmse(Z)}
     fits.update({f"rank-{k}": rmse(U[:, :k] @ (U[:, :k].T @ Z)) for k in range(1, min(ranks, Z.shape[0]) + 1)})
     r, c, mu = Z.mean(axis=1), Z.mean(axis=0), Z.mean()
     fits["additive"] = rmse(r[:, None] + c[None, :] - mu)
     return {"tasks": common, "noise_variance": var_noise, "noise_sd": float(np.sqrt(var_noise)),
-            "var_Z": float(Z.var()), "r2_ceiling": 1.0 - var_noise / float(Z.var()), "replicate_rmse": fits}
+            "var_Z": float(Z.var()), "r2_ceiling": 1.0 - var_noise / float(Z.var()), "replicate_rmse": fits,
+            "noise_edge": edge, "n_above_noise_edge": int((spec.singular_values > edge).sum())}
 
 
 def main() -> None:
@@ -115,7 +119,9 @@ def main() -> None:
     if noise:
         lines += [f"Noise ceiling (R^2 of the noise-free matrix, from {len(noise['tasks'])} tasks fine-tuned "
                   f"twice): **{noise['r2_ceiling']:.3f}** (per-entry noise s.d. {noise['noise_sd']:.4f}). "
-                  "A model above it also fits noise. Replicate RMSE: each model's reconstruction of those "
+                  f"A model above it also fits noise. {noise['n_above_noise_edge']} of {Z.shape[0]} singular values "
+                  f"exceed {noise['noise_edge']:.3f}, the largest of a same-size matrix of i.i.d. noise "
+                  "(Marchenko-Pastur edge). Replicate RMSE: each model's reconstruction of those "
                   f"tasks' rows against the other run's measurement (raw row {noise['replicate_rmse']['raw']:.4f}; "
                   f"the noise-free matrix would score {noise['noise_sd']:.4f}).", ""]
     lines += ["| model | R^2 | 95% CI | bias | replicate RMSE |", "|---|---:|---|---:|---:|"]

@@ -37,10 +37,13 @@ def matrix_section(title: str, r2: dict | None) -> list[str]:
              f"CIs over columns ({r2['n_boot']} resamples)."]
     noise = r2.get("noise")
     if noise:
-        lines[-1] += (f" Noise ceiling {noise['r2_ceiling']:.3f} (per-entry noise s.d. {noise['noise_sd']:.4f}, "
-                      f"{len(noise['tasks'])} tasks fine-tuned twice). Replicate RMSE = a model's reconstruction of "
-                      f"those rows against the other run (raw row {noise['replicate_rmse']['raw']:.4f}; a noise-free "
-                      f"matrix would score {noise['noise_sd']:.4f}).")
+        rep = noise["replicate_rmse"]
+        lines[-1] += (
+            f" Noise ceiling {noise['r2_ceiling']:.3f} (per-entry noise s.d. {noise['noise_sd']:.4f}, "
+            f"{len(noise['tasks'])} tasks fine-tuned twice); {noise['n_above_noise_edge']} singular values "
+            f"above the i.i.d.-noise edge {noise['noise_edge']:.3f}. Replicate RMSE = a model's reconstruction "
+            f"of those rows against the other run (raw row {rep['raw']:.4f}; a noise-free matrix would score "
+            f"{noise['noise_sd']:.4f}).")
     lines += ["", "| model | R^2 | 95% CI |" + (" replicate RMSE |" if noise else ""),
               "|---|---:|---|" + ("---:|" if noise else "")]
     for k in R2_ROWS:
