@@ -18,17 +18,18 @@ done
 py="${PYTHON:-python}"
 runs="$here/runs"
 results="$here/results"
+rel="${here#"$root"/}"  # the analysis parts run from the root with relative paths: no machine paths in results/
 mkdir -p "$here/logs" "$runs" "$results"
 case "$part" in
   matrix)  cmd=("$py" -m lmforget collect "$here/matrix.yaml" -o "$runs/matrix") ;;
   noise)   cmd=("$py" -m lmforget collect "$here/noise.yaml" -o "$runs/noise") ;;
-  analyze) cmd=("$py" "$here/analyze.py" --runs "$runs" --out "$results") ;;
-  analyze-replay-run) cmd=("$py" "$here/analyze.py" --runs "$runs" --run replay-run --out "$results/replay-run") ;;
-  predict) cmd=("$py" "$here/predict.py" --runs "$runs" --out "$results/prediction") ;;
-  sweep)   cmd=("$py" "$here/sweep.py" --runs "$runs" --out "$runs/sweep") ;;
+  analyze) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --out "$rel/results") ;;
+  analyze-replay-run) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --run replay-run --out "$rel/results/replay-run") ;;
+  predict) cmd=("$py" "$rel/predict.py" --runs "$rel/runs" --out "$rel/results/prediction") ;;
+  sweep)   cmd=("$py" "$rel/sweep.py" --runs "$rel/runs" --out "$rel/runs/sweep") ;;
   replay-run) cmd=("$py" -m lmforget collect "$here/replay-run.yaml" -o "$runs/replay-run") ;;
   replay)  cmd=("$py" -m lmforget replay "$here/replay.yaml" -o "$runs/replay") ;;
-  report)  cmd=("$py" "$here/report.py" --runs "$runs" --results "$results") ;;
+  report)  cmd=("$py" "$rel/report.py" --runs "$rel/runs" --results "$rel/results") ;;
   wikipedia) cmd=("$py" -m lmforget collect "$here/wikipedia.yaml" -o "$runs/wikipedia") ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
