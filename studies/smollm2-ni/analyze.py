@@ -56,11 +56,13 @@ def bootstrap(Z: np.ndarray, ranks: int, n_boot: int, seed: int) -> dict[str, di
 
 def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: int) -> dict:
     """Noise ceiling of R^2, and each model's RMSE against the replicate run on the replicated rows."""
-    cols = ~np.isnan(matrix.Z).any(axis=0) & ~np.isnan(noise.Z).any(axis=0)
     if list(noise.examples) != list(matrix.examples):
         raise SystemExit("the noise run has other upstream examples than the matrix run")
-    Z = matrix.Z[:, cols].astype(np.float64)
     common = [t for t in noise.tasks if t in set(matrix.tasks)]
+    if not common:
+        raise SystemExit("the noise run shares no task with the matrix")
+    cols = ~np.isnan(matrix.Z).any(axis=0) & ~np.isnan(noise.Z).any(axis=0)
+    Z = matrix.Z[:, cols].astype(np.float64)
     rows = matrix.rows(common)
     other = noise.Z[noise.rows(common)][:, cols].astype(np.float64)
     var_noise = float(np.mean((Z[rows] - other) ** 2) / 2)

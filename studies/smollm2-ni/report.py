@@ -49,9 +49,9 @@ def matrix_section(title: str, r2: dict | None) -> list[str]:
     for k in R2_ROWS:
         if k in r2["r2"]:
             v = r2["r2"][k]
-            rep = noise["replicate_rmse"].get(k) if noise else None
+            fit = noise["replicate_rmse"].get(k) if noise else None
             lines.append(f"| {k} | {v['r2']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] |"
-                         + (f" {_f(rep, '.4f') if rep is not None else ''} |" if noise else ""))
+                         + (f" {'' if fit is None else f'{fit:.4f}'} |" if noise else ""))
     return lines + [""]
 
 
@@ -129,8 +129,9 @@ def main() -> None:
         "sweep": _read(args.runs / "sweep" / "summary.json"),
         "replay": _read(args.runs / "replay" / "results.json"),
     }
-    if parts["replay"] is not None:
-        parts["replay"] = {k: v for k, v in parts["replay"].items() if k != "cells"}  # cells stay in runs/replay
+    for name in ("sweep", "replay"):  # their per-cell records stay in runs/
+        if parts[name] is not None:
+            parts[name] = {k: v for k, v in parts[name].items() if k != "cells"}
     cells = sorted((args.runs / "replay" / "results").glob("*/*.json"))  # one per finished task x method cell
     total = None
     recipe = Path(__file__).resolve().parent / "replay.yaml"  # the study's replay recipe: how many cells
