@@ -161,6 +161,7 @@ def test_predict_script_beats_colmean_and_reports_the_noise_floor(tmp_path: Path
     result = json.loads((tmp_path / "p" / "prediction.json").read_text())
     fixed = result["fixed"]["30"]
     assert fixed["lowrank"]["rmse_mean"] < fixed["colmean"]["rmse_mean"]
+    assert (tmp_path / "p" / "rmse_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # two measurements with independent noise sd 0.004 differ by sd 0.004 x sqrt(2)
     assert result["noise"]["replicate_rmse"] == pytest.approx(0.004 * 2 ** 0.5, rel=0.15)
     assert "replicate RMSE" in (tmp_path / "p" / "prediction.md").read_text()

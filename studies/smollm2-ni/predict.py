@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforget.atomic import write_json, write_text
+from lmforget.atomic import atomic_path, write_json, write_text
 from lmforget.matrix import ForgettingMatrix
 from lmforget.predict.protocol import Split, evaluate
 from lmforget.runs import Run
@@ -92,6 +92,35 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(result: dict, path: Path) -> None:
+    """RMSE against k on the fixed split, one line per method (whiskers: std over seeds), noise floor dashed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ks = [int(k) for k in result["fixed"]]
+    fig = Figure(figsize=(6.4, 4.2), dpi=130)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for m in METHODS:
+        mean = [result["fixed"][str(k)][m]["rmse_mean"] for k in ks]
+        std = [result["fixed"][str(k)][m]["rmse_std"] for k in ks]
+        style = {"marker": "x", "ls": ":"} if m == "knn" else {"marker": "o"}  # knn can sit on additive
+        ax.errorbar(ks, mean, yerr=std, capsize=3, label=m, **style)
+    noise = result.get("noise")
+    if noise:
+        ax.axhline(noise["single_run_noise"], color="grey", ls="--", lw=1, label="per-entry noise")
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("revealed entries per test task (k)")
+    ax.set_ylabel("RMSE of unrevealed entries (nats/token)")
+    m, n = result["shape"]
+    ax.set_title(f"Predicting unseen tasks' forgetting ({m} x {n}, fixed 10-task split)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, help="the study's run folder (matrix/, noise/)")
@@ -116,6 +145,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "prediction.json", result)
     write_text(args.out / "prediction.md", render(result))
+    plot(result, args.out / "rmse_vs_k.png")
     print(render(result))
 
 
