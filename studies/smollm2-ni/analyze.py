@@ -83,6 +83,30 @@ def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: 
             "noise_edge": edge, "n_above_noise_edge": int((spec.singular_values > edge).sum())}
 
 
+def render(result: dict, models: list[str] | None = None) -> list[str]:
+    """Markdown of an r2_bootstrap.json result: the summary, the noise analysis, one table row per model."""
+    mean, m = result["mean_forgetting"], result["shape"][0]
+    lines = [f"Mean forgetting {mean:+.4f} nats/token (std {result['std']:.4f}); "
+             f"{100 * result['share_positive']:.1f}% of entries > 0. 95% percentile bootstrap CIs over columns "
+             f"({result['n_boot']} resamples); bias = bootstrap mean - R^2.", ""]
+    noise = result.get("noise")
+    if noise:
+        lines += [f"Noise ceiling (R^2 of the noise-free matrix, from {len(noise['tasks'])} tasks fine-tuned "
+                  f"twice): **{noise['r2_ceiling']:.3f}** (per-entry noise s.d. {noise['noise_sd']:.4f}). "
+                  f"A model above it also fits noise. {noise['n_above_noise_edge']} of {m} singular values "
+                  f"exceed {noise['noise_edge']:.3f}, the largest of a same-size matrix of i.i.d. noise "
+                  "(Marchenko-Pastur edge). Replicate RMSE: each model's reconstruction of those "
+                  f"tasks' rows against the other run's measurement (raw row {noise['replicate_rmse']['raw']:.4f}; "
+                  f"the noise-free matrix would score {noise['noise_sd']:.4f}).", ""]
+    lines += ["| model | R^2 | 95% CI | bias | replicate RMSE |", "|---|---:|---|---:|---:|"]
+    for k in models or list(result["r2"]):
+        v = result["r2"][k]
+        fit = noise["replicate_rmse"].get(k) if noise else None
+        lines.append(f"| {k} | {v['r2']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] | {v['boot_bias']:+.3f} | "
+                     + ("|" if fit is None else f"{fit:.4f} |"))
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, help="the study's run folder (matrix/, noise/)")
@@ -114,23 +138,7 @@ def main() -> None:
         result["noise"] = against_replicate(matrix, ForgettingMatrix.load(noise_file), args.ranks)
     write_json(args.out / "r2_bootstrap.json", result)
     lines = [f"# R^2 of the forgetting matrix ({Z.shape[0]} tasks x {Z.shape[1]} upstream examples)", "",
-             f"Mean forgetting {Z.mean():+.4f} nats/token (std {Z.std():.4f}); {100 * (Z > 0).mean():.1f}% of "
-             f"entries > 0. 95% percentile bootstrap CIs over columns ({args.boot} resamples); bias = "
-             "bootstrap mean - R^2.", ""]
-    noise = result.get("noise")
-    if noise:
-        lines += [f"Noise ceiling (R^2 of the noise-free matrix, from {len(noise['tasks'])} tasks fine-tuned "
-                  f"twice): **{noise['r2_ceiling']:.3f}** (per-entry noise s.d. {noise['noise_sd']:.4f}). "
-                  f"A model above it also fits noise. {noise['n_above_noise_edge']} of {Z.shape[0]} singular values "
-                  f"exceed {noise['noise_edge']:.3f}, the largest of a same-size matrix of i.i.d. noise "
-                  "(Marchenko-Pastur edge). Replicate RMSE: each model's reconstruction of those "
-                  f"tasks' rows against the other run's measurement (raw row {noise['replicate_rmse']['raw']:.4f}; "
-                  f"the noise-free matrix would score {noise['noise_sd']:.4f}).", ""]
-    lines += ["| model | R^2 | 95% CI | bias | replicate RMSE |", "|---|---:|---|---:|---:|"]
-    for k, v in table.items():
-        rep = noise["replicate_rmse"].get(k) if noise else None
-        lines.append(f"| {k} | {v['r2']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] | {v['boot_bias']:+.3f} | "
-                     + (f"{rep:.4f} |" if rep is not None else "|"))
+             *render(result)]
     write_text(args.out / "r2_bootstrap.md", "\n".join(lines) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from analyze import render as render_r2  # this folder's analyze.py (the script's folder is on sys.path)
+
 from lmforget.atomic import write_json, write_text
 
 R2_ROWS = ["rank-1", "rank-2", "rank-3", "rank-5", "rank-10", "additive", "example_only", "task_only"]
@@ -31,28 +33,8 @@ def matrix_section(title: str, r2: dict | None) -> list[str]:
     if r2 is None:
         return [f"## {title}", "", "Not run yet.", ""]
     m, n = r2["shape"]
-    lines = [f"## {title}", "",
-             f"{m} tasks x {n} upstream examples. Mean forgetting {r2['mean_forgetting']:+.4f} nats/token "
-             f"(std {r2['std']:.4f}); {100 * r2['share_positive']:.1f}% of entries > 0. R^2 with 95% bootstrap "
-             f"CIs over columns ({r2['n_boot']} resamples)."]
-    noise = r2.get("noise")
-    if noise:
-        rep = noise["replicate_rmse"]
-        lines[-1] += (
-            f" Noise ceiling {noise['r2_ceiling']:.3f} (per-entry noise s.d. {noise['noise_sd']:.4f}, "
-            f"{len(noise['tasks'])} tasks fine-tuned twice); {noise['n_above_noise_edge']} singular values "
-            f"above the i.i.d.-noise edge {noise['noise_edge']:.3f}. Replicate RMSE = a model's reconstruction "
-            f"of those rows against the other run (raw row {rep['raw']:.4f}; a noise-free matrix would score "
-            f"{noise['noise_sd']:.4f}).")
-    lines += ["", "| model | R^2 | 95% CI |" + (" replicate RMSE |" if noise else ""),
-              "|---|---:|---|" + ("---:|" if noise else "")]
-    for k in R2_ROWS:
-        if k in r2["r2"]:
-            v = r2["r2"][k]
-            fit = noise["replicate_rmse"].get(k) if noise else None
-            lines.append(f"| {k} | {v['r2']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] |"
-                         + (f" {'' if fit is None else f'{fit:.4f}'} |" if noise else ""))
-    return lines + [""]
+    return [f"## {title}", "", f"{m} tasks x {n} upstream examples.", "",
+            *render_r2(r2, [k for k in R2_ROWS if k in r2["r2"]]), ""]
 
 
 def prediction_section(pred: dict | None) -> list[str]:
