@@ -183,6 +183,12 @@ def test_report_assembles_finished_parts_and_names_the_missing_ones(tmp_path: Pa
     assert f"| rank-2 | {r2['r2']['rank-2']['r2']:.3f} |" in report
     assert "| lowrank |" in report and "Noise ceiling" in report
     assert report.count("Not run yet.") == 2  # the sweep and the replay run's matrix
-    assert "## Replay\n\nNot finished yet (0 of 72 cells finished)." in report  # replay.yaml: 12 x 6
+    assert "## Replay study\n\nNot finished yet (0 of 72 cells finished)." in report  # replay.yaml: 12 x 6
     saved = json.loads((results / "results.json").read_text())
     assert set(saved) == {"matrix", "prediction"}
+    # a finished part's own report is included under the part's title, its headings one level down
+    (runs / "sweep").mkdir(parents=True)
+    (runs / "sweep" / "summary.md").write_text("# Replay regime sweep\n\nmeasured text\n\n## by task\n")
+    report = _script("report.py", "--runs", str(runs), "--results", str(results))
+    assert "## Replay regime sweep\n\nmeasured text\n\n### by task\n" in report
+    assert report.count("Not run yet.") == 1

@@ -70,22 +70,25 @@ def run(matrix: ForgettingMatrix, k_list: list[int], n_test: int, n_folds: int, 
     return out
 
 
-def render(result: dict) -> str:
+def render(result: dict, level: int = 1) -> str:
+    """Markdown of a prediction.json result; `level` = the heading level of its title."""
     noise = result.get("noise")
     floor = (f"{noise['replicate_rmse']:.4f} (single run {noise['single_run_noise']:.4f})" if noise
              else "n/a (noise run not finished)")
     m, n = result["shape"]
-    lines = [f"# Predicting forgetting of unseen tasks ({m} tasks x {n} examples)", "",
+    h = "#" * level
+    lines = [f"{h} Predicting forgetting of unseen tasks ({m} tasks x {n} examples)", "",
              f"RMSE x 1 (nats/token) of the unrevealed entries, mean +- std over {result['seeds']} reveal seeds. "
              f"Replicate RMSE (noise floor) on {len(noise['tasks']) if noise else 0} tasks fine-tuned twice: "
              f"{floor}.", ""]
     ks = list(result["fixed"])
-    lines += ["## Fixed 10-task split", "", "| method | " + " | ".join(f"k = {k}" for k in ks) + " | replicate RMSE |",
+    lines += [f"{h}# Fixed 10-task split", "",
+              "| method | " + " | ".join(f"k = {k}" for k in ks) + " | replicate RMSE |",
               "|---|" + "---:|" * (len(ks) + 1)]
     for m in METHODS:
         cells = [f"{result['fixed'][k][m]['rmse_mean']:.4f} +- {result['fixed'][k][m]['rmse_std']:.4f}" for k in ks]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {floor} |")
-    lines += ["", "## 5-fold over tasks, k = 30", "", "| method | RMSE | replicate RMSE |", "|---|---:|---:|"]
+    lines += ["", f"{h}# 5-fold over tasks, k = 30", "", "| method | RMSE | replicate RMSE |", "|---|---:|---:|"]
     for m in METHODS:
         r = result["cv"][m]
         lines.append(f"| {m} | {r['rmse_mean']:.4f} +- {r['rmse_std']:.4f} | {floor} |")

@@ -3,8 +3,9 @@
     python studies/smollm2-ni/report.py --runs studies/smollm2-ni/runs --results studies/smollm2-ni/results
 
 Reads what the parts wrote (analyze.py: results/r2_bootstrap.json, results/replay-run/r2_bootstrap.json;
-predict.py: results/prediction/prediction.json; sweep.py: runs/sweep/summary.json; the replay study:
-runs/replay/results.json) and says which parts have not run yet. Recomputes nothing, so it is cheap to run
+predict.py: results/prediction/prediction.json; sweep.py: runs/sweep/summary.json and .md; the replay study:
+runs/replay/results.json and report.md), renders them with the parts' own renderers, and says which parts have
+not run yet. Recomputes nothing, so it is cheap to run
 after each part.
 """
 
@@ -14,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from analyze import render as render_r2  # this folder's analyze.py (the script's folder is on sys.path)
+from analyze import render as render_r2  # this folder's scripts (the script's folder is on sys.path)
+from predict import render as render_prediction
 
 from lmforget.atomic import write_json, write_text
 
@@ -23,10 +25,6 @@ R2_ROWS = ["rank-1", "rank-2", "rank-3", "rank-5", "rank-10", "additive", "examp
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _f(v, fmt: str = "+.4f") -> str:
-    return "n/a" if v is None else format(v, fmt)
 
 
 def matrix_section(title: str, r2: dict | None) -> list[str]:
@@ -40,62 +38,16 @@ def matrix_section(title: str, r2: dict | None) -> list[str]:
 def prediction_section(pred: dict | None) -> list[str]:
     if pred is None:
         return ["## Predicting forgetting of unseen tasks", "", "Not run yet.", ""]
-    noise = pred.get("noise")
-    floor = (f"replicate RMSE {noise['replicate_rmse']:.4f}, i.e. per-entry noise {noise['single_run_noise']:.4f}: "
-             "no predictor of one run's entries beats that on average" if noise else "no noise run")
-    m, n = pred["shape"]
-    ks = list(pred["fixed"])
-    lines = ["## Predicting forgetting of unseen tasks", "",
-             f"{m} x {n} matrix; RMSE of the unrevealed entries, mean +- std over {pred['seeds']} reveal seeds; "
-             f"noise floor: {floor}.", "",
-             "| method | " + " | ".join(f"fixed split, k = {k}" for k in ks) + " | 5-fold, k = 30 |",
-             "|---|" + "---:|" * (len(ks) + 1)]
-    for meth in pred["methods"]:
-        cells = [f"{pred['fixed'][k][meth]['rmse_mean']:.4f} +- {pred['fixed'][k][meth]['rmse_std']:.4f}" for k in ks]
-        cv = pred["cv"][meth]
-        lines.append(f"| {meth} | " + " | ".join(cells) + f" | {cv['rmse_mean']:.4f} +- {cv['rmse_std']:.4f} |")
-    return lines + [""]
+    return render_prediction(pred, level=2).splitlines() + [""]
 
 
-def sweep_section(sweep: dict | None) -> list[str]:
-    if sweep is None:
-        return ["## Replay regime sweep", "", "Not run yet.", ""]
-    lines = ["## Replay regime sweep", "",
-             "Held-out increase after fine-tuning with no replay and with random replay of self-samples; "
-             "random - none paired over the same held-out examples (mean +- s.e.m.).", "",
-             "| task | task examples | replayed | none | random | random - none | restores |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for r in sweep["rows"]:
-        diff = (f"{r['random_minus_none']:+.4f} +- {r['random_minus_none_sem']:.4f}"
-                if r.get("random_minus_none") is not None else "n/a")
-        lines.append(f"| {r['task']} | {r['n_task']} | {r['n_rep']} | {_f(r.get('none'))} | {_f(r.get('random'))} | "
-                     f"{diff} | {'yes' if r.get('restores') else 'no'} |")
-    return lines + [""]
-
-
-def replay_section(replay: dict | None, cells_done: int, cells_total: int | None) -> list[str]:
-    if replay is None:
-        progress = f" ({cells_done} of {cells_total} cells finished)" if cells_total else ""
-        return ["## Replay", "", f"Not finished yet{progress}.", ""]
-    methods = replay["methods"]
-    lines = ["## Replay", "",
-             f"{len(replay['tasks'])} test tasks; {replay['n_heldout']} held-out upstream examples never replayed; "
-             f"rate {replay['settings']['rate']:.4g}, loss weighting `{replay['settings'].get('loss_weighting')}`. "
-             "Mean held-out increase over tasks; method - random: paired over tasks (t-test, Wilcoxon, "
-             "95% bootstrap CI).", "",
-             "| method | mean increase | reduction vs none | method - random [95% CI] | t-test p | Wilcoxon p | "
-             "replay share of loss | below 0? |", "|---|---:|---:|---|---:|---:|---:|---|"]
-    for name, m in methods.items():
-        vr = m.get("vs_random") or {}
-        low, high = vr.get("ci") or [None, None]
-        diff = (f"{vr['mean_difference']:+.4f} [{_f(low)}, {_f(high)}]" if vr.get("mean_difference") is not None
-                else "")
-        share, vs_none = m.get("mean_replay_loss_share"), m.get("reduction_vs_none")
-        below = "yes (adaptation)" if (m.get("vs_zero") or {}).get("adaptation") else "no"
-        cells = [f"{m['mean_increase']:+.4f}", "" if vs_none is None else f"{100 * vs_none:+.1f}%", diff,
-                 _f(vr.get("t_p"), ".3g") if vr else "", _f(vr.get("wilcoxon_p"), ".3g") if vr else "",
-                 "" if share is None else f"{100 * share:.0f}%", below]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def included(title: str, md: Path, missing: str) -> list[str]:
+    """A part's own Markdown report with `title` for its title and its other headings one level down."""
+    if not md.is_file():
+        return [f"## {title}", "", missing, ""]
+    lines = [("#" + line if line.startswith("#") else line) for line in md.read_text(encoding="utf-8").splitlines()]
+    if lines and lines[0].startswith("## "):
+        lines[0] = f"## {title}"
     return lines + [""]
 
 
@@ -126,10 +78,11 @@ def main() -> None:
              "Assembled by `report.py` from the parts' outputs; see README.md for the settings and commands.", ""]
     lines += matrix_section("Forgetting matrix (48 training examples per task)", parts["matrix"])
     lines += prediction_section(parts["prediction"])
-    lines += sweep_section(parts["sweep"])
+    lines += included("Replay regime sweep", args.runs / "sweep" / "summary.md", "Not run yet.")
     lines += matrix_section("Second matrix: the replay run (192 training examples per task)",
                             parts["replay_run_matrix"])
-    lines += replay_section(parts["replay"], len(cells), total)
+    progress = f" ({len(cells)} of {total} cells finished)" if total else ""
+    lines += included("Replay study", args.runs / "replay" / "report.md", f"Not finished yet{progress}.")
     args.results.mkdir(parents=True, exist_ok=True)
     write_json(args.results / "results.json", {k: v for k, v in parts.items() if v is not None})
     write_text(args.results / "report.md", "\n".join(lines))
