@@ -56,11 +56,9 @@ def bootstrap(Z: np.ndarray, ranks: int, n_boot: int, seed: int) -> dict[str, di
 
 def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: int) -> dict:
     """Noise ceiling of R^2, and each model's RMSE against the replicate run on the replicated rows."""
-    if list(noise.examples) != list(matrix.examples):
-        raise SystemExit("the noise run has other upstream examples than the matrix run")
-    common = [t for t in noise.tasks if t in set(matrix.tasks)]
-    if not common:
-        raise SystemExit("the noise run shares no task with the matrix")
+    from predict import replicate_rmse  # this folder's predict.py: checks the runs match, finds the shared tasks
+
+    common = replicate_rmse(matrix, noise)["tasks"]
     cols = ~np.isnan(matrix.Z).any(axis=0) & ~np.isnan(noise.Z).any(axis=0)
     Z = matrix.Z[:, cols].astype(np.float64)
     rows = matrix.rows(common)

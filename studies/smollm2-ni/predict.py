@@ -147,9 +147,10 @@ def main() -> None:
     result["noise"] = replicate_rmse(matrix, noise) if noise is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "prediction.json", result)
-    write_text(args.out / "prediction.md", render(result))
+    md = render(result)
+    write_text(args.out / "prediction.md", md)
     plot(result, args.out / "rmse_vs_k.png")
-    print(render(result))
+    print(md)
 
 
 if __name__ == "__main__":
