@@ -192,3 +192,33 @@ def test_report_assembles_finished_parts_and_names_the_missing_ones(tmp_path: Pa
     report = _script("report.py", "--runs", str(runs), "--results", str(results))
     assert "## Replay regime sweep\n\nmeasured text\n\n### by task\n" in report
     assert report.count("Not run yet.") == 1
+
+
+def test_analyze_script_compares_two_runs_of_the_same_tasks(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from lmforget.matrix import ForgettingMatrix
+
+    z = _low_rank_matrix(tmp_path / "Z.npz", noise_sd=0.002, seed=1)
+    m = ForgettingMatrix.load(z)
+    # the same structure, three times as strong
+    longer = ForgettingMatrix(m.Z * 3.0, m.tasks, m.task_groups, m.examples, m.example_sources)
+    longer.save(tmp_path / "longer.npz")
+    _script("analyze.py", "--matrix", str(tmp_path / "longer.npz"), "--compare", str(z),
+            "--out", str(tmp_path / "out"), "--boot", "5", "--ranks", "3")
+    result = json.loads((tmp_path / "out" / "r2_bootstrap.json").read_text())
+    cmp = result["compare"]
+    assert cmp["other"] == "Z" and cmp["tasks"] == [f"task{i}" for i in range(16)] and cmp["n_columns"] == 160
+    assert cmp["mean_ratio"] == pytest.approx(3.0)
+    assert cmp["pearson"] == pytest.approx(1.0) and cmp["row_pearson"]["min"] == pytest.approx(1.0)
+    # an unrelated matrix of the same shape agrees by chance only
+    rng = np.random.default_rng(5)
+    ForgettingMatrix(rng.normal(0.03, 0.01, m.Z.shape), m.tasks, m.task_groups, m.examples, m.example_sources).save(
+        tmp_path / "other.npz")
+    _script("analyze.py", "--matrix", str(z), "--compare", str(tmp_path / "other.npz"),
+            "--out", str(tmp_path / "out2"), "--boot", "5", "--ranks", "3")
+    cmp = json.loads((tmp_path / "out2" / "r2_bootstrap.json").read_text())["compare"]
+    assert abs(cmp["pearson"]) < 0.1 and abs(cmp["column_mean_pearson"]) < 0.3
+    assert "Against the other run (16 shared tasks" in (tmp_path / "out2" / "r2_bootstrap.md").read_text()

@@ -2,7 +2,7 @@
 
     python studies/smollm2-ni/analyze.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results
     python studies/smollm2-ni/analyze.py --runs studies/smollm2-ni/runs --run replay-run \
-        --out studies/smollm2-ni/results/replay-run                             # the second matrix
+        --compare matrix --out studies/smollm2-ni/results/replay-run            # the second matrix
     python studies/smollm2-ni/analyze.py --matrix Z.npz --out /tmp/x          # any matrix file
 
 Writes OUT/matrix.npz (and OUT/noise.npz when the noise run is finished), OUT/analysis/ (lmforget
@@ -18,6 +18,10 @@ structure signal or noise?":
     additive fit) of the matrix run, compared with the *other* run's measurement of the same entries. The raw
     row scores the replicate RMSE (sqrt(2) s); a reconstruction that keeps signal and drops noise scores
     lower, down to s for the noise-free matrix.
+
+With --compare RUN (the replay run against the matrix run: the same tasks and examples, four times the
+training data) how far the two runs agree: the ratio of mean forgetting, the correlation of entries, of each
+task's two rows, of task strength (row means) and of example vulnerability (column means).
 """
 
 from __future__ import annotations
@@ -81,6 +85,27 @@ def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: 
             "noise_edge": edge, "n_above_noise_edge": int((spec.singular_values > edge).sum())}
 
 
+def compare_runs(matrix: ForgettingMatrix, other: ForgettingMatrix, name: str) -> dict:
+    """How far another run of the same tasks and examples (e.g. other training lengths) agrees with this one:
+    entries, each task's row, task strength (row means) and example vulnerability (column means)."""
+    if list(other.examples) != list(matrix.examples):
+        raise SystemExit(f"the {name} run has other upstream examples than this run")
+    common = [t for t in matrix.tasks if t in set(other.tasks)]
+    if len(common) < 2:
+        raise SystemExit(f"the {name} run shares fewer than 2 finished tasks with this run")
+    a = matrix.Z[matrix.rows(common)].astype(np.float64)
+    b = other.Z[other.rows(common)].astype(np.float64)
+    cols = np.isfinite(a).all(axis=0) & np.isfinite(b).all(axis=0)
+    a, b = a[:, cols], b[:, cols]
+    r = np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+    return {"other": name, "tasks": common, "n_columns": int(cols.sum()), "mean_ratio": float(a.mean() / b.mean()),
+            "pearson": float(np.corrcoef(a.ravel(), b.ravel())[0, 1]),
+            "row_pearson": {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max()),
+                            "per_task": dict(zip(common, r.tolist()))},
+            "row_mean_pearson": float(np.corrcoef(a.mean(axis=1), b.mean(axis=1))[0, 1]),
+            "column_mean_pearson": float(np.corrcoef(a.mean(axis=0), b.mean(axis=0))[0, 1])}
+
+
 def render(result: dict, models: list[str] | None = None) -> list[str]:
     """Markdown of an r2_bootstrap.json result: the summary, the noise analysis, one table row per model."""
     mean, m = result["mean_forgetting"], result["shape"][0]
@@ -96,6 +121,15 @@ def render(result: dict, models: list[str] | None = None) -> list[str]:
                   "(Marchenko-Pastur edge). Replicate RMSE: each model's reconstruction of those "
                   f"tasks' rows against the other run's measurement (raw row {noise['replicate_rmse']['raw']:.4f}; "
                   f"the noise-free matrix would score {noise['noise_sd']:.4f}).", ""]
+    other = result.get("compare")
+    if other:
+        rows = other["row_pearson"]
+        lines += [f"Against the {other['other']} run ({len(other['tasks'])} shared tasks, {other['n_columns']} "
+                  f"examples): mean forgetting {other['mean_ratio']:.2f}x the other run's; entries correlate "
+                  f"r = {other['pearson']:.3f}; each task's row with its other-run row: median r = "
+                  f"{rows['median']:.3f} (min {rows['min']:.3f}, max {rows['max']:.3f}); task strength (row means) "
+                  f"r = {other['row_mean_pearson']:.3f}; example vulnerability (column means) r = "
+                  f"{other['column_mean_pearson']:.3f}.", ""]
     lines += ["| model | R^2 | 95% CI | bias | replicate RMSE |", "|---|---:|---|---:|---:|"]
     for k in models or list(result["r2"]):
         v = result["r2"][k]
@@ -111,6 +145,7 @@ def main() -> None:
     ap.add_argument("--run", default="matrix", help="which run under --runs (the noise run replicates 'matrix')")
     ap.add_argument("--matrix", type=Path, help="analyse this .npz instead")
     ap.add_argument("--noise", type=Path, help="a replicate matrix (.npz) for the noise ceiling")
+    ap.add_argument("--compare", help="another run under --runs (or a .npz) of the same examples to compare with")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ranks", type=int, default=10)
     ap.add_argument("--boot", type=int, default=1000)
@@ -134,6 +169,15 @@ def main() -> None:
               "std": float(Z.std()), "share_positive": float((Z > 0).mean()), "r2": table}
     if noise_file.is_file():
         result["noise"] = against_replicate(matrix, ForgettingMatrix.load(noise_file), args.ranks)
+    if args.compare:
+        if args.compare.endswith(".npz"):
+            other = ForgettingMatrix.load(args.compare)
+        elif args.runs is not None:
+            other = Run.open(args.runs / args.compare).matrix()
+        else:
+            raise SystemExit("--compare RUN needs --runs (or give a .npz)")
+        result["compare"] = compare_runs(matrix, other, Path(args.compare).stem if args.compare.endswith(".npz")
+                                         else args.compare)
     write_json(args.out / "r2_bootstrap.json", result)
     lines = [f"# R^2 of the forgetting matrix ({Z.shape[0]} tasks x {Z.shape[1]} upstream examples)", "",
              *render(result)]

@@ -24,7 +24,7 @@ case "$part" in
   matrix)  cmd=("$py" -m lmforget collect "$here/matrix.yaml" -o "$runs/matrix") ;;
   noise)   cmd=("$py" -m lmforget collect "$here/noise.yaml" -o "$runs/noise") ;;
   analyze) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --out "$rel/results") ;;
-  analyze-replay-run) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --run replay-run --out "$rel/results/replay-run") ;;
+  analyze-replay-run) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --run replay-run --compare matrix --out "$rel/results/replay-run") ;;
   predict) cmd=("$py" "$rel/predict.py" --runs "$rel/runs" --out "$rel/results/prediction") ;;
   sweep)   cmd=("$py" "$rel/sweep.py" --runs "$rel/runs" --out "$rel/runs/sweep") ;;
   replay-run) cmd=("$py" -m lmforget collect "$here/replay-run.yaml" -o "$runs/replay-run") ;;
