@@ -171,13 +171,12 @@ def main() -> None:
         result["noise"] = against_replicate(matrix, ForgettingMatrix.load(noise_file), args.ranks)
     if args.compare:
         if args.compare.endswith(".npz"):
-            other = ForgettingMatrix.load(args.compare)
+            other, name = ForgettingMatrix.load(args.compare), Path(args.compare).stem
         elif args.runs is not None:
-            other = Run.open(args.runs / args.compare).matrix()
+            other, name = Run.open(args.runs / args.compare).matrix(), args.compare
         else:
             raise SystemExit("--compare RUN needs --runs (or give a .npz)")
-        result["compare"] = compare_runs(matrix, other, Path(args.compare).stem if args.compare.endswith(".npz")
-                                         else args.compare)
+        result["compare"] = compare_runs(matrix, other, name)
     write_json(args.out / "r2_bootstrap.json", result)
     lines = [f"# R^2 of the forgetting matrix ({Z.shape[0]} tasks x {Z.shape[1]} upstream examples)", "",
              *render(result)]
