@@ -111,6 +111,62 @@ def test_study_resumes_and_refuses_other_settings(study, capsys) -> None:
     assert len(err) == 1 and "different replay" in err[0]
 
 
+def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
+    from lmforget.status import run_status
+
+    out, _ = study
+    st = run_status(out)
+    assert st["kind"] == "replay" and st["methods"] == METHODS.split(",")
+    assert st["counts"] == {"finished": 5, "running": 0, "failed": 0, "pending": 0} and st["eta_seconds"] == 0
+    assert st["driver_running"] is False and all(c["seconds"] > 0 for c in st["cells"])
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().err  # tables go to stderr, --json to stdout
+    assert "online-additive" in text and "5 finished" in text and "no replay running" in text
+
+
+def test_failed_cell_is_recorded_and_a_rerun_retries_only_it(tiny_run: Path, tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    import lmforget.replay.study as study_mod
+    from lmforget.status import run_status
+
+    out = tmp_path / "s"
+    args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "replay.test_tasks=[add_numbers]", "-o", str(out),
+            "--methods", "none,random", "-q"]
+    real_cell, real_write = study_mod.run_cell, study_mod.write_cell
+    snapshots: list[dict] = []  # `lmforget status` read while the study runs, before a cell is written
+
+    def run_cell(study, task, method, progress=True):
+        if method.name == "random":
+            raise RuntimeError("out of memory (simulated)")
+        return real_cell(study, task, method, progress)
+
+    def write_cell(study, *a):
+        snapshots.append(run_status(study.out))
+        real_write(study, *a)
+
+    monkeypatch.setattr(study_mod, "run_cell", run_cell)
+    monkeypatch.setattr(study_mod, "write_cell", write_cell)
+    capsys.readouterr()
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("lmforget: error: 1 replay cell(s) failed: add_numbers / random") and "out of memory" in last
+    assert len(snapshots) == 1 and snapshots[0]["driver_running"]
+    assert snapshots[0]["counts"] == {"finished": 0, "running": 1, "failed": 0, "pending": 1}
+    st = run_status(out)
+    assert st["counts"] == {"finished": 1, "running": 0, "failed": 1, "pending": 0} and not st["driver_running"]
+    [failed] = [c for c in st["cells"] if c["state"] == "failed"]
+    assert failed["method"] == "random" and "out of memory" in failed["error"]
+    error_file = study_mod.cell_file(out, "add_numbers", "random", ".error.json")
+    assert "Traceback" in json.loads(error_file.read_text())["traceback"]
+    none_cell = study_mod.cell_file(out, "add_numbers", "none", ".json")
+    stamp = none_cell.stat().st_mtime_ns
+    monkeypatch.setattr(study_mod, "run_cell", real_cell)
+    assert main(args) == 0
+    assert not error_file.exists() and none_cell.stat().st_mtime_ns == stamp  # only the failed cell ran again
+    assert run_status(out)["counts"] == {"finished": 2, "running": 0, "failed": 0, "pending": 0}
+
+
 def _fails(args: list[str], capsys, match: str, out: Path) -> None:
     capsys.readouterr()
     assert main(args) == 2

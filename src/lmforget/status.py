@@ -1,9 +1,10 @@
-"""Where a collection stands: finished / running / failed / pending per task, and an ETA.
+"""Where a collection or a replay study stands: finished / running / failed / pending units, and an ETA.
 
-The driver of `collect` (and only it) keeps RUN_DIR/progress.json: its pid and host and the units it
-has handed to the executor. `run_status` reads that file and the rows directory; every file it reads
-is written atomically, so it is safe to call while a collect is running. A progress file whose driver
-is gone (same host, dead pid) counts its units as pending again: that is what a re-run will redo.
+The driver of `collect` or `replay` (and only it) keeps DIR/progress.json: its pid and host, its units
+(tasks, or task x method cells) and those it has handed to the executor. `run_status` reads that file
+and the finished results; every file it reads is written atomically, so it is safe to call while the
+driver runs. A progress file whose driver is gone (same host, dead pid) counts its units as pending
+again: that is what a re-run will redo.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lmforget.atomic import write_json
@@ -22,10 +24,14 @@ PROGRESS = "progress.json"
 class Tracker:
     """The driver's side: record units as they start, finish or fail (no-op when not enabled)."""
 
-    def __init__(self, run_dir: Path, executor: str, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, executor: str, enabled: bool = True, units: list[str] | None = None,
+                 error_path: Callable[[str], Path] | None = None) -> None:
+        """`units`: every unit of this invocation, finished ones included; `error_path`: where a unit's
+        failure is recorded (default: a collect's rows/<task>.error.json)."""
         self.path, self.enabled = Path(run_dir), enabled
+        self._error_path = error_path or self._row_error_path
         self.state = {"pid": os.getpid(), "host": socket.gethostname(), "executor": executor,
-                      "started": time.time(), "running": {}, "closed": None}
+                      "started": time.time(), "units": list(units or []), "running": {}, "closed": None}
         self._save()
 
     def _save(self) -> None:
@@ -36,7 +42,7 @@ class Tracker:
         self.state["running"][key] = time.time()
         self._save()
 
-    def _error_path(self, key: str) -> Path:
+    def _row_error_path(self, key: str) -> Path:
         from lmforget.runs import task_slug
 
         return self.path / "rows" / f"{'base' if key == '<base>' else task_slug(key)}.error.json"
@@ -82,41 +88,99 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _entries(keys: list[tuple[str, ...]], record: Callable, error_path: Callable, running: dict) -> list[dict]:
+    """The state of each unit: finished (`record(*key)`, its log, is not None), running, failed or pending."""
+    now, out = time.time(), []
+    for key in keys:
+        label = " / ".join(key)
+        rec = record(*key)
+        if rec is not None:
+            entry = {"state": "finished", "seconds": rec.get("seconds")}
+        elif label in running:
+            entry = {"state": "running", "running_for": now - running[label]}
+        elif error_path(*key).is_file():
+            err = _read_json(error_path(*key)) or {}
+            entry = {"state": "failed", "error": err.get("error", "unknown error")}
+        else:
+            entry = {"state": "pending"}
+        out.append(entry)
+    return out
+
+
+def _summary(entries: list[dict], live: bool | None) -> tuple[dict, float | None, float | None]:
+    """Counts per state, mean seconds of a finished unit, and the ETA in seconds (None when unknown)."""
+    counts = {s: sum(e["state"] == s for e in entries) for s in ("finished", "running", "failed", "pending")}
+    secs = [e["seconds"] for e in entries if e["state"] == "finished" and e.get("seconds")]
+    mean = sum(secs) / len(secs) if secs else None
+    eta = None
+    if mean is not None and live:
+        left = counts["pending"] * mean + sum(max(0.0, mean - e["running_for"])
+                                              for e in entries if e["state"] == "running")
+        eta = left / max(1, counts["running"])
+    elif entries and counts["pending"] + counts["running"] == 0:
+        eta = 0.0
+    return counts, mean, eta
+
+
+def _progress(path: Path) -> tuple[dict, bool | None, dict]:
+    """The progress file, whether its driver runs (None: no file, so unknown) and its units in flight."""
+    progress = _read_json(path / PROGRESS) or {}
+    live = _alive(progress) if progress else None
+    return progress, live, progress.get("running", {}) if live else {}
+
+
 def run_status(run_dir: str | Path) -> dict:
-    """Per-task state, seconds of each finished task, counts and an ETA (seconds, None when unknown)."""
+    """Per-task state, seconds of each finished task, counts and an ETA (seconds, None when unknown).
+
+    A replay study's directory gets `study_status` instead."""
+    from lmforget.replay.study import is_study
+
+    if is_study(run_dir):
+        return study_status(run_dir)
     from lmforget.runs import Run
 
     run = Run.open(run_dir)
-    progress = _read_json(run.path / PROGRESS) or {}
-    live = bool(progress) and _alive(progress)
-    running = progress.get("running", {}) if live else {}
-    now = time.time()
-    tasks = []
-    for name in run.task_names:
-        entry: dict = {"task": name}
-        if run.row_path(name).is_file():
-            entry["state"] = "finished"
-            entry["seconds"] = (run.row_log(name) or {}).get("seconds")
-        elif name in running:
-            entry.update(state="running", running_for=now - running[name])
-        elif run.error_path(name).is_file():
-            err = _read_json(run.error_path(name)) or {}
-            entry.update(state="failed", error=err.get("error", "unknown error"))
-        else:
-            entry["state"] = "pending"
-        tasks.append(entry)
-    counts = {s: sum(t["state"] == s for t in tasks) for s in ("finished", "running", "failed", "pending")}
-    secs = [t["seconds"] for t in tasks if t["state"] == "finished" and t.get("seconds")]
-    eta = None
-    if secs and live:
-        per_task = sum(secs) / len(secs)
-        parallel = max(1, counts["running"])
-        left = counts["pending"] * per_task + sum(max(0.0, per_task - t["running_for"])
-                                                  for t in tasks if t["state"] == "running")
-        eta = left / parallel
-    elif counts["pending"] + counts["running"] == 0:
-        eta = 0.0
-    return {"run": str(run.path), "base_scored": (run.path / "base.parquet").is_file(),
+    progress, live, running = _progress(run.path)
+
+    def record(name: str) -> dict | None:
+        return (run.row_log(name) or {}) if run.row_path(name).is_file() else None
+
+    tasks = [{"task": name, **e} for name, e in zip(run.task_names, _entries(
+        [(n,) for n in run.task_names], record, run.error_path, running))]
+    counts, mean, eta = _summary(tasks, live)
+    return {"kind": "collect", "run": str(run.path), "base_scored": (run.path / "base.parquet").is_file(),
             "collect_running": live, "executor": progress.get("executor"),
-            "counts": counts, "mean_task_seconds": sum(secs) / len(secs) if secs else None,
-            "eta_seconds": eta, "tasks": tasks}
+            "counts": counts, "mean_task_seconds": mean, "eta_seconds": eta, "tasks": tasks}
+
+
+def study_status(out: str | Path) -> dict:
+    """Per-cell (test task x method) state of a replay study, counts and an ETA.
+
+    The methods are those the driver recorded in progress.json plus any with a finished cell on disk
+    (a study started by an older lmforget has no list: only its finished cells are known)."""
+    from lmforget.replay.study import cell_file, cell_folder, study_tasks
+
+    out = Path(out)
+    tasks = study_tasks(out)
+    progress, live, running = _progress(out)
+    methods: list[str] = []
+    for key in progress.get("units", []):
+        method = key.rpartition(" / ")[2]
+        if method not in methods:
+            methods.append(method)
+    for task in tasks:
+        for path in sorted(cell_folder(out, task).glob("*.json")):
+            method = (_read_json(path) or {}).get("method") if not path.name.endswith(".error.json") else None
+            if method and method not in methods:
+                methods.append(method)
+
+    def record(task: str, method: str) -> dict | None:
+        path = cell_file(out, task, method, ".json")
+        return (_read_json(path) or {}) if path.is_file() else None
+
+    keys = [(t, m) for t in tasks for m in methods]
+    cells = [{"task": t, "method": m, **e} for (t, m), e in zip(keys, _entries(
+        keys, record, lambda t, m: cell_file(out, t, m, ".error.json"), running))]
+    counts, mean, eta = _summary(cells, live)
+    return {"kind": "replay", "study": str(out), "driver_running": live, "executor": progress.get("executor"),
+            "methods": methods, "counts": counts, "mean_cell_seconds": mean, "eta_seconds": eta, "cells": cells}

@@ -52,10 +52,11 @@ def matrix(
 
 @app.command()
 def status(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `lmforget collect` (may be running)."),
+    run_dir: Path = typer.Argument(..., help="A run directory made by `lmforget collect`, or a replay study made "
+                                             "by `lmforget replay` (either may be running)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Finished / running / failed / pending tasks of a run, seconds per task and an ETA."""
+    """Finished / running / failed / pending tasks (or replay cells), seconds per unit and an ETA."""
     from lmforget.status import run_status
 
     st = run_status(run_dir)
@@ -64,15 +65,23 @@ def status(
         return
     from rich.table import Table
 
-    table = Table("task", "state", "seconds", "error")
-    for t in st["tasks"]:
+    study = st["kind"] == "replay"
+    table = Table("task", *(["method"] if study else []), "state", "seconds", "error")
+    for t in st["cells" if study else "tasks"]:
         secs = t.get("seconds") if t["state"] == "finished" else t.get("running_for")
-        table.add_row(t["task"], t["state"], "" if secs is None else f"{secs:.0f}", t.get("error", ""))
+        table.add_row(t["task"], *([t["method"]] if study else []), t["state"],
+                      "" if secs is None else f"{secs:.0f}", t.get("error", ""))
     console.print(table)
     c, eta = st["counts"], st["eta_seconds"]
+    running = st["driver_running"] if study else st["collect_running"]
+    driver = "replay" if study else "collect"
+    state = {True: f"{driver} running", False: f"no {driver} running",
+             None: f"no progress.json: whether a {driver} runs is unknown"}[running]
     console.print(f"{c['finished']} finished, {c['running']} running, {c['failed']} failed, {c['pending']} pending; "
-                  f"{'collect running' if st['collect_running'] else 'no collect running'}; ETA "
-                  + ("unknown" if eta is None else f"{eta:.0f} s"))
+                  f"{state}; ETA " + ("unknown" if eta is None else f"{eta:.0f} s"))
+    if study and not st["methods"]:
+        console.print("no cell has finished and no list of methods was recorded (a study started by an older "
+                      "lmforget): its cells show up as they finish")
 
 
 @app.command()

@@ -31,7 +31,12 @@ class Method:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)
+        return method_slug(self.name)
+
+
+def method_slug(name: str) -> str:
+    """A method name as a file name (``oracle:top`` -> ``oracle_top``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def parse_method(name: str, default_strategy: str = "softmax") -> Method:

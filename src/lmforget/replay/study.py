@@ -12,6 +12,8 @@ Layout of OUT_DIR::
     probes.parquet                   online methods: base-model NLL of the fixed probe examples
     results/<task>/<method>.parquet  held-out scores after fine-tuning (id, nll, n_tokens, increase)
     results/<task>/<method>.json     the cell's numbers and replay set; written last = cell done
+    results/<task>/<method>.error.json  a failed cell's error (removed when a re-run finishes it)
+    progress.json                    the running driver's pid, host, cells and cells in flight (`lmforget status`)
     results.json, report.md, figure.png
 
 Every (task, method) cell is written atomically and skipped when re-run, like `collect`.
@@ -47,7 +49,7 @@ from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 from lmforget.replay.heldout import HeldoutSplit, draw_probes, split_heldout
-from lmforget.replay.methods import Method, parse_methods
+from lmforget.replay.methods import Method, method_slug, parse_methods
 from lmforget.replay.mixture import mixture_steps, n_replay
 from lmforget.runs import Run, task_slug, write_table
 from lmforget.seeding import task_seed
@@ -100,10 +102,40 @@ class Study:
         return task_seed(self.cfg.seed, task)
 
     def cell_path(self, task: str, method: Method, suffix: str) -> Path:
-        return self.out / "results" / task_slug(task) / f"{method.slug}{suffix}"
+        return cell_file(self.out, task, method.name, suffix)
 
     def done(self, task: str, method: Method) -> bool:
         return self.cell_path(task, method, ".json").is_file()
+
+
+# ---------------------------------------------------------------------- layout
+def cell_folder(out: str | Path, task: str) -> Path:
+    return Path(out) / "results" / task_slug(task)
+
+
+def cell_file(out: str | Path, task: str, method: str, suffix: str) -> Path:
+    """A cell's file, from the task and method names (``suffix``: .json, .parquet, .error.json)."""
+    return cell_folder(out, task) / f"{method_slug(method)}{suffix}"
+
+
+def _read_manifest(out: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(out) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_study(out: str | Path) -> bool:
+    """Whether `out` holds a replay study (its manifest has replay settings), not a collect run."""
+    manifest = _read_manifest(out) or {}
+    return isinstance(manifest.get("settings"), dict) and "replay" in manifest["settings"]
+
+
+def study_tasks(out: str | Path) -> list[str]:
+    """The test tasks of the study in `out`, from its manifest."""
+    if not is_study(out):
+        raise LmforgetError(f"{out}: not a replay study (no manifest with replay settings)")
+    return list(_read_manifest(out)["settings"]["replay"]["test_tasks"])
 
 
 # ----------------------------------------------------------------------- setup
@@ -425,6 +457,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     as they finish. Failed cells are reported together at the end; a re-run retries them.
     """
     from lmforget.executor import open_executor, single_gpu
+    from lmforget.status import Tracker
 
     study = open_study(recipe, out, methods)
     _prepare_out(study)
@@ -434,24 +467,32 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
         f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
         f"{len(cells) - len(todo)} cells already done -> {study.out}")
     exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
-    by_key = {f"{t} / {m.name}": (t, m) for t, m in todo}
+    by_key = {f"{t} / {m.name}": (t, m) for t, m in todo}  # `lmforget status` splits keys at the last " / "
     failed: dict[str, str] = {}
     if any(m.source == "online" for _, m in todo) and study.probe_base_nll is None:
         study.probe_base_nll = _probe_base(study)  # here, in the driver: workers write nothing
     with open_executor(exe_cfg) as ex:
-        shared = ex.put(study)  # once: matrix, upstream set and tasks travel to the object store one time
-        units = [(key, (shared, t, m, progress and ex.kind == "local")) for key, (t, m) in by_key.items()]
-        for k, out in enumerate(ex.map(run_cell, units), 1):
-            if out.error is not None:
-                failed[out.key] = out.error
-                log(f"[{k}/{len(todo)}] {out.key}: failed: {out.error}")
-                continue
-            after, rec = out.value
-            write_cell(study, *by_key[out.key], after, rec)
-            log(f"[{k}/{len(todo)}] {out.key}: held-out NLL increase {rec['heldout_mean_increase']:+.4f} "
-                f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
+        tracker = Tracker(study.out, ex.kind, units=[f"{t} / {m.name}" for t, m in cells],
+                          error_path=lambda key: study.cell_path(*by_key[key], ".error.json"))
+        try:
+            shared = ex.put(study)  # once: matrix, upstream set and tasks travel to the object store one time
+            units = [(key, (shared, t, m, progress and ex.kind == "local")) for key, (t, m) in by_key.items()]
+            for k, out in enumerate(ex.map(run_cell, units, on_start=tracker.started), 1):
+                if out.error is not None:
+                    failed[out.key] = out.error
+                    tracker.failed(out.key, out.error, out.detail)
+                    log(f"[{k}/{len(todo)}] {out.key}: failed: {out.error}")
+                    continue
+                after, rec = out.value
+                write_cell(study, *by_key[out.key], after, rec)
+                tracker.finished(out.key)
+                log(f"[{k}/{len(todo)}] {out.key}: held-out NLL increase {rec['heldout_mean_increase']:+.4f} "
+                    f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
+        finally:
+            tracker.close()
     if failed:
-        raise LmforgetError(f"{len(failed)} replay cell(s) failed: {', '.join(failed)} (first: "
+        raise LmforgetError(f"{len(failed)} replay cell(s) failed: {', '.join(failed)} (errors in "
+                            f"{study.out}/results/*/*.error.json; first: "
                             f"{next(iter(failed.values()))}); re-run the same command to retry them")
     return write_results(study)
 
