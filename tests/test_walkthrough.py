@@ -81,6 +81,8 @@ def test_probe_forecast_replay_set(walk: Path, capsys) -> None:
     chosen = [json.loads(line) for line in replay.read_text().splitlines()]
     assert len(chosen) == 8 and all({"text", "id", "score"} <= set(r) for r in chosen)
     assert len({r["id"] for r in chosen}) == 8
+    predicted = {r["id"]: float(r["forgetting"]) for r in rows}  # replay-set ranks the row forecast wrote
+    np.testing.assert_allclose([r["score"] for r in chosen], [predicted[r["id"]] for r in chosen], atol=1e-9)
 
 
 def test_probe_file_round_trip_and_bad_files(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Self-sampled upstream data: contexts continued by the base model itself (docs/protocol.md section 6).
+"""Self-sampled upstream data: contexts continued by the base model itself (docs/protocol.md section 2).
 
 Why: for a model whose pre-training data is not available, text drawn from the model is the one
 upstream set it is certainly fitted to. At the base weights theta0, E_{y ~ p_theta0(.|c)} of

@@ -57,7 +57,8 @@ def replay_set(
                                  "messages), or FORMAT:PATH for another lmforget.data format."),
     budget: int = typer.Option(..., "--budget", help="How many examples to replay."),
     out: Path = typer.Option(..., "-o", "--out", help="Output JSONL (text or messages, id, score)."),
-    method: str = typer.Option("mf", "--method", help="Completer that predicts the new task's row."),
+    method: str = typer.Option("lowrank", "--method", help="Completer that predicts the new task's row (the "
+                               "default is `forecast`'s: the same probe gives the same row)."),
     strategy: str = typer.Option("softmax", "--strategy", help="random, softmax, top or mir."),
     temperature: float = typer.Option(0.1, "--temperature", help="Softmax temperature."),
     group: int = typer.Option(30, "--group", help="MIR group size."),

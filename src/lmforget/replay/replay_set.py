@@ -42,7 +42,7 @@ class ReplaySet:
 
 
 def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str, budget: int, *,
-                     method: str = "mf", strategy: str = "softmax", temperature: float = 0.1, group: int = 30,
+                     method: str = "lowrank", strategy: str = "softmax", temperature: float = 0.1, group: int = 30,
                      heldout: int = 0, seed: int = 0) -> ReplaySet:
     """Validate the inputs, complete the new row, and choose `budget` replay examples."""
     from lmforget.data import load_upstream_arg
