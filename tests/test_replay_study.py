@@ -125,19 +125,20 @@ def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
     assert "online-additive" in text and "5 finished" in text and "no replay running" in text
 
 
-def test_failed_cell_is_recorded_and_a_rerun_retries_only_it(tiny_run: Path, tmp_path: Path, monkeypatch,
-                                                             capsys) -> None:
+def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny_run: Path, tmp_path: Path,
+                                                                            monkeypatch, capsys) -> None:
     import lmforget.replay.study as study_mod
     from lmforget.status import run_status
 
     out = tmp_path / "s"
-    args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "replay.test_tasks=[add_numbers]", "-o", str(out),
-            "--methods", "none,random", "-q"]
+    args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "-o", str(out), "--methods", "none,random", "-q"]
+    assert main(args + ["--report-only"]) == 2  # nothing to report yet
+    assert not out.exists()
     real_cell, real_write = study_mod.run_cell, study_mod.write_cell
     snapshots: list[dict] = []  # `lmforget status` read while the study runs, before a cell is written
 
     def run_cell(study, task, method, progress=True):
-        if method.name == "random":
+        if (task, method.name) == ("opposites", "random"):
             raise RuntimeError("out of memory (simulated)")
         return real_cell(study, task, method, progress)
 
@@ -150,21 +151,33 @@ def test_failed_cell_is_recorded_and_a_rerun_retries_only_it(tiny_run: Path, tmp
     capsys.readouterr()
     assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("lmforget: error: 1 replay cell(s) failed: add_numbers / random") and "out of memory" in last
-    assert len(snapshots) == 1 and snapshots[0]["driver_running"]
-    assert snapshots[0]["counts"] == {"finished": 0, "running": 1, "failed": 0, "pending": 1}
+    assert last.startswith("lmforget: error: 1 replay cell(s) failed: opposites / random") and "out of memory" in last
+    assert len(snapshots) == 3 and all(s["driver_running"] for s in snapshots)
+    assert snapshots[0]["counts"] == {"finished": 0, "running": 1, "failed": 0, "pending": 3}
+    assert snapshots[2]["counts"] == {"finished": 2, "running": 1, "failed": 0, "pending": 1}
     st = run_status(out)
-    assert st["counts"] == {"finished": 1, "running": 0, "failed": 1, "pending": 0} and not st["driver_running"]
+    assert st["counts"] == {"finished": 3, "running": 0, "failed": 1, "pending": 0} and not st["driver_running"]
     [failed] = [c for c in st["cells"] if c["state"] == "failed"]
-    assert failed["method"] == "random" and "out of memory" in failed["error"]
-    error_file = study_mod.cell_file(out, "add_numbers", "random", ".error.json")
+    assert (failed["task"], failed["method"]) == ("opposites", "random") and "out of memory" in failed["error"]
+    error_file = study_mod.cell_file(out, "opposites", "random", ".error.json")
     assert "Traceback" in json.loads(error_file.read_text())["traceback"]
-    none_cell = study_mod.cell_file(out, "add_numbers", "none", ".json")
-    stamp = none_cell.stat().st_mtime_ns
+
+    # an interim report covers the one task whose methods all finished, and says so
+    assert main(args + ["--report-only"]) == 0
+    interim = json.loads((out / "results.json").read_text())
+    assert interim["tasks"] == ["add_numbers"] and interim["n_test_tasks"] == 2 and interim["complete"] is False
+    assert "Interim report: 1 of 2 test tasks" in (out / "report.md").read_text()
+    assert main(args[:2] + ["replay.rate=0.25"] + args[2:] + ["--report-only"]) == 2  # other settings: refused
+
+    done = study_mod.cell_file(out, "add_numbers", "none", ".json")
+    stamp = done.stat().st_mtime_ns
     monkeypatch.setattr(study_mod, "run_cell", real_cell)
     assert main(args) == 0
-    assert not error_file.exists() and none_cell.stat().st_mtime_ns == stamp  # only the failed cell ran again
-    assert run_status(out)["counts"] == {"finished": 2, "running": 0, "failed": 0, "pending": 0}
+    assert not error_file.exists() and done.stat().st_mtime_ns == stamp  # only the failed cell ran again
+    assert run_status(out)["counts"] == {"finished": 4, "running": 0, "failed": 0, "pending": 0}
+    final = json.loads((out / "results.json").read_text())
+    assert final["tasks"] == ["add_numbers", "opposites"] and final["complete"] is True
+    assert "Interim" not in (out / "report.md").read_text()
 
 
 def _fails(args: list[str], capsys, match: str, out: Path) -> None:

@@ -66,7 +66,8 @@ def main() -> None:
     for name in ("sweep", "replay"):  # their per-cell records stay in runs/
         if parts[name] is not None:
             parts[name] = {k: v for k, v in parts[name].items() if k != "cells"}
-    cells = sorted((args.runs / "replay" / "results").glob("*/*.json"))  # one per finished task x method cell
+    cells = [p for p in (args.runs / "replay" / "results").glob("*/*.json")  # one per finished task x method cell
+             if not p.name.endswith(".error.json")]
     total = None
     recipe = Path(__file__).resolve().parent / "replay.yaml"  # the study's replay recipe: how many cells
     if recipe.is_file():

@@ -23,6 +23,9 @@ def replay(
     executor: Optional[str] = typer.Option(None, "--executor", help="local | ray: one unit per task x method cell "
                                            "(default: the recipe's executor.kind)."),
     address: Optional[str] = typer.Option(None, "--address", help="A running Ray cluster; implies --executor ray."),
+    report_only: bool = typer.Option(False, "--report-only", help="Run nothing: write results.json, report.md and "
+                                     "figure.png from the tasks whose cells have all finished (an interim report "
+                                     "while the study runs)."),
 ) -> None:
     """Fine-tune each test task with each replay method; compare forgetting on never-replayed examples."""
     from lmforget.executor import executor_config
@@ -30,14 +33,16 @@ def replay(
 
     cfg = load_study_recipe(recipe, overrides or [])
     results = run_study(cfg, out, methods, progress=not quiet, log=console.print,
-                        executor=executor_config(cfg.executor, executor, address))
+                        executor=executor_config(cfg.executor, executor, address), report_only=report_only)
     if as_json:
         print_json(results)
         return
     from rich.table import Table
 
     table = Table("method", "held-out NLL increase", "vs none", "vs random", "t-test p", "Wilcoxon p",
-                  title=f"replay study: {len(results['tasks'])} tasks, {results['n_heldout']} held-out examples")
+                  title=f"replay study: {len(results['tasks'])} tasks, {results['n_heldout']} held-out examples"
+                  + ("" if results.get("complete", True) else f" (interim: {len(results['tasks'])} of "
+                                                              f"{results['n_test_tasks']} test tasks complete)"))
     for name, m in results["methods"].items():
         test = m.get("vs_random", {})
         pct = lambda v: "" if v is None else f"{100 * v:+.1f}%"  # noqa: E731

@@ -66,6 +66,9 @@ def render_report(results: dict) -> str:
         "test tasks. Reductions are relative to the mean of no replay / random replay; tests are paired "
         "across tasks (two-sided) against random replay.",
         "",
+        *([] if results.get("complete", True) else [
+            f"**Interim report: {len(results['tasks'])} of {results['n_test_tasks']} test tasks have every "
+            "method finished; the study is not complete and these numbers will change.**", ""]),
         "## Outcome",
         "",
         *_verdict(results),

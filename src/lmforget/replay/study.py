@@ -450,16 +450,24 @@ def write_cell(study: Study, task_name: str, method: Method, after: pd.DataFrame
 
 # ----------------------------------------------------------------- the study
 def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None, *,
-              progress: bool = True, log: Log = lambda s: None, executor: ExecutorConfig | None = None) -> dict:
+              progress: bool = True, log: Log = lambda s: None, executor: ExecutorConfig | None = None,
+              report_only: bool = False) -> dict:
     """Run (or resume) the study and write results.json, report.md and figure.png.
 
     Each (task, method) cell is one unit of `executor` (default: the recipe's); cells are written here
     as they finish. Failed cells are reported together at the end; a re-run retries them.
+    `report_only`: run nothing; write the results of the tasks whose cells are all finished (an interim
+    report of a study still running; the report says how many tasks it covers).
     """
     from lmforget.executor import open_executor, single_gpu
     from lmforget.status import Tracker
 
     study = open_study(recipe, out, methods)
+    if report_only:
+        if not (study.out / MANIFEST).is_file():
+            raise LmforgetError(f"{study.out}: no replay study here yet; run it without --report-only first")
+        _prepare_out(study)  # refuses a recipe whose settings differ from the study's
+        return write_results(study)
     _prepare_out(study)
     cells = [(t, m) for t in study.cfg.test_tasks for m in study.methods]
     todo = [(t, m) for t, m in cells if not study.done(t, m)]
@@ -530,6 +538,7 @@ def write_results(study: Study) -> dict:
     results = {
         "recipe": study.recipe.name, "run": str(study.run.path), "model": study.recipe.model.name,
         "settings": _settings(study.recipe, study.run)["replay"],
+        "n_test_tasks": len(study.cfg.test_tasks), "complete": len(tasks) == len(study.cfg.test_tasks),
         "n_upstream": len(study.upstream), "n_heldout": int(len(study.split.heldout)),
         "n_pool": int(len(study.split.pool)), **summary,
         "cells": [records[(t, n)] for t in tasks for n in names],
