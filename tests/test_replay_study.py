@@ -47,8 +47,18 @@ def test_study_writes_every_number(study) -> None:
         assert m["per_task"]["add_numbers"] == pytest.approx(m["mean_increase"])
         assert "reduction_vs_none" in m and "reduction_vs_random" in m
     assert "vs_random" in results["methods"]["oracle"]  # paired tests (undefined with a single task)
+    cells = [c for c in results["cells"] if c["method"] == "none"]
+    assert results["run_heldout_mean_increase"] == pytest.approx(np.mean([c["run_heldout_mean_increase"]
+                                                                          for c in cells]))
+    from lmforget.replay.study import cell_file
+
+    run = Run.open(results["run"]).matrix()  # the run's row of the task, over the held-out ids the cell scored
+    ids = pd.read_parquet(cell_file(out, "add_numbers", "none", ".parquet"))["id"].tolist()
+    cols = [run.examples.tolist().index(i) for i in ids]
+    assert cells[0]["run_heldout_mean_increase"] == pytest.approx(np.nanmean(run.Z[run.rows(["add_numbers"])[0], cols]))
     report = (out / "report.md").read_text()
     assert "paired t-test p" in report and "Wilcoxon" in report
+    assert "previous run's rows on the same held-out examples" in report
     assert (out / "figure.png").stat().st_size > 10_000
 
 

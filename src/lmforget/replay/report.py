@@ -98,6 +98,15 @@ def render_report(results: dict) -> str:
         if name != "none":
             head.append(f"| {name} | {_num(m.get('mean_replay_run_forgetting'))} | "
                         f"{_num(m.get('mean_prediction_pearson'), '.3f')} |")
+    run_mean = results.get("run_heldout_mean_increase")
+    if run_mean is not None:
+        none = methods.get("none", {}).get("mean_increase")
+        changes = "the mixture data loader" + (" and the example-mean loss (a run trains with the token mean)"
+                                               if s.get("loss_weighting") == "example" else "")
+        head += ["", f"The previous run's rows on the same held-out examples: mean {_num(run_mean)} nats/token"
+                 + (f" (the `none` arm here: {_num(none)})" if none is not None else "")
+                 + f". They differ by the run-to-run noise of fine-tuning and by what the study changes for "
+                 f"every arm: {changes}."]
     head += ["", "## Per task (held-out NLL increase)", "",
              "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for t in results["tasks"]:

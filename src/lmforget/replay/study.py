@@ -535,7 +535,11 @@ def write_results(study: Study) -> dict:
             vals = [records[(t, n)].get(key) for t in tasks]
             vals = [v for v in vals if v is not None]
             summary["methods"][n][f"mean_{key}"] = float(np.mean(vals)) if vals else None
+    run_rows = [records[(t, names[0])].get("run_heldout_mean_increase") for t in tasks]
+    run_rows = [v for v in run_rows if v is not None]
     results = {
+        # the previous run's own rows on the held-out set: what the tasks forgot there, next to `none` here
+        "run_heldout_mean_increase": float(np.mean(run_rows)) if run_rows else None,
         "recipe": study.recipe.name, "run": str(study.run.path), "model": study.recipe.model.name,
         "settings": _settings(study.recipe, study.run)["replay"],
         "n_test_tasks": len(study.cfg.test_tasks), "complete": len(tasks) == len(study.cfg.test_tasks),
