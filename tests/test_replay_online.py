@@ -81,6 +81,13 @@ def test_switch_at_intended_step_keeps_lr_schedule_and_data_order(tiny_tokenizer
     assert max(old_steps) <= 2 < min(new_steps)
     assert consumed.steps_of(old | new) == plain_consumed.steps_of(old)  # same slots, same steps
     assert mixed.replay_ids == ["u4", "u5"]
+    # what training read: the slots' first examples before the swap, the chosen ones after it
+    slots = {0: UPSTREAM[:2], 1: UPSTREAM[4:6]}
+    read = [slots[gen][i - mixed.n_task].id for i, gen in mixed.trace if i >= mixed.n_task]
+    assert mixed.trained_replay_ids == list(dict.fromkeys(read))
+    assert {"u0", "u1"} & set(read) and {"u4", "u5"} & set(read)
+    assert plain.trained_replay_ids == list(dict.fromkeys(
+        UPSTREAM[i - plain.n_task].id for i, _ in plain.trace if i >= plain.n_task))
     # the weights differ once the replayed content differs
     diff = sum(float((a - b).detach().abs().sum()) for a, b in zip(result.model.parameters(),
                                                                 plain_result.model.parameters()))
@@ -124,9 +131,10 @@ def test_mixture_counts_the_loss_tokens_replay_took(tiny_tokenizer) -> None:
     for i in range(len(mixture)):
         mixture[i]
     share = mixture.replay_share()
-    task_tokens = sum(e.n_scored for e in mixture.task_items)
-    replay_tokens = sum(e.n_scored for e in mixture.replay_items)
+    loss_tokens = lambda items: sum(sum(t != -100 for t in e.labels()) for e in items)  # noqa: E731
+    task_tokens, replay_tokens = loss_tokens(mixture.task_items), loss_tokens(mixture.replay_items)
     assert share["replay_token_share"] == pytest.approx(replay_tokens / (task_tokens + replay_tokens))
+    assert share["task_tokens"] == task_tokens > sum(e.n_scored for e in mixture.task_items)  # + end of turn
     assert share["replay_example_share"] == pytest.approx(2 / 11)
     only = ReplayMixture([], UPSTREAM[:2], tiny_tokenizer, 64)  # replay-only: no task examples
     assert len(only) == 2

@@ -56,6 +56,13 @@ def test_study_writes_every_number(study) -> None:
     ids = pd.read_parquet(cell_file(out, "add_numbers", "none", ".parquet"))["id"].tolist()
     cols = [run.examples.tolist().index(i) for i in ids]
     assert cells[0]["run_heldout_mean_increase"] == pytest.approx(np.nanmean(run.Z[run.rows(["add_numbers"])[0], cols]))
+    for c in results["cells"]:  # what training read: every slot once, so the picks, except online's early slots
+        slots = {r["id"] for r in c["replay"]}
+        if c["source"] == "online":
+            assert c["n_chosen_trained"] == len(slots & set(c["replay_trained"])) <= c["n_rep"]
+            assert set(c["replay_trained"]) <= slots | set(c["initial_replay"])
+        else:
+            assert set(c["replay_trained"]) == slots and len(c["replay_trained"]) == c["n_rep"]
     report = (out / "report.md").read_text()
     assert "paired t-test p" in report and "Wilcoxon" in report
     assert "previous run's rows on the same held-out examples" in report

@@ -37,6 +37,11 @@ class Encoded:
         return sum(self.scored)
 
     @property
+    def n_trained(self) -> int:
+        """Fine-tuning loss tokens (a chat's answer plus its end-of-turn/EOS)."""
+        return sum(self.loss_mask)
+
+    @property
     def loss_mask(self) -> list[bool]:
         return self.scored if self.trained is None else self.trained
 

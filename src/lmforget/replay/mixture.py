@@ -68,6 +68,7 @@ class ReplayMixture(Dataset):
         self.trace: list[tuple[int, int]] | None = [] if trace else None
         # loss tokens and examples actually served for training, by origin (the replay share of a cell)
         self.served = {"task_tokens": 0, "replay_tokens": 0, "task_examples": 0, "replay_examples": 0}
+        self._served_replay: dict[str, None] = {}  # ids of the replay examples served, in first-served order
         self.set_replay(replay)
 
     @classmethod
@@ -88,7 +89,14 @@ class ReplayMixture(Dataset):
 
     @property
     def replay_ids(self) -> list[str]:
+        """The examples in the slots now (after an online swap: the chosen ones)."""
         return [ex.id for ex in self.replay]
+
+    @property
+    def trained_replay_ids(self) -> list[str]:
+        """The replay examples training actually read (an online swap after step s leaves the slots read
+        before it with their first examples), each once, in the order first read."""
+        return list(self._served_replay)
 
     def replay_share(self) -> dict:
         """Share of the served loss tokens and of the served examples that were replay."""
@@ -109,7 +117,7 @@ class ReplayMixture(Dataset):
             raise LmforgetError("replay examples must be distinct (sampling is without replacement)")
         check_disjoint(ids, self.heldout_ids)
         items = [encode_upstream(self.tokenizer, ex, self.max_length) for ex in replay]
-        empty = [ex.id for ex, enc in zip(replay, items) if enc.n_scored == 0]
+        empty = [ex.id for ex, enc in zip(replay, items) if enc.n_trained == 0]
         if empty:
             raise LmforgetError(f"replay example {empty[0]!r} has no trainable tokens; keep it out of the pool")
         self.replay, self.replay_items = replay, items
@@ -123,6 +131,8 @@ class ReplayMixture(Dataset):
             self.trace.append((int(i), self.generation))
         origin = "task" if i < self.n_task else "replay"
         enc = self.task_items[i] if i < self.n_task else self.replay_items[i - self.n_task]
-        self.served[f"{origin}_tokens"] += enc.n_scored
+        self.served[f"{origin}_tokens"] += enc.n_trained
         self.served[f"{origin}_examples"] += 1
+        if origin == "replay":
+            self._served_replay.setdefault(self.replay[i - self.n_task].id, None)
         return {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels()}

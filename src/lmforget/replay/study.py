@@ -420,9 +420,15 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         picks = np.array(target.record["chosen"], dtype=np.int64)
         predicted = target.record["row"]
         record["prediction_pearson"] = _pearson(predicted[pool], true_row[pool])
+    # what training read: after an online swap, slots read before it keep their first (random) examples
+    trained = mixture.trained_replay_ids
+    column = {ex.id: c for c, ex in enumerate(study.upstream.examples)}
+    trained_cols = np.array([column[i] for i in trained], dtype=np.int64)
+    if switch is not None:
+        record["n_chosen_trained"] = len(set(trained) & set(mixture.replay_ids))
     # the evaluation set: held-out columns only (the mixture refused every one of them)
-    study.split.check_replayable(mixture.replay_ids)
-    clash = set(mixture.replay_ids) & {study.upstream.examples[int(c)].id for c in study.probes}
+    study.split.check_replayable(list(dict.fromkeys(mixture.replay_ids + trained)))
+    clash = set(mixture.replay_ids + trained) & {study.upstream.examples[int(c)].id for c in study.probes}
     if clash:
         raise LmforgetError(f"{task_name} / {method.name}: probe example {sorted(clash)[0]!r} was replayed")
     heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
@@ -435,8 +441,9 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         heldout_n=int(np.isfinite(after["increase"]).sum()),
         run_heldout_mean_increase=float(np.nanmean(run_row)),
         replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores)],
-        # how forgotten the replayed examples were in the run (targeting should pick high values)
-        replay_run_forgetting=float(np.nanmean(true_row[picks])) if n_rep else None,
+        replay_trained=trained,
+        # how forgotten the replay examples training read were in the run (targeting should pick high values)
+        replay_run_forgetting=float(np.nanmean(true_row[trained_cols])) if len(trained_cols) else None,
         train_loss=result.train_loss, train_seconds=result.seconds, trained_steps=result.steps,
         learning_rates=[e["learning_rate"] for e in result.log if "learning_rate" in e],
         seconds=time.perf_counter() - start)
