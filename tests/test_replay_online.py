@@ -157,3 +157,27 @@ def test_example_mean_loss_does_not_depend_on_gradient_accumulation() -> None:
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert float((weights[0] - start).abs().max()) > 1e-4  # the step moved the weights
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def test_online_target_measures_probes_before_and_after_with_one_scorer() -> None:
+    """The probes' 'before' is scored in the training process like the 'after': an untrained model forgets
+    exactly nothing (no precision or batching mismatch), and a trained one picks by the completed row."""
+    import numpy as np
+
+    from lmforget.models import load_model
+    from lmforget.replay.online import OnlineTarget
+
+    model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    rng = np.random.default_rng(0)
+    target = OnlineTarget(upstream=UPSTREAM, probe_cols=np.array([0, 1, 2]), base_probe_nll=None,
+                          Z_train=rng.normal(size=(4, 8)), candidates=np.array([3, 4, 5, 6]), completer="additive",
+                          strategy="top", n=2, seed=0, tokenizer=tokenizer,
+                          score_options={"max_length": 64, "token_budget": 4096, "batch_size": 2})
+    with pytest.raises(LmforgetError, match="not measured"):
+        target(model)
+    target.measure_base(model)
+    chosen = target(model)
+    assert target.record["probe_forgetting"] == 0.0 and target.record["n_probes"] == 3
+    cand = np.array([3, 4, 5, 6])
+    top = cand[np.argsort(-target.record["row"][cand], kind="stable")[:2]]
+    assert [ex.id for ex in chosen] == [UPSTREAM[int(c)].id for c in top] and target.record["chosen"] == list(top)

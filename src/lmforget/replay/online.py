@@ -108,13 +108,15 @@ class ReplaySwitch(TrainerCallback):
 class OnlineTarget:
     """Everything the switch needs to turn probe measurements into a targeted replay set.
 
-    probe_cols / base_probe_nll: the fixed probe columns and their base-model NLL (scored once);
-    Z_train: the completer's training rows; candidates: the pool columns replay may draw from.
+    probe_cols: the fixed probe columns; base_probe_nll: their NLL under the model before training, set by
+    `measure_base` with the very scorer, device and precision the switch then uses (so a probe's forgetting
+    never mixes two precisions); Z_train: the completer's training rows; candidates: the pool columns
+    replay may draw from.
     """
 
     upstream: Sequence[UpstreamExample]
     probe_cols: np.ndarray
-    base_probe_nll: np.ndarray
+    base_probe_nll: np.ndarray | None
     Z_train: np.ndarray
     candidates: np.ndarray
     completer: str
@@ -127,13 +129,22 @@ class OnlineTarget:
     group: int = 30
     record: dict = field(default_factory=dict)
 
-    def __call__(self, model) -> list[UpstreamExample]:
+    def probe_nll(self, model) -> np.ndarray:
+        """NLL of the probes under `model` as it is (its device and precision; training mode is kept)."""
         from lmforget.scoring import make_scorer
 
         scorer = make_scorer("hf", model, self.tokenizer, progress=False, **self.score_options)
-        probes = [self.upstream[int(c)] for c in self.probe_cols]
-        nll = np.array([r.nll for r in scorer.score(probes)], dtype=np.float64)
-        observed = nll - self.base_probe_nll
+        return np.array([r.nll for r in scorer.score([self.upstream[int(c)] for c in self.probe_cols])],
+                        dtype=np.float64)
+
+    def measure_base(self, model) -> None:
+        """Score the probes before training: the 'before' of every probe's forgetting."""
+        self.base_probe_nll = self.probe_nll(model)
+
+    def __call__(self, model) -> list[UpstreamExample]:
+        if self.base_probe_nll is None:
+            raise LmforgetError("online replay: the probes' base NLL was not measured before training")
+        observed = self.probe_nll(model) - self.base_probe_nll
         keep = ~np.isnan(observed)
         row = predict_row(self.Z_train, self.probe_cols[keep], observed[keep], self.completer, self.seed)
         scores = row[self.candidates]

@@ -9,7 +9,6 @@ of every held-out NLL increase. The recipe must describe the same model, data an
 Layout of OUT_DIR::
 
     manifest.json                    settings + fingerprints (a different setting is refused)
-    probes.parquet                   online methods: base-model NLL of the fixed probe examples
     results/<task>/<method>.parquet  held-out scores after fine-tuning (id, nll, n_tokens, increase)
     results/<task>/<method>.json     the cell's numbers and replay set; written last = cell done
     results/<task>/<method>.error.json  a failed cell's error (removed when a re-run finishes it)
@@ -74,7 +73,6 @@ class Study:
     split: HeldoutSplit
     base_nll: np.ndarray  # [N] base-model NLL of every column (NaN = undefined)
     probes: np.ndarray  # the online methods' fixed probe columns: never replayed by any method
-    probe_base_nll: np.ndarray | None = None  # base-model NLL of the probes, scored by the driver
 
     # ----------------------------------------------------------------- columns
     @property
@@ -302,27 +300,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def _probe_base(study: Study) -> np.ndarray:
-    """Base-model NLL of the probes, scored once with the study's scorer and kept in probes.parquet.
-
-    Called by the driver before any cell is dispatched, so workers never write the study folder.
-    """
-    from lmforget.models import load_recipe_model
-    from lmforget.scoring.upstream import score_upstream
-
-    path = study.out / "probes.parquet"
-    ids = [study.upstream.examples[int(c)].id for c in study.probes]
-    if path.is_file():
-        frame = pd.read_parquet(path)
-        if list(frame["id"]) == ids:
-            return frame["nll"].to_numpy(np.float64)
-    model, tokenizer = load_recipe_model(study.recipe)
-    frame = score_upstream(model, tokenizer, UpstreamSet([study.upstream.examples[int(c)] for c in study.probes]),
-                           study.recipe.score, progress=False)
-    write_table(path, frame)
-    return frame["nll"].to_numpy(np.float64)
-
-
 def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: int, seed: int) -> tuple:
     """(chosen columns, score of every pool column, extra record) for a static targeted method."""
     from lmforget.replay.scores import offline_scores, read_score_file
@@ -392,12 +369,13 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         probe_cols = study.probes
         target = OnlineTarget(
             upstream=study.upstream.examples, probe_cols=probe_cols,
-            base_probe_nll=study.probe_base_nll, Z_train=study.train_rows(task_name),
+            base_probe_nll=None, Z_train=study.train_rows(task_name),
             candidates=pool, completer=method.completer, strategy=method.strategy, n=n_rep, seed=seed,
             tokenizer=tokenizer, temperature=cfg.temperature, group=cfg.mir_group,
             score_options={"max_length": study.recipe.score.max_length,
                            "token_budget": study.recipe.score.token_budget,
                            "batch_size": study.recipe.score.batch_size})
+        target.measure_base(model)  # before training, in this process: same scorer, device and precision
         switch = ReplaySwitch(mixture, switch_step(steps, cfg.online_fraction), target)
         callbacks.append(switch)
         record["initial_replay"] = [study.upstream.examples[int(c)].id for c in picks]
@@ -484,8 +462,6 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
     by_key = {f"{t} / {m.name}": (t, m) for t, m in todo}  # `lmforget status` splits keys at the last " / "
     failed: dict[str, str] = {}
-    if any(m.source == "online" for _, m in todo) and study.probe_base_nll is None:
-        study.probe_base_nll = _probe_base(study)  # here, in the driver: workers write nothing
     with open_executor(exe_cfg) as ex:
         tracker = Tracker(study.out, ex.kind, units=[f"{t} / {m.name}" for t, m in cells],
                           error_path=lambda key: study.cell_path(*by_key[key], ".error.json"))
