@@ -54,7 +54,7 @@ def render_report(results: dict) -> str:
     head = [
         f"# Replay study: {results['recipe']}",
         "",
-        f"Model `{results['model']}`; previous run `{results['run']}`. {len(results['tasks'])} test tasks, "
+        f"Model `{results['model']}`; previous run `{results['run']}`. {len(results['tasks'])} test task{'' if len(results['tasks']) == 1 else 's'}, "
         f"{results['n_upstream']} upstream examples: {results['n_heldout']} held out (never replayed, the "
         f"evaluation set), {results['n_pool']} in the replay pool. Replay rate {s['rate']:.4g} "
         f"(n_rep = floor(n_task x r) + 1, steps x (1 + r)); loss weighting `{s.get('loss_weighting', 'token')}` mean; "
