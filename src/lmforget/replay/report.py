@@ -51,10 +51,11 @@ def _verdict(results: dict) -> list[str]:
 def render_report(results: dict) -> str:
     s = results["settings"]
     methods = results["methods"]
+    n_tasks = len(results["tasks"])
     head = [
         f"# Replay study: {results['recipe']}",
         "",
-        f"Model `{results['model']}`; previous run `{results['run']}`. {len(results['tasks'])} test task{'' if len(results['tasks']) == 1 else 's'}, "
+        f"Model `{results['model']}`; previous run `{results['run']}`. {n_tasks} test task{'s' * (n_tasks != 1)}, "
         f"{results['n_upstream']} upstream examples: {results['n_heldout']} held out (never replayed, the "
         f"evaluation set), {results['n_pool']} in the replay pool. Replay rate {s['rate']:.4g} "
         f"(n_rep = floor(n_task x r) + 1, steps x (1 + r)); loss weighting `{s.get('loss_weighting', 'token')}` mean; "
