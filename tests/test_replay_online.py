@@ -161,7 +161,7 @@ def test_example_mean_loss_does_not_depend_on_gradient_accumulation() -> None:
 
 def test_online_target_measures_probes_before_and_after_with_one_scorer() -> None:
     """The probes' 'before' is scored in the training process like the 'after': an untrained model forgets
-    exactly nothing (no precision or batching mismatch), and a trained one picks by the completed row."""
+    exactly nothing (no precision or batching mismatch), and the picks follow the completed row."""
     import numpy as np
 
     from lmforget.models import load_model
