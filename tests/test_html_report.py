@@ -112,6 +112,7 @@ def test_replay_summary_gives_t_intervals() -> None:
     h = stats.t.ppf(0.975, 2) * sem
     assert s["methods"]["random"]["ci95"] == pytest.approx([F[:, 1].mean() - h, F[:, 1].mean() + h])
     assert s["methods"]["oracle"]["t_p"] == res["methods"]["oracle"]["vs_random"]["t_p"]
+    assert s["methods"]["oracle"]["t_p_holm"] == res["methods"]["oracle"]["vs_random"]["t_p_holm"]
 
 
 def test_report_cli_from_a_matrix_file(tmp_path: Path, capsys) -> None:

@@ -15,7 +15,7 @@ from lmforget.replay.heldout import check_disjoint, draw_probes, split_heldout
 from lmforget.replay.methods import parse_method, parse_methods
 from lmforget.replay.mixture import ReplayMixture, mixture_steps, n_replay, replay_stretch
 from lmforget.replay.selection import select, select_mir, select_random, select_softmax, select_top
-from lmforget.replay.stats import below_zero, bootstrap_ci, paired_tests, summarize
+from lmforget.replay.stats import below_zero, bootstrap_ci, holm, paired_tests, summarize
 
 IDS = [f"ex-{i:03d}" for i in range(200)]
 
@@ -187,6 +187,19 @@ def test_summary_reductions_and_paired_tests() -> None:
     assert math.isnan(undefined["t_p"]) and "note" in undefined
     lo, hi = test["ci"]
     assert lo <= (F[:, 2] - F[:, 1]).mean() <= hi < 0
+    assert test["t_p_holm"] == test["t_p"]  # a family of one comparison: nothing to adjust
+
+
+def test_holm_adjusts_the_family_step_down() -> None:
+    # sorted 0.01, 0.03, 0.04: x3, x2 and x1, then monotone: 0.03, 0.06, max(0.06, 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    out = holm([0.5, math.nan, 0.2])  # NaN is not counted in the family
+    assert math.isnan(out[1]) and out[0] == pytest.approx(0.5) and out[2] == pytest.approx(0.4)
+    F = np.array([[0.10, 0.05, 0.04, 0.06], [0.12, 0.06, 0.05, 0.05], [0.09, 0.05, 0.045, 0.052]])
+    m = summarize(F, ["none", "random", "a", "b"], ["x", "y", "z"])["methods"]
+    assert [m["a"]["vs_random"]["t_p_holm"], m["b"]["vs_random"]["t_p_holm"]] == pytest.approx(
+        holm([m["a"]["vs_random"]["t_p"], m["b"]["vs_random"]["t_p"]]))
+    assert "t_p_holm" not in m["none"]["vs_random"]  # no replay is the reference, not in the family
 
 
 def test_arms_that_end_below_the_base_model_are_flagged() -> None:

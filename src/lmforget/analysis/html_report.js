@@ -432,12 +432,12 @@
       s.appendChild(dot);
     });
     [lo, 0, hi].forEach(function (v) { s.appendChild(svg("text", { x: xs(v), y: H - 12, "text-anchor": "middle" }, fmt(v, 3))); });
-    add(app, el("div", { class: "chart" }, s, table(["method", "mean increase", "95% CI", "vs none", "vs random", "t-test p", "Wilcoxon p", "lower than random"],
+    add(app, el("div", { class: "chart" }, s, table(["method", "mean increase", "95% CI", "vs none", "vs random", "t-test p", "Holm p", "Wilcoxon p", "lower than random"],
       names.map(function (n) {
         var m = Rp.methods[n];
         return [n, fmt(m.mean, 4, true), m.ci95 ? "[" + fmt(m.ci95[0], 4) + ", " + fmt(m.ci95[1], 4) + "]" : "n/a", pct(m.reduction_vs_none),
-          pct(m.reduction_vs_random), pval(m.t_p), pval(m.wilcoxon_p), m.n ? m.wins + "/" + m.n : ""];
-      }), [false, true, true, true, true, true, true, true])));
+          pct(m.reduction_vs_random), pval(m.t_p), pval(m.t_p_holm), pval(m.wilcoxon_p), m.n ? m.wins + "/" + m.n : ""];
+      }), [false, true, true, true, true, true, true, true, true])));
     add(app, [el("h3", { text: "Per task (held-out NLL increase)" }),
       table(["task"].concat(names), Rp.tasks.map(function (t) { return [t].concat(names.map(function (n) { return fmt(Rp.methods[n].per_task[t], 4, true); })); }),
         [false].concat(names.map(function () { return true; })))]);

@@ -80,7 +80,7 @@ def replay_summary(results: dict[str, Any]) -> dict[str, Any]:
                          "ci95": _t_ci(m.get("mean_increase"), m.get("sem_increase"), n),
                          "reduction_vs_none": m.get("reduction_vs_none"),
                          "reduction_vs_random": m.get("reduction_vs_random"),
-                         "t_p": vs.get("t_p"), "wilcoxon_p": vs.get("wilcoxon_p"),
+                         "t_p": vs.get("t_p"), "t_p_holm": vs.get("t_p_holm"), "wilcoxon_p": vs.get("wilcoxon_p"),
                          "wins": vs.get("wins"), "n": vs.get("n"), "per_task": m.get("per_task", {})}
     return {"recipe": results.get("recipe"), "model": results.get("model"), "tasks": results.get("tasks", []),
             "n_heldout": results.get("n_heldout"), "n_pool": results.get("n_pool"), "methods": methods}

@@ -24,15 +24,17 @@ def _verdict(results: dict) -> list[str]:
         if name in ("none", "random"):
             continue
         test = m.get("vs_random", {})
-        better = m["mean_increase"] < rnd
-        sig = test.get("t_p") is not None and math.isfinite(test.get("t_p", math.nan)) and test["t_p"] < 0.05
+        diff = m["mean_increase"] - rnd
+        p = test.get("t_p_holm", test.get("t_p"))
+        sig = p is not None and math.isfinite(p) and p < 0.05
         lines.append(
-            f"- **{name}** {'forgot less' if better else 'forgot as much or more'} than random replay "
+            f"- **{name}** {'forgot less' if diff < 0 else 'forgot more' if diff > 0 else 'forgot as much'} "
+            f"than random replay "
             f"({_num(m['mean_increase'])} vs {_num(rnd)} nats/token; reduction {_pct(m.get('reduction_vs_random'))}; "
             f"lower on {test.get('wins', 0)} of {test.get('n', 0)} tasks; "
-            f"paired t-test p = {_num(test.get('t_p'), '.3g')}, "
+            f"paired t-test p = {_num(test.get('t_p'), '.3g')} (Holm-adjusted {_num(test.get('t_p_holm'), '.3g')}), "
             f"Wilcoxon p = {_num(test.get('wilcoxon_p'), '.3g')}): "
-            f"{'significant at 0.05' if sig else 'not significant at 0.05'}.")
+            f"{'significant' if sig else 'not significant'} at 0.05 by the Holm-adjusted t-test.")
     for name, m in methods.items():
         z = m.get("vs_zero") or {}
         if z.get("adaptation"):
@@ -65,7 +67,8 @@ def render_report(results: dict) -> str:
         "",
         "Forgetting = mean NLL increase (nats/token) on the held-out set after fine-tuning, averaged over "
         "test tasks. Reductions are relative to the mean of no replay / random replay; tests are paired "
-        "across tasks (two-sided) against random replay.",
+        "across tasks (two-sided) against random replay; Holm p adjusts the t-test p-values for comparing "
+        "every other method with random replay.",
         "",
         *([] if results.get("complete", True) else [
             f"**Interim report: {len(results['tasks'])} of {results['n_test_tasks']} test tasks have every "
@@ -77,8 +80,8 @@ def render_report(results: dict) -> str:
         "## Per method",
         "",
         "| method | mean increase | SEM | vs none | vs random | method - random (95% bootstrap CI) | t-test p "
-        "| Wilcoxon p | lower than random | below 0? | replay share of loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| Holm p | Wilcoxon p | lower than random | below 0? | replay share of loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, m in methods.items():
         test = m.get("vs_random", {})
@@ -88,7 +91,8 @@ def render_report(results: dict) -> str:
         zero = f"**yes** (p = {_num(z.get('t_p'), '.2g')})" if z.get("adaptation") else "no"
         head.append(f"| {name} | {_num(m['mean_increase'])} | {_num(m['sem_increase'], '.4f')} | "
                     f"{_pct(m.get('reduction_vs_none'))} | {_pct(m.get('reduction_vs_random'))} | {ci_text} | "
-                    f"{_num(test.get('t_p'), '.3g')} | {_num(test.get('wilcoxon_p'), '.3g')} | "
+                    f"{_num(test.get('t_p'), '.3g')} | {_num(test.get('t_p_holm'), '.3g')} | "
+                    f"{_num(test.get('wilcoxon_p'), '.3g')} | "
                     f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} | {zero} | "
                     f"{_num(m.get('mean_replay_loss_share'), '.1%')} |")
     head += ["", "## Diagnostics", "",

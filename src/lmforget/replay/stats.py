@@ -3,7 +3,8 @@
 Input is a tasks x methods table F of mean NLL increases on the held-out set (one fine-tuning per
 cell). Comparisons are paired by task: the paired t-test and the Wilcoxon signed-rank test
 (two-sided, scipy.stats) of each method against random replay (and against no replay), with a
-bootstrap CI over tasks of the mean difference. Each method is also tested against zero: replay that
+bootstrap CI over tasks of the mean difference. A study compares several methods with random replay,
+so the t-test p-values of that family are also Holm-adjusted (`t_p_holm`). Each method is also tested against zero: replay that
 only restores what was forgotten cannot push the held-out NLL *below* the base model's, so a mean
 increase significantly below 0 is flagged as adaptation (learning the upstream data), not mitigation.
 """
@@ -47,6 +48,19 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> dict:
     except ValueError as exc:
         out["wilcoxon"], out["wilcoxon_p"], out["note"] = math.nan, math.nan, str(exc)
     return out
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone); NaN stays NaN and is not counted."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(len(p), math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
 
 
 def bootstrap_ci(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> list[float]:
@@ -101,4 +115,7 @@ def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> di
                     entry[f"vs_{ref}"]["ci"] = bootstrap_ci(F[:, j] - F[:, col[ref]])
         entry["vs_zero"] = below_zero(F[:, j])
         out["methods"][m] = entry
+    family = [m for m in methods if m not in ("none", "random") and "vs_random" in out["methods"][m]]
+    for m, p in zip(family, holm([out["methods"][m]["vs_random"]["t_p"] for m in family])):
+        out["methods"][m]["vs_random"]["t_p_holm"] = p
     return out
