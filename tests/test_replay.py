@@ -15,7 +15,7 @@ from lmforget.replay.heldout import check_disjoint, draw_probes, split_heldout
 from lmforget.replay.methods import parse_method, parse_methods
 from lmforget.replay.mixture import ReplayMixture, mixture_steps, n_replay, replay_stretch
 from lmforget.replay.selection import select, select_mir, select_random, select_softmax, select_top
-from lmforget.replay.stats import below_zero, bootstrap_ci, holm, paired_tests, summarize
+from lmforget.replay.stats import below_zero, bootstrap_ci, by_reference_quantile, holm, paired_tests, summarize
 
 IDS = [f"ex-{i:03d}" for i in range(200)]
 
@@ -188,6 +188,19 @@ def test_summary_reductions_and_paired_tests() -> None:
     lo, hi = test["ci"]
     assert lo <= (F[:, 2] - F[:, 1]).mean() <= hi < 0
     assert test["t_p_holm"] == test["t_p"]  # a family of one comparison: nothing to adjust
+
+
+def test_bins_follow_the_reference_rank_per_task() -> None:
+    ref = np.array([[4.0, 1.0, 3.0, 2.0, np.nan, 8.0, 7.0, 6.0, 5.0],  # NaN reference: left out
+                    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]])
+    vals = np.stack([np.stack([r, 2 * r]) for r in ref])  # [T=2, M=2, N]: method b doubles a
+    vals[1, :, 8] = np.nan  # undefined value: left out too
+    out = by_reference_quantile(ref, vals, ["random", "b"], n_bins=4)
+    # task 0 bins (sorted 1..8): {1,2} {3,4} {5,6} {7,8}; task 1 (1..8 too) -> means 1.5, 3.5, 5.5, 7.5
+    assert out["methods"]["random"] == pytest.approx([1.5, 3.5, 5.5, 7.5])
+    assert out["methods"]["b"] == pytest.approx([3.0, 7.0, 11.0, 15.0])
+    assert out["vs_random"]["b"]["mean_difference"] == pytest.approx([1.5, 3.5, 5.5, 7.5])
+    assert out["vs_random"]["b"]["wins"] == [0, 0, 0, 0] and out["n_tasks"] == 2
 
 
 def test_holm_adjusts_the_family_step_down() -> None:

@@ -63,8 +63,14 @@ def test_study_writes_every_number(study) -> None:
             assert set(c["replay_trained"]) <= slots | set(c["initial_replay"])
         else:
             assert set(c["replay_trained"]) == slots and len(c["replay_trained"]) == c["n_rep"]
+    q = results["by_run_quartile"]  # per method, the held-out increase by quartile of the run's row
+    ids = pd.read_parquet(cell_file(out, "add_numbers", "random", ".parquet"))["id"].tolist()
+    ref = run.Z[run.rows(["add_numbers"])[0], [run.examples.tolist().index(i) for i in ids]]
+    inc = pd.read_parquet(cell_file(out, "add_numbers", "random", ".parquet"))["increase"].to_numpy()
+    top = np.argsort(ref, kind="stable")[-len(ids) // 4:]  # 24 held-out, all defined: 6 per bin
+    assert q["methods"]["random"][3] == pytest.approx(inc[top].mean())
     report = (out / "report.md").read_text()
-    assert "paired t-test p" in report and "Wilcoxon" in report
+    assert "paired t-test p" in report and "Wilcoxon" in report and "Where replay acts" in report
     assert "previous run's rows on the same held-out examples" in report
     assert (out / "figure.png").stat().st_size > 10_000
 

@@ -50,6 +50,29 @@ def _verdict(results: dict) -> list[str]:
     return lines
 
 
+def _quartile_section(results: dict) -> list[str]:
+    """Held-out increase per method within quartiles of the previous run's forgetting: where replay acts."""
+    q = results.get("by_run_quartile")
+    if not q:
+        return []
+    k = q["n_bins"]
+    cols = [f"Q{b + 1}" + (" (least)" if b == 0 else " (most)" if b == k - 1 else "") for b in range(k)]
+    lines = ["", "## Where replay acts", "",
+             f"Held-out examples split per task into {k} equal bins by how much the previous run forgot them "
+             "(Q1 least, "
+             f"Q{k} most); mean held-out increase per bin over the {q['n_tasks']} tasks, then each method minus "
+             "random replay (tasks where it was lower in brackets).", "",
+             "| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * k]
+    for name, vals in q["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(_num(v) for v in vals) + " |")
+    if q.get("vs_random"):
+        lines += ["", "| method - random | " + " | ".join(cols) + " |", "|---|" + "---:|" * k]
+        for name, d in q["vs_random"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{_num(v)} ({w}/{q['n_tasks']})" for v, w in
+                                                     zip(d["mean_difference"], d["wins"])) + " |")
+    return lines
+
+
 def render_report(results: dict) -> str:
     s = results["settings"]
     methods = results["methods"]
@@ -112,6 +135,7 @@ def render_report(results: dict) -> str:
                  + (f" (the `none` arm here: {_num(none)})" if none is not None else "")
                  + f". They differ by the run-to-run noise of fine-tuning and by what the study changes for "
                  f"every arm: {changes}."]
+    head += _quartile_section(results)
     head += ["", "## Per task (held-out NLL increase)", "",
              "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for t in results["tasks"]:

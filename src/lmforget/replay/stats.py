@@ -4,9 +4,10 @@ Input is a tasks x methods table F of mean NLL increases on the held-out set (on
 cell). Comparisons are paired by task: the paired t-test and the Wilcoxon signed-rank test
 (two-sided, scipy.stats) of each method against random replay (and against no replay), with a
 bootstrap CI over tasks of the mean difference. A study compares several methods with random replay,
-so the t-test p-values of that family are also Holm-adjusted (`t_p_holm`). Each method is also tested against zero: replay that
-only restores what was forgotten cannot push the held-out NLL *below* the base model's, so a mean
-increase significantly below 0 is flagged as adaptation (learning the upstream data), not mitigation.
+so the t-test p-values of that family are also Holm-adjusted (`t_p_holm`). Each method is also tested
+against zero: replay that only restores what was forgotten cannot push the held-out NLL *below* the
+base model's, so a mean increase significantly below 0 is flagged as adaptation (learning the upstream
+data), not mitigation.
 """
 
 from __future__ import annotations
@@ -90,6 +91,42 @@ def below_zero(values: np.ndarray, alpha: float = 0.05) -> dict:
             pass
     out["ci"] = bootstrap_ci(v)
     out["adaptation"] = bool(len(v) >= 2 and v.mean() < 0 and np.isfinite(out["t_p"]) and out["t_p"] < alpha)
+    return out
+
+
+def by_reference_quantile(reference: np.ndarray, values: np.ndarray, names: Sequence[str],
+                          n_bins: int = 4) -> dict:
+    """Where replay acts: each method's held-out increase within equal-size bins of a reference row.
+
+    `reference` [T, N]: per task, how much the previous run forgot each held-out example; `values`
+    [T, M, N]: each method's held-out increase. Bins are formed per task by the rank of the reference
+    (bin 0 = least forgotten in the run); examples undefined in either are left out. The reference comes
+    from another fine-tuning than the methods', so comparing methods within a bin does not select on
+    their own noise. Returns per-method bin means (averaged over tasks) and each method's paired
+    difference to random replay per bin, with the number of tasks where it was lower.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    T, M, _ = values.shape
+    per_task = np.full((T, M, n_bins), math.nan)
+    for t in range(T):
+        ok = np.isfinite(reference[t]) & np.all(np.isfinite(values[t]), axis=0)
+        idx = np.flatnonzero(ok)
+        if len(idx) < n_bins:
+            continue
+        order = idx[np.argsort(reference[t, idx], kind="stable")]
+        for b, cols in enumerate(np.array_split(order, n_bins)):
+            per_task[t, :, b] = values[t][:, cols].mean(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a task without enough examples: all-NaN bins
+        out: dict = {"n_bins": n_bins, "n_tasks": T,
+                     "methods": {m: np.nanmean(per_task[:, j], axis=0).tolist() for j, m in enumerate(names)}}
+        if "random" in names:
+            r = list(names).index("random")
+            diff = per_task - per_task[:, r:r + 1]
+            out["vs_random"] = {m: {"mean_difference": np.nanmean(diff[:, j], axis=0).tolist(),
+                                    "wins": (diff[:, j] < 0).sum(axis=0).tolist()}
+                                for j, m in enumerate(names) if m != "random"}
     return out
 
 

@@ -502,6 +502,21 @@ def load_cells(study: Study) -> tuple[list[str], list[str], np.ndarray, dict]:
     return tasks, names, F.reshape(len(tasks), len(names)), records
 
 
+def _by_run_quartile(study: Study, tasks: list[str], names: list[str]) -> dict:
+    """Each method's held-out increase within quartiles of what the previous run forgot (per task)."""
+    from lmforget.replay.stats import by_reference_quantile
+
+    ids = [study.upstream.examples[int(c)].id for c in study.split.heldout]
+    reference = np.full((len(tasks), len(ids)), np.nan)
+    values = np.full((len(tasks), len(names), len(ids)), np.nan)
+    for i, t in enumerate(tasks):
+        reference[i] = study.matrix.Z[study.matrix.rows([t])[0]][study.split.heldout]
+        for j, n in enumerate(names):
+            cell = pd.read_parquet(cell_file(study.out, t, n, ".parquet"), columns=["id", "increase"])
+            values[i, j] = cell.set_index("id")["increase"].reindex(ids).to_numpy(np.float64)
+    return by_reference_quantile(reference, values, names)
+
+
 def write_results(study: Study) -> dict:
     from lmforget.atomic import write_text
     from lmforget.replay.plots import plot_study
@@ -528,6 +543,7 @@ def write_results(study: Study) -> dict:
         "n_test_tasks": len(study.cfg.test_tasks), "complete": len(tasks) == len(study.cfg.test_tasks),
         "n_upstream": len(study.upstream), "n_heldout": int(len(study.split.heldout)),
         "n_pool": int(len(study.split.pool)), **summary,
+        "by_run_quartile": _by_run_quartile(study, tasks, names),
         "cells": [records[(t, n)] for t in tasks for n in names],
     }
     results = finite(results)
