@@ -2,8 +2,10 @@
 
 Left: mean NLL increase on the held-out set per method (bar = mean over test tasks, whisker = SEM),
 with each task's value as a dot joined across methods, so paired differences are visible.
-Right: per-task difference to random replay (below 0 = less forgetting than random), annotated
-with the paired-test p-values. Drawn with matplotlib's object API on the Agg canvas; written atomically.
+Middle: per-task difference to random replay (below 0 = less forgetting than random), annotated
+with the paired-test p-values. Right (when results hold it): each method's held-out increase by
+quartile of how much the previous run forgot the example, which shows where replay acts.
+Drawn with matplotlib's object API on the Agg canvas; written atomically.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ def plot_study(results: dict, path: str | Path) -> Path:
     sem = np.array([results["methods"][m]["sem_increase"] for m in methods], dtype=float)
     x = np.arange(len(methods))
     has_random = "random" in methods
-    fig = Figure(figsize=(max(7.5, 1.25 * len(methods) * (2 if has_random else 1)), 4.8), dpi=DPI)
+    quart = results.get("by_run_quartile")
+    n_panels = 1 + has_random + bool(quart)
+    fig = Figure(figsize=(max(7.5, min(6.0, 1.25 * len(methods)) * n_panels), 4.8), dpi=DPI)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 if has_random else 1, squeeze=False)[0]
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
     ax = axes[0]
     ax.bar(x, means, yerr=np.nan_to_num(sem), capsize=4, color=[_colour(sources[m]) for m in methods],
            alpha=0.85, edgecolor="black", linewidth=0.6, zorder=2)
@@ -76,6 +80,19 @@ def plot_study(results: dict, path: str | Path) -> Path:
         ax2.set_ylim(lo - 0.1 * pad, hi + pad)
         ax2.set_xlim(-0.6, len(others) - 0.4)
         ax2.grid(axis="y", alpha=0.3, zorder=0)
+    if quart:
+        ax3 = axes[-1]
+        xq = np.arange(1, quart["n_bins"] + 1)
+        for k, (m, vals) in enumerate(quart["methods"].items()):
+            ax3.plot(xq, vals, color=_colour(sources[m]), linestyle=("-", "--", ":", "-.")[k % 4], marker="o",
+                     markersize=4, linewidth=1.4, label=m)
+        ax3.axhline(0, color="black", linewidth=0.6)
+        ax3.set_xticks(xq, [f"Q{b}" for b in xq])
+        ax3.set_xlabel("quartile of the previous run's forgetting (Q1 least)", fontsize=10)
+        ax3.set_ylabel("held-out NLL increase (nats/token)", fontsize=10)
+        ax3.set_title(f"where replay acts\n(mean over {quart['n_tasks']} tasks)", fontsize=10)
+        ax3.legend(fontsize=8, frameon=False)
+        ax3.grid(alpha=0.3)
     fig.suptitle(f"replay study: {results['model']} ({results['recipe']})", fontsize=11)
     fig.tight_layout()
     path = Path(path)
