@@ -61,7 +61,10 @@ def _quartile_section(results: dict) -> list[str]:
              f"Held-out examples split per task into {k} equal bins by how much the previous run forgot them "
              "(Q1 least, "
              f"Q{k} most); mean held-out increase per bin over the {q['n_tasks']} tasks, then each method minus "
-             "random replay (tasks where it was lower in brackets).", "",
+             "random replay (tasks where it was lower in brackets). The bins come from the previous run, not "
+             "from any arm here, so comparing replaying arms within a bin selects on none of their noise; `none` "
+             "repeats the run's fine-tuning of the task, so part of its spread across bins is the run's own "
+             "noise.", "",
              "| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * k]
     for name, vals in q["methods"].items():
         lines.append(f"| {name} | " + " | ".join(_num(v) for v in vals) + " |")

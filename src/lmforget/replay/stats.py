@@ -101,8 +101,9 @@ def by_reference_quantile(reference: np.ndarray, values: np.ndarray, names: Sequ
     `reference` [T, N]: per task, how much the previous run forgot each held-out example; `values`
     [T, M, N]: each method's held-out increase. Bins are formed per task by the rank of the reference
     (bin 0 = least forgotten in the run); examples undefined in either are left out. The reference comes
-    from another fine-tuning than the methods', so comparing methods within a bin does not select on
-    their own noise. Returns per-method bin means (averaged over tasks) and each method's paired
+    from another fine-tuning than the methods', so comparing replaying methods within a bin does not
+    select on their own noise (a method that repeats the reference's fine-tuning, like `none`, shares
+    some of it). Returns per-method bin means (averaged over tasks) and each method's paired
     difference to random replay per bin, with the number of tasks where it was lower.
     """
     reference = np.asarray(reference, dtype=np.float64)
