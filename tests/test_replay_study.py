@@ -228,6 +228,13 @@ def test_study_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
     _fails(base + ["score.max_length=100"], capsys, "'score' section differs", out)
     _fails(base + ["score.dtype=bfloat16"], capsys, "differs from the precision run", out)
     _fails(base + ["replay.rate=2"], capsys, "'replay.rate'", out)
+    # A run committed without its data/ (a fresh clone of a study): say how to rebuild it.
+    import shutil
+
+    bare = tmp_path / "bare-run"
+    shutil.copytree(tiny_run, bare, ignore=shutil.ignore_patterns("data"))
+    _fails(["replay", "replay-tiny", f"replay.run={bare}", "-o", str(out), "-q"], capsys,
+           "upstream.jsonl: missing; rebuild the run's data with `lmforget collect", out)
 
 
 def test_replay_recipe_takes_model_data_and_finetuning_from_its_run(tiny_run: Path) -> None:

@@ -51,6 +51,11 @@ def task_fingerprint(task: TaskSet) -> str:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        # data/ is not committed with a run's results; `collect` rebuilds it from the recipe.
+        run_dir = path.parent.parent
+        raise LmforgetError(f"{path}: missing; rebuild the run's data with "
+                            f"`lmforget collect RECIPE -o {run_dir}` (finished rows are not redone)")
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
