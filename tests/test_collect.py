@@ -156,7 +156,12 @@ def test_every_unit_scores_at_the_precision_resolved_once(tmp_path: Path, monkey
     recipe = load_recipe("tiny", ["score.dtype=auto", "finetune.steps=1"])
     collect_mod.collect(recipe, tmp_path / "r", progress=False)
     assert seen and set(seen) == {"float32"}
-    assert Run.open(tmp_path / "r").manifest["fingerprints"]["score_dtype"] == "float32"
+    manifest = Run.open(tmp_path / "r").manifest
+    assert manifest["fingerprints"]["score_dtype"] == "float32"
+    from importlib.metadata import version  # provenance: the versions that made the numbers
+
+    assert {k: manifest["environment"][k] for k in ("torch", "transformers")} == \
+        {"torch": version("torch"), "transformers": version("transformers")}
 
 
 def _bad_jsonl(tmp_path: Path) -> Path:

@@ -73,6 +73,19 @@ def test_local_directory_round_trip(load_tiny, tmp_path) -> None:
     assert model_fingerprint(str(tmp_path / "m")) != fp
 
 
+def test_gguf_fingerprint_is_its_content_not_its_mtime(tmp_path) -> None:
+    """A re-fetched copy of the same file (new mtime, as on a fresh clone) must resume a committed run."""
+    import os
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    fp = model_fingerprint(str(f))
+    os.utime(f, ns=(1, 1))
+    assert model_fingerprint(str(f)) == fp
+    f.write_bytes(b"GGUF" + bytes(range(256)) * 63 + bytes(256))
+    assert model_fingerprint(str(f)) != fp
+
+
 def test_dtype_override_and_rules() -> None:
     model, _ = load_model("tiny:olmo2", device="cpu", dtype="bfloat16")
     assert model.dtype == torch.bfloat16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from scipy import stats
 
 from lmforget.data.records import upstream_example
-from lmforget.data.types import UpstreamExample
+from lmforget.data.types import UpstreamExample, UpstreamSet
 from lmforget.encoding import encode_upstream
 from lmforget.errors import LmforgetError
 from lmforget.sampling import first_sentences, sample_continuations, self_sampled_upstream
@@ -57,6 +58,11 @@ def test_ids_round_trip_exactly_and_only_the_continuation_is_scored(tiny_tokeniz
     assert encode_upstream(tiny_tokenizer, ex, max_length=5).scored == [False, True, True, True, True]
     with pytest.raises(LmforgetError, match="prompt_len"):
         UpstreamExample(id="b", text="x", input_ids=(1, 2), prompt_len=2)  # no continuation left
+    # The ids are the data: a decode that another tokenizers release renders differently is the same
+    # data (a committed run resumes), other ids are not.
+    fp = UpstreamSet([ex]).fingerprint()
+    assert UpstreamSet([replace(ex, text="rendered otherwise")]).fingerprint() == fp
+    assert UpstreamSet([replace(ex, input_ids=(5, 17, 300, 2, 0, 767, 2))]).fingerprint() != fp
 
 
 def test_first_token_frequencies_match_softmax(tiny_llama):

@@ -421,8 +421,9 @@ def load_model(
 def model_fingerprint(spec: str, *, seed: int = 0, revision: str | None = None) -> str:
     """A stable identity of the weights `spec` names, for run manifests (resume refuses a different model).
 
-    tiny: spec + seed + config; files: path, size and mtime (plus SHA-256 of a GGUF file); directories:
-    config.json content + weight file names, sizes and mtimes; hub ids: id + revision.
+    tiny: spec + seed + config; GGUF files: their content (SHA-256), so a re-downloaded or moved copy of
+    the same file resumes a run; directories: config.json content + weight file names, sizes and mtimes
+    (hashing many GB on every resume would cost minutes); hub ids: id + revision.
     """
     kind, target = _resolve(spec)
     parts: dict = {"spec": spec, "kind": kind}
@@ -437,7 +438,6 @@ def model_fingerprint(spec: str, *, seed: int = 0, revision: str | None = None) 
         with open(p, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-        parts["file"] = _file_identity(p)
         parts["sha256"] = h.hexdigest()
     elif kind == "dir":
         d = Path(target)

@@ -211,6 +211,20 @@ def _check_compatible(path: Path, old: dict, new: dict) -> None:
                                 "use a new output directory")
 
 
+def _environment() -> dict:
+    """Versions of the libraries that make the numbers (a decode or a kernel may change between releases)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "tokenizers", "accelerate", "numpy"):
+        try:
+            env[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return env
+
+
 def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, tasks: list[TaskSet],
                 model_fp: str, score_dtype: str, is_main: bool = True) -> Run:
     """Create the run directory, or check that an existing one was made from the same inputs."""
@@ -230,6 +244,7 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     manifest = {
         "lmforget_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": _environment(),  # provenance only: never compared on resume
         "recipe": recipe.model_dump(mode="json"),
         "fingerprints": fps,
         "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
