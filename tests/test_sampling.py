@@ -156,6 +156,39 @@ def test_self_sampled_upstream_is_cached_under_its_fingerprint(tmp_path, monkeyp
         self_sampled_upstream(_spec(tmp_path, model="tiny:gpt2"), "tiny:llama", cache=cache)
 
 
+def test_samples_file_pins_the_draws_and_refuses_other_ones(tmp_path, monkeypatch):
+    """Sampling is exact only for one build and thread count; the pinned ids are what a run resumes from."""
+    import lmforget.models as models
+
+    pin = tmp_path / "pinned" / "samples.jsonl"
+    first = self_sampled_upstream(_spec(tmp_path, samples=str(pin)), "tiny:llama", cache=tmp_path / "c1",
+                                  progress=False)
+    lines = [json.loads(x) for x in pin.read_text().splitlines()]
+    assert lines[0]["self_sampled"]["new_tokens"] == 5 and len(lines) == 7
+    assert [tuple(r["continuation"]) for r in lines[1:]] == [e.input_ids[e.prompt_len:] for e in first]
+    # Another machine: an empty cache, and the pinned ids (here edited, as a sampler of another thread
+    # count might draw them) are used as they are, never redrawn.
+    lines[1]["continuation"][0] = (lines[1]["continuation"][0] + 1) % 100
+    pin.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("resampled despite the pin"))
+    again = self_sampled_upstream(_spec(tmp_path, samples=str(pin)), "tiny:llama", cache=tmp_path / "c2",
+                                  progress=False)
+    ex0 = again.examples[0]
+    assert ex0.input_ids[ex0.prompt_len] == lines[1]["continuation"][0]
+    assert [e.input_ids for e in again][1:] == [e.input_ids for e in first][1:]
+    with pytest.raises(LmforgetError, match="drawn with another seed"):
+        self_sampled_upstream(_spec(tmp_path, samples=str(pin), seed=1), "tiny:llama", cache=tmp_path / "c2")
+    with pytest.raises(LmforgetError, match="drawn with another model"):
+        self_sampled_upstream(_spec(tmp_path, samples=str(pin), model="tiny:gpt2"), "tiny:gpt2",
+                              cache=tmp_path / "c2")
+    pin.write_text("".join(json.dumps(x) + "\n" for x in lines[:-1]))
+    with pytest.raises(LmforgetError, match="damaged"):
+        self_sampled_upstream(_spec(tmp_path, samples=str(pin)), "tiny:llama", cache=tmp_path / "c2")
+    pin.write_text('{"id": "c0"}\n')
+    with pytest.raises(LmforgetError, match="not a samples file"):
+        self_sampled_upstream(_spec(tmp_path, samples=str(pin)), "tiny:llama", cache=tmp_path / "c2")
+
+
 def test_spec_rules():
     from lmforget.data import load_upstream, upstream_spec
 
@@ -165,6 +198,8 @@ def test_spec_rules():
         upstream_spec({"format": "self-sampled", "new_tokens": 4, "n": 3, "contexts": {"format": "wikipedia"}})
     with pytest.raises(LmforgetError, match="self-sampled' only"):
         upstream_spec({"format": "wikipedia", "new_tokens": 4})
+    with pytest.raises(LmforgetError, match="'samples' applies to format 'self-sampled' only"):
+        upstream_spec({"format": "wikipedia", "samples": "s.jsonl"})
     with pytest.raises(LmforgetError, match="drawn from a model"):
         load_upstream({"format": "self-sampled", "new_tokens": 4, "contexts": {"format": "wikipedia"}})
 

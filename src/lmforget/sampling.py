@@ -172,7 +172,15 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
     if empty:
         raise LmforgetError(f"self-sampled: context {empty[0]!r} has no tokens")
     model_fp = model_fingerprint(model, seed=model_seed, revision=revision)
-    path = _cache_path(cache_key(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed), cache)
+    key = cache_key(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed)
+    path = _cache_path(key, cache)
+    header = {"model": model_fp, "seed": spec.seed, "new_tokens": spec.new_tokens,
+              "contexts": _contexts_digest(prompts, contexts.ids), "sampler": SAMPLER_VERSION}
+    pinned = Path(spec.samples).expanduser() if spec.samples else None
+    drawn = _read_pinned(pinned, header, contexts.ids) if pinned is not None and pinned.is_file() else None
+    if drawn is not None:
+        log(f"self-sampled continuations read from {pinned}")
+        return _examples(spec, tokenizer, contexts, prompts, drawn)
     drawn = _read_cache(path, contexts.ids, spec.new_tokens)
     if drawn is None:
         log(f"sampling {len(prompts)} continuations of {spec.new_tokens} tokens from {model} (fp32)")
@@ -188,6 +196,13 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
                     fh.write(json.dumps({"id": i, "continuation": ys}) + "\n")
     else:
         log(f"self-sampled continuations read from {path}")
+    if pinned is not None:
+        _write_pinned(pinned, header, contexts.ids, drawn)
+        log(f"self-sampled continuations pinned in {pinned}")
+    return _examples(spec, tokenizer, contexts, prompts, drawn)
+
+
+def _examples(spec, tokenizer, contexts, prompts, drawn) -> UpstreamSet:
     examples = []
     for ex, p, ys in zip(contexts, prompts, drawn):
         ids = tuple(p) + tuple(ys)
@@ -195,6 +210,49 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
         examples.append(replace(ex, text=text, input_ids=ids, prompt_len=len(p),
                                 source=ex.source or "self-sampled"))
     return UpstreamSet(examples, name=spec.name or "self-sampled", stats=dict(contexts.stats))  # the contexts' counts
+
+
+def _contexts_digest(prompts: Sequence[Sequence[int]], ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for i, p in zip(ids, prompts):
+        h.update(json.dumps([i, list(p)]).encode())
+    return h.hexdigest()[:16]
+
+
+_PINNED_FIELDS = {"model": "model", "seed": "seed", "new_tokens": "new_tokens",
+                  "contexts": "contexts (ids or token ids)", "sampler": "sampler version"}
+
+
+def _read_pinned(path: Path, header: dict, ids: Sequence[str]) -> list[list[int]]:
+    """The continuations of an `upstream.samples` file; one clear error when they were drawn otherwise."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LmforgetError(f"upstream.samples {path}: unreadable ({exc})") from None
+    head = rows[0].get("self_sampled") if rows and isinstance(rows[0], dict) else None
+    if not isinstance(head, dict):
+        raise LmforgetError(f"upstream.samples {path}: not a samples file (its first line must be "
+                            '{"self_sampled": {...}}, as lmforget writes it)')
+    for k, label in _PINNED_FIELDS.items():
+        if head.get(k) != header[k]:
+            raise LmforgetError(f"upstream.samples {path}: drawn with another {label} ({head.get(k)} != "
+                                f"{header[k]}); point upstream.samples at a new file to sample afresh")
+    rows = rows[1:]
+    n = header["new_tokens"]
+    if [r.get("id") for r in rows] != list(ids) or \
+            any(not isinstance(r.get("continuation"), list) or len(r["continuation"]) != n for r in rows):
+        raise LmforgetError(f"upstream.samples {path}: damaged (every line after the first needs an id and "
+                            f"{n} token ids)")
+    return [[int(t) for t in r["continuation"]] for r in rows]
+
+
+def _write_pinned(path: Path, header: dict, ids: Sequence[str], drawn: Sequence[Sequence[int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"self_sampled": header}, sort_keys=True) + "\n")
+            for i, ys in zip(ids, drawn):
+                fh.write(json.dumps({"id": i, "continuation": list(ys)}) + "\n")
 
 
 def _read_cache(path: Path, ids: Sequence[str], new_tokens: int) -> list[list[int]] | None:

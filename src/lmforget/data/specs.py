@@ -60,11 +60,14 @@ class UpstreamSpec(_Source):
     context_sentences: int | None = Field(None, ge=1, description="self-sampled: keep a context's first sentences")
     new_tokens: int | None = Field(None, ge=1, description="self-sampled: exactly this many sampled tokens")
     model: str | None = Field(None, description="self-sampled: the sampling model (default: the recipe's)")
+    samples: str | None = Field(None, description="self-sampled: a JSONL file that pins the drawn token ids; "
+                                "read when present, written when missing (sampling is exact only for one "
+                                "build and thread count, so keep this file to resume or reproduce elsewhere)")
 
     @model_validator(mode="after")
     def _self_sampled(self):
         own = {"contexts": self.contexts, "context_sentences": self.context_sentences,
-               "new_tokens": self.new_tokens, "model": self.model}
+               "new_tokens": self.new_tokens, "model": self.model, "samples": self.samples}
         if self.format != "self-sampled":
             bad = [k for k, v in own.items() if v is not None]
             if bad:
