@@ -128,13 +128,18 @@ def context_ids(tokenizer, text: str) -> list[int]:
     return encode_text(tokenizer, text).input_ids
 
 
-def cache_key(model_fp: str, prompts: Sequence[Sequence[int]], ids: Sequence[str], new_tokens: int,
-              seed: int) -> str:
-    h = hashlib.sha256(json.dumps({"model": model_fp, "new_tokens": new_tokens, "seed": seed,
-                                   "sampler": SAMPLER_VERSION}, sort_keys=True).encode())
+def draw_identity(model_fp: str, prompts: Sequence[Sequence[int]], ids: Sequence[str], new_tokens: int,
+                  seed: int) -> dict:
+    """What determines a draw: the cache key is its hash, and a pinned samples file carries it as its header."""
+    h = hashlib.sha256()
     for i, p in zip(ids, prompts):
         h.update(json.dumps([i, list(p)]).encode())
-    return h.hexdigest()[:32]
+    return {"model": model_fp, "seed": seed, "new_tokens": new_tokens, "contexts": h.hexdigest()[:16],
+            "sampler": SAMPLER_VERSION}
+
+
+def cache_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _cache_path(key: str, cache: Path | None) -> Path:
@@ -172,10 +177,8 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
     if empty:
         raise LmforgetError(f"self-sampled: context {empty[0]!r} has no tokens")
     model_fp = model_fingerprint(model, seed=model_seed, revision=revision)
-    key = cache_key(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed)
-    path = _cache_path(key, cache)
-    header = {"model": model_fp, "seed": spec.seed, "new_tokens": spec.new_tokens,
-              "contexts": _contexts_digest(prompts, contexts.ids), "sampler": SAMPLER_VERSION}
+    header = draw_identity(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed)
+    path = _cache_path(cache_key(header), cache)
     pinned = Path(spec.samples).expanduser() if spec.samples else None
     drawn = _read_pinned(pinned, header, contexts.ids) if pinned is not None and pinned.is_file() else None
     if drawn is not None:
@@ -210,13 +213,6 @@ def _examples(spec, tokenizer, contexts, prompts, drawn) -> UpstreamSet:
         examples.append(replace(ex, text=text, input_ids=ids, prompt_len=len(p),
                                 source=ex.source or "self-sampled"))
     return UpstreamSet(examples, name=spec.name or "self-sampled", stats=dict(contexts.stats))  # the contexts' counts
-
-
-def _contexts_digest(prompts: Sequence[Sequence[int]], ids: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for i, p in zip(ids, prompts):
-        h.update(json.dumps([i, list(p)]).encode())
-    return h.hexdigest()[:16]
 
 
 _PINNED_FIELDS = {"model": "model", "seed": "seed", "new_tokens": "new_tokens",
