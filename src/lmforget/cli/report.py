@@ -12,7 +12,8 @@ from lmforget.cli import app, console, print_json
 
 @app.command("report")
 def report_cmd(
-    path: Path = typer.Argument(..., help="A run directory (texts come from its data/), or a matrix .npz file."),
+    path: Path = typer.Argument(..., help="A run directory (texts come from its data/, or without it from "
+                       "pinned self-sampled token ids), a replay study directory, or a matrix .npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="The HTML file to write, e.g. report.html."),
     upstream: Optional[str] = typer.Option(None, "--upstream", help="Upstream data for the example texts: a records "
                                            "JSONL file, or FORMAT:PATH for another lmforget.data format."),
@@ -32,8 +33,12 @@ def report_cmd(
 
     summary = report_from_path(path, out, upstream=upstream, predict=predict, replay=replay, ranks=ranks,
                                clip=clip, columns=columns, seed=seed)
+    if summary.get("warning"):
+        typer.echo(f"lmforget: warning: {summary['warning']}", err=True)  # one line, never wrapped
     if as_json:
         print_json(summary)
         return
+    if summary.get("texts_from") and summary["texts"]:
+        console.print(f"example texts: {summary['texts_from']}", soft_wrap=True)
     console.print(f"report: {out} ({summary['bytes'] / 1e6:.1f} MB; {summary['shape'][0]} tasks x "
                   f"{summary['shape'][1]:,} examples, {summary['texts']:,} with text)")

@@ -22,6 +22,8 @@ from lmforget.data import (  # noqa: F401
     flan,
     mmlu,
     natural_instructions,
+    olmo_eval,
+    openai_evals,
     pile,
     records,
     self_sampled,
@@ -163,7 +165,8 @@ def _task_set(raw: RawTask, spec: TaskSpec) -> TaskSet:
     if not train:
         raise LmforgetError(f"tasks {_describe(spec)}: task {raw.name!r} has no training examples "
                             f"({len(raw.pool)} in the source, n_eval={spec.n_eval})")
-    return TaskSet(raw.name, spec.group or raw.group, train, ev)
+    meta = {k: v for k, v in raw.meta.items() if k not in ("aliases", "skipped")}
+    return TaskSet(raw.name, spec.group or raw.group, train, ev, meta)
 
 
 def load_task_family(spec: TaskSpec | dict[str, Any]) -> list[TaskSet]:

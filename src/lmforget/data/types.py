@@ -142,6 +142,7 @@ class TaskSet:
     group: str
     train: list[TaskExample]
     eval: list[TaskExample] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # source facts (licence, n_available); not fingerprinted
 
     def __post_init__(self) -> None:
         if not self.name:
