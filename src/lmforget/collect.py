@@ -131,18 +131,17 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     directory, each row as its unit finishes. Failed tasks are recorded (rows/<task>.error.json), the
     others finish, then LmforgetError names the failed ones; a re-run retries only unfinished tasks.
     """
-
+    from lmforget import launch
     from lmforget.executor import fault_point, open_executor
-    from lmforget.launch import check_launch, launch_state, prepare_wait, wait_for_main
     from lmforget.models import model_fingerprint
     from lmforget.status import Tracker
 
     exe_cfg = executor or recipe.executor
     recipe = resolve_recipe(recipe, exe_cfg)
     dtype = recipe.score.dtype
-    check_launch(recipe, exe_cfg, cuda=units_on_cuda(recipe, exe_cfg))
-    state = launch_state()
-    prepare_wait()
+    launch.check_launch(recipe, exe_cfg, cuda=launch.units_on_cuda(recipe, exe_cfg))
+    state = launch.launch_state()
+    launch.prepare_wait()
     failed: dict[str, str] = {}
     with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
         upstream, tasks = load_inputs(recipe, progress, log)
@@ -186,10 +185,10 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
                     log(f"finished {out.key}: {info['steps']} steps, loss {info['train_loss']:.4f}, "
                         f"{info['seconds']:.0f}s")
                 if ex.kind == "local":
-                    wait_for_main()
+                    launch.wait_for_main()
         finally:
             tracker.close()
-            _close_vllm_engine()
+            launch.close_vllm_engine()
     if failed:
         names = ", ".join(sorted(failed))
         raise LmforgetError(f"{len(failed)} task(s) failed: {names} (errors in {run.path}/rows/*.error.json; "
@@ -204,32 +203,13 @@ def _dispatch(fn, *args):
     return fn(*args)
 
 
-def _close_vllm_engine() -> None:
-    """The process's vLLM engine (if one was built) and its weights folder go when the collection ends."""
-    import sys
-
-    if "lmforget.scoring.vllm" in sys.modules:
-        sys.modules["lmforget.scoring.vllm"].close_engine()
-
-
-def units_on_cuda(recipe: Recipe, executor: ExecutorConfig | None = None) -> bool:
-    """Whether the units will run on CUDA: decided where they run (Ray GPU workers, or this machine)."""
-    from lmforget.models import resolve_device
-
-    device = recipe.model.device
-    if device in ("", "auto"):
-        if executor is not None and executor.kind == "ray":
-            return executor.gpus_per_task > 0
-        device = resolve_device("auto")
-    return str(device).startswith("cuda")
-
-
 def scoring_dtype(recipe: Recipe, executor: ExecutorConfig | None = None) -> str:
     """The torch dtype name scores are computed in, resolved where the units will run (kept in the manifest:
     a run is never finished at another precision than it was started). auto: bf16 on a GPU with native
     bf16 (Ray GPU workers seen from a driver without one are assumed to have it), else fp32."""
     import torch
 
+    from lmforget.launch import units_on_cuda
     from lmforget.models import native_bf16
 
     dtype = recipe.score.dtype
@@ -244,6 +224,7 @@ def resolve_recipe(recipe: Recipe, executor: ExecutorConfig) -> Recipe:
     """The recipe with every `auto` setting resolved where the units run, before any fingerprint is taken:
     the scoring dtype, the optimizer and bf16. Explicit settings are kept as they are."""
     from lmforget.finetune import resolve_auto
+    from lmforget.launch import units_on_cuda
 
     cuda = units_on_cuda(recipe, executor)
     return recipe.model_copy(update={

@@ -140,14 +140,12 @@ def remote_options(cfg: ExecutorConfig, gpus: float) -> dict:
 def _call_unit(fn: Callable, *args) -> tuple[str, Any, str]:
     """`_call` in a Ray worker: a vLLM engine the unit built is closed (and its weights folder removed)
     before the worker goes, since a worker's exit runs no cleanup."""
+    from lmforget.launch import close_vllm_engine
+
     try:
         return _call(fn, *args)
     finally:
-        import sys
-
-        vllm_mod = sys.modules.get("lmforget.scoring.vllm")
-        if vllm_mod is not None:
-            vllm_mod.close_engine()
+        close_vllm_engine()
 
 
 class RayExecutor:

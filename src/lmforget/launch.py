@@ -46,6 +46,18 @@ def fsdp_launch() -> bool:
     return _env_true("ACCELERATE_USE_FSDP")
 
 
+def units_on_cuda(recipe: Recipe, executor: ExecutorConfig | None = None) -> bool:
+    """Whether the units will run on CUDA: decided where they run (Ray GPU workers, or this machine)."""
+    from lmforget.models import resolve_device
+
+    device = recipe.model.device
+    if device in ("", "auto"):
+        if executor is not None and executor.kind == "ray":
+            return executor.gpus_per_task > 0
+        device = resolve_device("auto")
+    return str(device).startswith("cuda")
+
+
 def check_launch(recipe: Recipe, executor: ExecutorConfig, cuda: bool) -> None:
     """Refuse, in one line each, the combinations that would hang, crash or silently mix results.
 
@@ -53,7 +65,7 @@ def check_launch(recipe: Recipe, executor: ExecutorConfig, cuda: bool) -> None:
     """
     ft, local = recipe.finetune, executor.kind == "local"
     stage = zero_stage(ft)
-    if local and executor.gpus_per_task > 1:
+    if local and cuda and executor.gpus_per_task > 1:
         raise LmforgetError(f"executor.gpus_per_task={executor.gpus_per_task:g} needs --executor ray (each task "
                             "on that many Ray Train workers); the local executor trains on one device per process")
     if local and (stage == 3 or fsdp_launch()):
@@ -78,6 +90,15 @@ def check_launch(recipe: Recipe, executor: ExecutorConfig, cuda: bool) -> None:
         if not native_bf16() and (ft.bf16 is True or recipe.score.dtype == "bfloat16"):
             raise LmforgetError("bf16 was asked for (finetune.bf16 or score.dtype) but this GPU only emulates it "
                                 "(compute capability < 8.0); set finetune.bf16=false score.dtype=float32")
+
+
+def close_vllm_engine() -> None:
+    """Close the process's vLLM engine, if one was built (its weights folder goes with it)."""
+    import sys
+
+    backend = sys.modules.get("lmforget.scoring.vllm")
+    if backend is not None:
+        backend.close_engine()
 
 
 def launch_state():

@@ -227,8 +227,8 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
         raise LmforgetError("the replay study measures log-perplexity forgetting; set score.metric=logppl")
     chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy)
     run = _open_run(recipe.name, cfg)
-    from lmforget.collect import units_on_cuda
     from lmforget.finetune import resolve_auto
+    from lmforget.launch import units_on_cuda
 
     # `auto` fine-tuning settings resolved as collect resolved the run's (its manifest holds resolved ones)
     cuda = units_on_cuda(recipe, recipe.executor)
@@ -457,6 +457,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     report of a study still running; the report says how many tasks it covers).
     """
     from lmforget.executor import open_executor, single_gpu
+    from lmforget.launch import close_vllm_engine
     from lmforget.status import Tracker
 
     study = open_study(recipe, out, methods)
@@ -493,6 +494,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
                     f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
         finally:
             tracker.close()
+            close_vllm_engine()
     if failed:
         raise LmforgetError(f"{len(failed)} replay cell(s) failed: {', '.join(failed)} (errors in "
                             f"{study.out}/results/*/*.error.json; first: "
