@@ -232,3 +232,19 @@ def test_scoring_units_run_on_the_main_rank_only(monkeypatch) -> None:
     monkeypatch.setattr(PartialState, "is_main_process", property(lambda self: False))
     recipe = load_recipe("tiny")
     assert collect_mod.score_base(recipe, None) is None
+
+
+def test_ray_train_rebuilds_the_scoring_model_from_gathered_weights_without_a_copy(load_tiny) -> None:
+    """Rank 0 under ZeRO-3: the gathered tensors become the scoring model's parameters themselves (no
+    second fp32 copy of a 13B model on the host); buffers such as rotary frequencies are built as usual."""
+    from lmforget.raytrain import _model_from_state
+
+    model, tok = load_tiny("llama")
+    state = {n: p.detach().clone() for n, p in model.named_parameters()}  # what the per-parameter gather yields
+    rebuilt = _model_from_state(model.config, state, trust_remote_code=False)
+    assert all(p.data_ptr() == state[n].data_ptr() for n, p in rebuilt.named_parameters() if n in state)
+    ids = torch.tensor([tok("The river flows through the city.")["input_ids"]])
+    with torch.inference_mode():
+        assert torch.equal(rebuilt.eval()(ids).logits, model(ids).logits)
+    with pytest.raises(LmforgetError, match="lack"):
+        _model_from_state(model.config, {k: v for k, v in state.items() if "layers.0." not in k}, False)
