@@ -14,6 +14,7 @@ whole-pipeline Pearson is >= 0.99 (issue 12). Fine-tuning and scoring are timed 
     python benchmarks/bench_bf16.py --tasks 2 --n 64     # quicker
     python benchmarks/bench_bf16.py --json out.json
     python benchmarks/bench_bf16.py --score-mode cast   # bf16 scoring by casting the weights (score.dtype)
+    python benchmarks/bench_bf16.py --steps 3            # short fine-tuning (default 12; try 48 for long)
 
 Uses the real SmolLM2-135M-Instruct and offline data (`lmforget resources fetch`).
 """
@@ -40,13 +41,17 @@ TASKS = ["winogrande_answer_generation", "qasc_topic_word_to_generate_related_fa
          "multirc_correct_answer_single_sentence", "qasc_find_overlapping_words"]
 
 
-def _recipe(n: int, tasks: list[str]):
+def _recipe(n: int, tasks: list[str], steps: int = 12, data: str = "ni"):
+    if data == "tiny":  # packaged data (48 upstream texts, 10 small tasks): no BIG-bench archive needed
+        return load_recipe("tiny", ["model.name=smollm2", "model.dtype=float32", "finetune.lr=1.0e-4",
+                                    f"finetune.steps={steps}", "finetune.bf16=false", "finetune.warmup_steps=0",
+                                    "finetune.max_epochs=1000"])  # the steps asked for, not an epoch cap
     upstream = {"format": "self-sampled", "new_tokens": 48, "context_sentences": 1, "seed": 0,
                 "contexts": {"format": "wikipedia", "n": n, "seed": 0, "max_tokens": 32}}
     return load_recipe("demo", [
         "upstream=" + json.dumps(upstream),
         "tasks.ni.tasks=" + json.dumps(tasks),
-        "finetune.lr=1.0e-4", "finetune.steps=12", "finetune.bf16=false",
+        "finetune.lr=1.0e-4", f"finetune.steps={steps}", "finetune.bf16=false",
     ])
 
 
@@ -76,6 +81,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=3)
     ap.add_argument("--n", type=int, default=128, help="self-sampled upstream examples")
+    ap.add_argument("--data", choices=["ni", "tiny"], default="ni",
+                    help="ni: self-sampled upstream + Natural-Instructions (needs BIG-bench); tiny: packaged data")
+    ap.add_argument("--steps", type=int, default=12, help="fine-tuning steps per task (short vs long)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--score-mode", choices=["autocast", "cast"], default="autocast",
@@ -85,9 +93,9 @@ def main() -> None:
     SCORE_MODE = args.score_mode
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = _recipe(args.n, TASKS[:args.tasks])
+    recipe = _recipe(args.n, TASKS[:args.tasks], args.steps, args.data)
     upstream = load_recipe_upstream(recipe, progress=False, log=print)
-    tasks = load_tasks(list(recipe.tasks.values()))
+    tasks = load_tasks(list(recipe.tasks.values()))[:args.tasks]
     model, tok = load_recipe_model(recipe)
     base = {bf: _score(model, tok, upstream, recipe.score, bf) for bf in (False, True)}
     rows: dict[str, list[np.ndarray]] = {"fp32": [], "bf16score": [], "bf16": []}
@@ -118,7 +126,7 @@ def main() -> None:
         "seconds": secs,
         "speedup_train": secs["train_fp32"] / secs["train_bf16"],
         "speedup_score": secs["score_fp32"] / secs["score_bf16"],
-        "threads": torch.get_num_threads(), "score_mode": SCORE_MODE,
+        "threads": torch.get_num_threads(), "score_mode": SCORE_MODE, "steps": args.steps, "data": args.data,
     }
     out["use_bf16"] = out["whole_pipeline"]["pearson"] >= 0.99
     print(json.dumps(out, indent=2))

@@ -246,7 +246,9 @@ def test_replay_recipe_takes_model_data_and_finetuning_from_its_run(tiny_run: Pa
     assert r.name == "replay-tiny" and r.replay.run == str(tiny_run)
     for section in ("model", "upstream", "tasks", "finetune", "score", "seed"):
         assert getattr(r, section) == getattr(ran, section)
-    assert r.finetune == load_recipe("tiny").finetune  # the run was made with `tiny`
+    from lmforget.finetune import resolve_auto
+
+    assert r.finetune == resolve_auto(load_recipe("tiny").finetune)  # the run was made with `tiny` (auto resolved)
     # batching is not science: a study may use other batch sizes than its run
     r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", "finetune.batch_size=1", "score.batch_size=3"])
     assert (r.finetune.batch_size, r.score.batch_size) == (1, 3)

@@ -18,9 +18,9 @@ from lmforget.config import ExecutorConfig, Recipe
 from lmforget.data import load_tasks, load_upstream
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
-from lmforget.finetune import build_train_set, plan_steps, train
+from lmforget.finetune import build_train_set, free_memory, plan_steps, train
 from lmforget.matrix import ForgettingMatrix
-from lmforget.models import load_recipe_model
+from lmforget.models import load_recipe_model, training_dtype
 from lmforget.runs import Run, prepare_run, write_row, write_table
 from lmforget.scoring.upstream import score_upstream
 
@@ -64,10 +64,22 @@ def load_inputs(recipe: Recipe, progress: bool = True, log: Log = lambda s: None
 BASE = "<base>"  # the executor key of the base-model scoring unit
 
 
-def score_base(recipe: Recipe, upstream: UpstreamSet, progress: bool = False) -> pd.DataFrame:
-    """One unit of work: the base model's scores (run by an executor, written by the caller)."""
-    model, tokenizer = load_recipe_model(recipe)
-    return score_upstream(model, tokenizer, upstream, recipe.score, progress, description="scoring base model")
+def score_base(recipe: Recipe, upstream: UpstreamSet, progress: bool = False) -> pd.DataFrame | None:
+    """One unit of work: the base model's scores (run by an executor, written by the caller).
+
+    The base is loaded as training loads it and scored by the same `score_upstream` at the same dtype
+    as every fine-tuned model. Returns None on the non-main ranks of an `accelerate launch` (only the
+    main rank scores: one vLLM engine, not one per rank on the same GPU).
+    """
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return None
+    model, tokenizer = load_recipe_model(recipe, dtype=training_dtype(recipe))
+    scores = score_upstream(model, tokenizer, upstream, recipe.score, progress, description="scoring base model")
+    del model
+    free_memory()
+    return scores
 
 
 def finetune_and_score(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, progress: bool = False,
@@ -90,7 +102,7 @@ def finetune_and_score(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, pro
         from lmforget.scoring.vllm import sleep_engine
 
         sleep_engine()  # the scoring engine gives the GPU back while this task trains
-    model, tokenizer = load_recipe_model(recipe)
+    model, tokenizer = load_recipe_model(recipe, dtype=training_dtype(recipe))
     train_set = build_train_set(tokenizer, task, recipe.finetune)
     steps = plan_steps(len(train_set), recipe.finetune)
     result = train(model, tokenizer, train_set, recipe.finetune, max_steps=steps, progress=progress,
@@ -98,12 +110,16 @@ def finetune_and_score(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, pro
     del model
     fault_point("task.trained")
     if not PartialState().is_main_process:
+        del result
+        free_memory()
         return None
     scores = score_upstream(result.model, tokenizer, upstream, recipe.score, progress,
                             description=f"scoring {task.name}")
     info = {"task": task.name, "group": task.group, "steps": result.steps, "train_loss": result.train_loss,
             "train_seconds": result.seconds, "n_train_examples": result.n_examples,
             "seconds": time.perf_counter() - start, "log": result.log}
+    del result
+    free_memory()  # this task's model must not stay under the next one
     return scores, info
 
 
@@ -115,24 +131,27 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     directory, each row as its unit finishes. Failed tasks are recorded (rows/<task>.error.json), the
     others finish, then LmforgetError names the failed ones; a re-run retries only unfinished tasks.
     """
-    from accelerate import PartialState
-
+    from lmforget import launch
     from lmforget.executor import fault_point, open_executor
     from lmforget.models import model_fingerprint
     from lmforget.status import Tracker
 
     exe_cfg = executor or recipe.executor
-    dtype = scoring_dtype(recipe, exe_cfg)  # resolved once, here: every unit scores at the run's precision
-    recipe = recipe.model_copy(update={"executor": exe_cfg,  # units read gpus_per_task from it
-                                       "score": recipe.score.model_copy(update={"dtype": dtype})})
-    state = PartialState()
+    recipe = resolve_recipe(recipe, exe_cfg)
+    dtype = recipe.score.dtype
+    launch.check_launch(recipe, exe_cfg, cuda=launch.units_on_cuda(recipe, exe_cfg))
+    state = launch.launch_state()
+    launch.prepare_wait()
     failed: dict[str, str] = {}
     with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
         upstream, tasks = load_inputs(recipe, progress, log)
         model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
         if recipe.model.chat_template != "auto":  # the template changes every encoded example
             model_fp += f"+template:{recipe.model.chat_template}"
-        run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, dtype, is_main=state.is_main_process)
+        # the main process makes (or checks) the run directory before the others read it
+        run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, dtype) if state.is_main_process else None
+        state.wait_for_everyone()
+        run = run or prepare_run(recipe, run_dir, upstream, tasks, model_fp, dtype, is_main=False)
         done = set(run.finished())
         todo = [t for t in tasks if t.name not in done]
         from lmforget.data.load import describe_counts
@@ -166,9 +185,10 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
                     log(f"finished {out.key}: {info['steps']} steps, loss {info['train_loss']:.4f}, "
                         f"{info['seconds']:.0f}s")
                 if ex.kind == "local":
-                    state.wait_for_everyone()
+                    launch.wait_for_main()
         finally:
             tracker.close()
+            launch.close_vllm_engine()
     if failed:
         names = ", ".join(sorted(failed))
         raise LmforgetError(f"{len(failed)} task(s) failed: {names} (errors in {run.path}/rows/*.error.json; "
@@ -185,16 +205,29 @@ def _dispatch(fn, *args):
 
 def scoring_dtype(recipe: Recipe, executor: ExecutorConfig | None = None) -> str:
     """The torch dtype name scores are computed in, resolved where the units will run (kept in the manifest:
-    a run is never finished at another precision than it was started)."""
-    from lmforget.models import resolve_device
+    a run is never finished at another precision than it was started). auto: bf16 on a GPU with native
+    bf16 (Ray GPU workers seen from a driver without one are assumed to have it), else fp32."""
+    import torch
+
+    from lmforget.launch import units_on_cuda
+    from lmforget.models import native_bf16
 
     dtype = recipe.score.dtype
     if dtype != "auto":
         return dtype
-    device = recipe.model.device
-    if device in ("", "auto"):
-        if executor is not None and executor.kind == "ray":
-            device = "cuda" if executor.gpus_per_task > 0 else "cpu"
-        else:
-            device = resolve_device("auto")
-    return "bfloat16" if str(device).startswith("cuda") else "float32"
+    if not units_on_cuda(recipe, executor):
+        return "float32"
+    return "bfloat16" if native_bf16() or not torch.cuda.is_available() else "float32"
+
+
+def resolve_recipe(recipe: Recipe, executor: ExecutorConfig) -> Recipe:
+    """The recipe with every `auto` setting resolved where the units run, before any fingerprint is taken:
+    the scoring dtype, the optimizer and bf16. Explicit settings are kept as they are."""
+    from lmforget.finetune import resolve_auto
+    from lmforget.launch import units_on_cuda
+
+    cuda = units_on_cuda(recipe, executor)
+    return recipe.model_copy(update={
+        "executor": executor,  # units read gpus_per_task from it
+        "score": recipe.score.model_copy(update={"dtype": scoring_dtype(recipe, executor)}),
+        "finetune": resolve_auto(recipe.finetune, cuda)})

@@ -27,9 +27,10 @@ class ModelConfig(_Strict):
     """Which model to start from; see `lmforget.models.load_model` for accepted names."""
 
     name: str
-    # The dtype the weights are loaded in: auto = bf16 on CUDA, fp32 on CPU (never the checkpoint's own
-    # dtype). Full fine-tuning always trains fp32 master weights (a half-precision load is upcast before
-    # the first step; bf16 autocast on CUDA); LoRA trains fp32 adapters on the loaded, frozen base.
+    # The dtype the weights are loaded in: auto = bf16 on a CUDA GPU with native bf16, fp32 elsewhere
+    # (never the checkpoint's own dtype). Full fine-tuning always loads and trains fp32 master weights (and
+    # scores the base from the same fp32 load; bf16 autocast on CUDA); LoRA trains fp32 adapters on the
+    # base loaded at this dtype, frozen.
     dtype: str = "auto"
     device: str = "auto"
     revision: str | None = None
@@ -72,7 +73,7 @@ class FinetuneConfig(_Strict):
     effective_batch: int = Field(8, ge=1)  # examples per optimizer step, over all devices
     batch_size: int = Field(1, ge=1)  # per device; gradient accumulation makes up the rest
     max_length: int = Field(1024, ge=2)  # keep the END of longer inputs
-    optimizer: str = "auto"  # auto = paged_adamw_8bit with bitsandbytes on CUDA, else adamw_torch
+    optimizer: str = "auto"  # auto = adamw_bnb_8bit with bitsandbytes on CUDA, else adamw_torch (resolved per run)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool | Literal["auto"] = "auto"

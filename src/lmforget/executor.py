@@ -120,6 +120,34 @@ def runtime_env() -> dict:
             "env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
 
 
+def remote_options(cfg: ExecutorConfig, gpus: float) -> dict:
+    """Ray task options of a unit that uses `gpus` GPUs (> 1: Ray Train books them, the unit none).
+
+    A unit holding a GPU runs in a worker process of its own (`max_calls=1`): a reused one would keep
+    a vLLM engine and allocator caches on the GPU while Ray schedules the next GPU unit beside it. Ray
+    sets this default only in `ray.remote(...)`, and `.options()` cannot set it, so it goes there.
+    """
+    opts: dict = dict(num_cpus=cfg.cpus_per_task if gpus <= 1 else 0, num_gpus=gpus if gpus <= 1 else 0,
+                      max_retries=cfg.max_retries, retry_exceptions=False)
+    if gpus > 0:
+        opts["max_calls"] = 1
+    fault = os.environ.get(FAULT_ENV)
+    if fault:  # the drill travels to the workers (merged with the job's runtime env)
+        opts["runtime_env"] = {"env_vars": {FAULT_ENV: fault}}
+    return opts
+
+
+def _call_unit(fn: Callable, *args) -> tuple[str, Any, str]:
+    """`_call` in a Ray worker: a vLLM engine the unit built is closed (and its weights folder removed)
+    before the worker goes, since a worker's exit runs no cleanup."""
+    from lmforget.launch import close_vllm_engine
+
+    try:
+        return _call(fn, *args)
+    finally:
+        close_vllm_engine()
+
+
 class RayExecutor:
     """One Ray task per unit. Without an address a local Ray instance is started here and stopped on close.
 
@@ -147,12 +175,7 @@ class RayExecutor:
         return self.ray.put(obj)
 
     def _remote(self, gpus: float):
-        opts: dict = dict(num_cpus=self.cfg.cpus_per_task if gpus <= 1 else 0, num_gpus=gpus if gpus <= 1 else 0,
-                          max_retries=self.cfg.max_retries, retry_exceptions=False)  # > 1 GPU: Ray Train books them
-        fault = os.environ.get(FAULT_ENV)
-        if fault:  # the drill travels to the workers (merged with the job's runtime env)
-            opts["runtime_env"] = {"env_vars": {FAULT_ENV: fault}}
-        return self.ray.remote(_call).options(**opts)
+        return self.ray.remote(**remote_options(self.cfg, gpus))(_call_unit)
 
     def _capacity(self) -> int:
         """Units the cluster can run at once now, so that 'submitted' means 'running' (status, ETA)."""

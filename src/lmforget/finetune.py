@@ -101,23 +101,74 @@ class TrainResult:
     log: list[dict] = field(default_factory=list)
 
 
-def _use_bf16(cfg: FinetuneConfig) -> bool:
-    if cfg.bf16 == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(cfg.bf16)
+def _cuda_here() -> bool:
+    return torch.cuda.is_available()
 
 
-def _optimizer(cfg: FinetuneConfig) -> str:
+def resolve_bf16(cfg: FinetuneConfig, cuda: bool | None = None) -> bool:
+    """`auto`: bf16 autocast on a GPU with native bf16. `cuda`: whether the training runs on CUDA (None:
+    this machine); a driver without a GPU that plans GPU workers assumes they have native bf16."""
+    if cfg.bf16 != "auto":
+        return bool(cfg.bf16)
+    from lmforget.models import native_bf16
+
+    if cuda is None or _cuda_here():
+        return native_bf16()
+    return bool(cuda)
+
+
+def resolve_optimizer(cfg: FinetuneConfig, cuda: bool | None = None) -> str:
+    """`auto`: 8-bit AdamW with bitsandbytes on CUDA, else adamw_torch.
+
+    The non-paged `adamw_bnb_8bit`: bitsandbytes' paged optimizers allocate CUDA managed memory that
+    is not returned when the optimizer is freed, so in a process that trains task after task it piles up.
+    """
     if cfg.optimizer != "auto":
         return cfg.optimizer
-    if torch.cuda.is_available():
+    if _cuda_here() if cuda is None else cuda:
         try:
             import bitsandbytes  # noqa: F401
 
-            return "paged_adamw_8bit"
+            return "adamw_bnb_8bit"
         except ImportError:
             pass
     return "adamw_torch"
+
+
+def resolve_auto(cfg: FinetuneConfig, cuda: bool | None = None) -> FinetuneConfig:
+    """The settings with `auto` replaced by what the training machine gives, so a run's fingerprint
+    records what was computed (a run resumed on a machine without bitsandbytes is refused, not mixed)."""
+    return cfg.model_copy(update={"optimizer": resolve_optimizer(cfg, cuda), "bf16": resolve_bf16(cfg, cuda)})
+
+
+def free_memory() -> None:
+    """Collect reference cycles and return cached CUDA blocks: what one task leaves must not sit under
+    the next one (a dropped model in a cycle is only freed by the collector)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def drop_autocast(model):
+    """Remove the autocast wrapper accelerate installs on `model.forward` for mixed precision.
+
+    Trainer never removes it, so a model trained with bf16 would keep computing its full forward and
+    `generate()` in bf16 (the scored "after" at another precision than "before"), and the wrapper, a
+    method bound to the model in the model's own __dict__, is a reference cycle that keeps the model
+    alive until a garbage collection. accelerate keeps the forward it replaced as `_original_forward`;
+    that is put back (`unwrap_model(keep_fp32_wrapper=False)` would also strip transformers' own
+    decorators of `forward`, as it unwinds every `__wrapped__`).
+    """
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        return model
+    if getattr(original, "__func__", None) is type(model).forward:
+        model.__dict__.pop("forward", None)  # the class's own method again: no instance attribute, no cycle
+    else:
+        model.forward = original
+    return model
 
 
 def upcast_trainable(model) -> None:
@@ -175,8 +226,8 @@ def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: Finetun
             warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay,
             max_grad_norm=cfg.max_grad_norm,
-            optim=_optimizer(cfg),
-            bf16=_use_bf16(cfg),
+            optim=resolve_optimizer(cfg),
+            bf16=resolve_bf16(cfg),
             seed=cfg.seed,
             data_seed=cfg.seed,
             use_cpu=not torch.cuda.is_available(),
@@ -196,7 +247,8 @@ def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: Finetun
         output = trainer.train()
         seconds = time.perf_counter() - start
         log = [dict(entry) for entry in trainer.state.log_history]
-        model = trainer.model
+        model = drop_autocast(trainer.model)
+        del trainer
     if cfg.method == "lora":
         model = model.merge_and_unload()
     model.eval()

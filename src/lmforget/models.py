@@ -238,12 +238,22 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def native_bf16() -> bool:
+    """A CUDA GPU that computes bf16 natively (compute capability >= 8.0). torch's default also says
+    yes for V100/T4, which only emulate it, and vLLM refuses bf16 there."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_dtype(dtype: str | None, device: str):
-    """torch dtype for `device`: "auto" (or none) = bf16 on CUDA, fp32 elsewhere, whatever the checkpoint holds."""
+    """torch dtype for `device`: "auto" (or none) = bf16 on a CUDA GPU with native bf16, fp32 elsewhere
+    (V100/T4 only emulate bf16), whatever the checkpoint holds."""
     import torch
 
     if dtype in (None, "", "auto"):
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        cuda = device.startswith("cuda")  # a device elsewhere (a worker's, seen from here) is taken to be native
+        return torch.bfloat16 if cuda and (native_bf16() or not torch.cuda.is_available()) else torch.float32
     if dtype not in DTYPES:
         raise LmforgetError(f"unknown dtype {dtype!r} (choose one of: {', '.join(DTYPES)})")
     return getattr(torch, dtype)
@@ -453,16 +463,26 @@ def model_fingerprint(spec: str, *, seed: int = 0, revision: str | None = None) 
     return f"{spec}@{digest}"
 
 
-def load_recipe_model(recipe):
+def training_dtype(recipe) -> str:
+    """The dtype the base weights are loaded in, for training and for scoring the base alike.
+
+    Full fine-tuning trains fp32 master weights, loaded as fp32: loading bf16 and upcasting would put
+    every weight on the bf16 grid first, and an update smaller than half a bf16 step would then vanish
+    in the scoring cast. LoRA trains adapters on the recipe's (frozen) base dtype.
+    """
+    return "float32" if recipe.finetune.method == "full" else recipe.model.dtype
+
+
+def load_recipe_model(recipe, dtype: str | None = None):
     """The model and tokenizer a recipe names (`recipe.model`, seeded by `recipe.seed`), freshly loaded.
 
     The one place a recipe becomes a model: collection, the replay study and the similarity analysis
-    all start from exactly these base weights.
+    all start from exactly these base weights. `dtype` overrides `recipe.model.dtype`.
     """
     from lmforget.chat_templates import use_chat_template
 
     m = recipe.model
-    model, tokenizer = load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                  seed=recipe.seed, revision=m.revision)
+    model, tokenizer = load_model(m.name, device=m.device, dtype=dtype or m.dtype,
+                                  trust_remote_code=m.trust_remote_code, seed=recipe.seed, revision=m.revision)
     use_chat_template(tokenizer, m.chat_template)  # the recipe's template, for tasks and chat upstream data
     return model, tokenizer

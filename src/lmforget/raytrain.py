@@ -1,16 +1,19 @@
 """One task's fine-tuning on several GPUs (or CPU processes) with Ray Train, then scoring on rank 0.
 
-Used by `collect` when `executor.gpus_per_task > 1` (OLMo-2 13B, Pythia 12B, 7B models without
-8-bit optimizers): instead of an `accelerate launch` per task, a Ray `TorchTrainer` starts that many
-workers, each running the very `lmforget.finetune.train` (HF Trainer) code path; Ray Train sets up the
-process group and the RANK/WORLD_SIZE variables the Trainer reads, so DDP and a DeepSpeed config
-(`finetune.deepspeed`) work as under accelerate. Rank 0 then scores the upstream set (gathering
-ZeRO-3 shards first) and reports the scores; nothing is written to the run directory here.
+Used by `collect` when `executor.gpus_per_task > 1`: instead of an `accelerate launch` per task, a
+Ray `TorchTrainer` starts that many workers, each running the very `lmforget.finetune.train` (HF
+Trainer) code path; Ray Train sets up the process group and the RANK/WORLD_SIZE variables the Trainer
+reads. Plain DDP replicates weights, gradients and optimizer state on every GPU, so it makes a task
+faster, never a bigger model fit; what fits a model that one GPU cannot hold is ZeRO-3
+(`finetune.deepspeed`, e.g. `package:deepspeed_zero3.json`), which shards all three. Rank 0 then
+scores the upstream set and reports the scores; nothing is written to the run directory here.
+
+Every worker loads the base weights as a local task does (fp32 for full fine-tuning), on CPU first:
+at 13B that is 52 GB of host memory per worker before the Trainer shards or moves it.
 """
 
 from __future__ import annotations
 
-import gc
 import tempfile
 import time
 
@@ -21,17 +24,33 @@ from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 
 
-def _full_state_dict(model, deepspeed: bool) -> dict | None:
-    """The trained weights on CPU (rank 0 only; every rank must call it: ZeRO-3 gathers collectively)."""
-    import torch.distributed as dist
+def _gather_zero3(model, rank: int) -> dict | None:
+    """The ZeRO-3-sharded trained weights as a CPU state dict on rank 0; every rank must call it (the
+    gather is collective). One parameter at a time, so no GPU ever holds the whole model twice."""
+    import deepspeed
 
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if deepspeed:
-        import deepspeed as ds
+    state = {}
+    for name, param in model.named_parameters():
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+            if rank == 0:
+                state[name] = param.detach().cpu().clone()
+    return state if rank == 0 else None
 
-        with ds.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if rank == 0 else None
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()} if rank == 0 else None
+
+def _model_from_state(config, state: dict, trust_remote_code: bool):
+    """The architecture around `state`'s tensors without a second copy of the weights: parameters start
+    empty (meta) and take the gathered tensors themselves; buffers are built as usual."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    empty = [n for n, p in model.named_parameters() if p.is_meta]
+    if empty:
+        raise LmforgetError(f"gathered ZeRO-3 weights lack {len(empty)} parameter(s), e.g. {empty[0]!r}")
+    return model
 
 
 def _train_loop(config: dict) -> None:
@@ -40,35 +59,49 @@ def _train_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from lmforget.finetune import build_train_set, plan_steps, train
-    from lmforget.models import load_recipe_model
+    from lmforget.finetune import build_train_set, free_memory, plan_steps, train
+    from lmforget.launch import zero_stage
+    from lmforget.models import load_recipe_model, resolve_dtype, training_dtype
     from lmforget.scoring.upstream import score_upstream
 
     recipe: Recipe = config["recipe"]
     upstream: UpstreamSet = ray.get(config["upstream"])
     task: TaskSet = ray.get(config["task"])
     start = time.perf_counter()
+    cuda = torch.cuda.is_available()
+    # what a local task on this worker's device loads (the CPU load below must not decide "auto")
+    dtype = str(resolve_dtype(training_dtype(recipe), "cuda" if cuda else "cpu")).removeprefix("torch.")
     cpu_recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"device": "cpu"})})
-    model, tokenizer = load_recipe_model(cpu_recipe)  # the Trainer moves it to this worker's device
+    model, tokenizer = load_recipe_model(cpu_recipe, dtype=dtype)  # the Trainer moves it to this worker's device
     items = build_train_set(tokenizer, task, recipe.finetune)
     steps = plan_steps(len(items), recipe.finetune)
     result = train(model, tokenizer, items, recipe.finetune, max_steps=steps, progress=False)
-    state = _full_state_dict(result.model, bool(recipe.finetune.deepspeed))
+    del model
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    zero3 = zero_stage(recipe.finetune) == 3
+    state = _gather_zero3(result.model, rank) if zero3 else None
     info = {"task": task.name, "group": task.group, "steps": result.steps, "train_loss": result.train_loss,
             "train_seconds": result.seconds, "n_train_examples": result.n_examples, "log": result.log,
-            "train_workers": ray.train.get_context().get_world_size()}
-    del result, model  # the training copy leaves the GPU before the scoring copy arrives
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if ray.train.get_context().get_world_rank() == 0:
-        scorer, _ = load_recipe_model(cpu_recipe)  # the architecture, filled with the trained weights
-        scorer.load_state_dict(state)
+            "train_workers": ctx.get_world_size()}
+    if rank != 0:
+        del result
+        free_memory()
+        return
+    if zero3:  # the training copy leaves the GPU before the scoring copy arrives
+        model_config = result.model.config
+        del result
+        free_memory()
+        scorer = _model_from_state(model_config, state, recipe.model.trust_remote_code)
         del state
-        scorer.to("cuda" if torch.cuda.is_available() else "cpu")
-        scores = score_upstream(scorer, tokenizer, upstream, recipe.score, progress=False)
-        info["seconds"] = time.perf_counter() - start
-        ray.get(config["mailbox"].put.remote({"scores": scores.to_dict(orient="list"), "info": info}))
+    else:  # DDP: rank 0 already holds the whole trained model; score it where it is
+        scorer = result.model
+        del result
+        free_memory()
+    scorer.to("cuda" if cuda else "cpu")
+    scores = score_upstream(scorer, tokenizer, upstream, recipe.score, progress=False)
+    info["seconds"] = time.perf_counter() - start
+    ray.get(config["mailbox"].put.remote({"scores": scores.to_dict(orient="list"), "info": info}))
 
 
 def finetune_and_score_distributed(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, num_workers: int, *,

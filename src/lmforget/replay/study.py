@@ -227,6 +227,12 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
         raise LmforgetError("the replay study measures log-perplexity forgetting; set score.metric=logppl")
     chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy)
     run = _open_run(recipe.name, cfg)
+    from lmforget.finetune import resolve_auto
+    from lmforget.launch import units_on_cuda
+
+    # `auto` fine-tuning settings resolved as collect resolved the run's (its manifest holds resolved ones)
+    cuda = units_on_cuda(recipe, recipe.executor)
+    recipe = recipe.model_copy(update={"finetune": resolve_auto(recipe.finetune, cuda)})
     _check_run_matches(recipe, run)
     recipe = _pin_to_run(recipe, run)
     matrix = run.matrix()
@@ -330,8 +336,8 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
 
     One unit of work for an executor: it writes no study file (`write_cell` does, in the driver).
     """
-    from lmforget.finetune import build_train_set, train
-    from lmforget.models import load_recipe_model
+    from lmforget.finetune import build_train_set, free_memory, train
+    from lmforget.models import load_recipe_model, training_dtype
     from lmforget.replay.mixture import ReplayMixture
     from lmforget.replay.selection import select_random
     from lmforget.scoring.upstream import score_upstream
@@ -341,7 +347,11 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
     task = study.tasks[task_name]
     seed = study.task_seed(task_name)
     pool = study.pool(task_name)
-    model, tokenizer = load_recipe_model(study.recipe)
+    if study.recipe.score.backend == "vllm":
+        from lmforget.scoring.vllm import sleep_engine
+
+        sleep_engine()  # the scoring engine gives the GPU back before this cell's model loads and trains
+    model, tokenizer = load_recipe_model(study.recipe, dtype=training_dtype(study.recipe))  # as collect loads it
     task_items = build_train_set(tokenizer, task, ft)
     n_rep = n_replay(len(task_items), cfg.rate) if method.replays else 0
     steps = mixture_steps(len(task_items), n_rep, ft, cfg.rate if method.replays else None)
@@ -411,6 +421,8 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         raise LmforgetError(f"{task_name} / {method.name}: probe example {sorted(clash)[0]!r} was replayed")
     heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
     after = score_upstream(result.model, tokenizer, heldout, study.recipe.score, progress)
+    result.model = model = None
+    free_memory()  # this cell's model must not stay under the next one
     after["increase"] = after["nll"].to_numpy(np.float64) - study.base_nll[study.split.heldout]
     run_row = true_row[study.split.heldout]
     replay_scores = [None if not np.isfinite(v) else float(v) for v in pick_scores]
@@ -445,6 +457,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     report of a study still running; the report says how many tasks it covers).
     """
     from lmforget.executor import open_executor, single_gpu
+    from lmforget.launch import close_vllm_engine
     from lmforget.status import Tracker
 
     study = open_study(recipe, out, methods)
@@ -481,6 +494,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
                     f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
         finally:
             tracker.close()
+            close_vllm_engine()
     if failed:
         raise LmforgetError(f"{len(failed)} replay cell(s) failed: {', '.join(failed)} (errors in "
                             f"{study.out}/results/*/*.error.json; first: "

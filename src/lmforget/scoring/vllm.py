@@ -15,8 +15,10 @@ the GPU before the engine wakes: the two never hold the GPU at once.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -81,7 +83,7 @@ class VLLMScorer:
             gpu_memory_utilization=gpu_memory_utilization,
             trust_remote_code=trust_remote_code,
             seed=seed,
-            max_model_len=None if max_length is None else max_length + 1,  # room for the 1 sampled token
+            max_model_len=engine_max_len(model, max_length),
             **llm_options,
         )
 
@@ -103,6 +105,35 @@ class VLLMScorer:
                     total -= out.prompt_logprobs[t][tok].logprob
             nll[i] = total / enc.n_scored
         return [ScoreResult(ex.id, nll[i], encoded[i].n_scored) for i, ex in enumerate(examples)]
+
+
+# Config keys vLLM derives a model's maximum length from (the smallest one present wins).
+_MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                 "max_sequence_length", "max_seq_length", "seq_len")
+
+
+def model_max_positions(model: str) -> int | None:
+    """The longest sequence the model's config.json allows, as vLLM derives it (None: no local config)."""
+    path = Path(model) / "config.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg = {**cfg.get("text_config", {}), **cfg}
+    found = [int(cfg[k]) for k in _MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float))]
+    return min(found) if found else None
+
+
+def engine_max_len(model: str, max_length: int | None) -> int | None:
+    """The engine's max_model_len: room for the scored prompt and the one token vLLM samples after it,
+    never above the model's own limit (vLLM refuses to start above it: Pythia has 2048 positions and
+    its recipes score 2048 tokens; a prompt may fill max_model_len exactly)."""
+    if max_length is None:
+        return None
+    limit = model_max_positions(model)
+    if limit is not None and max_length > limit:
+        raise LmforgetError(f"score.max_length={max_length} is longer than the model's {limit} positions "
+                            f"({model}); set score.max_length <= {limit}")
+    return max_length + 1 if limit is None else min(max_length + 1, limit)
 
 
 # ------------------------------------------------------------------ one engine per process
@@ -132,10 +163,25 @@ def release_training_memory(model) -> None:
         torch.cuda.empty_cache()
 
 
+def _shutdown(llm) -> None:
+    """Stop the engine's worker processes now (vLLM V1 runs the model in an engine-core process that
+    otherwise ends only when the collector finds the last reference)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+
+
 def close_engine() -> None:
+    """Drop this process's engine, give its GPU memory back and remove the weights folder it read."""
+    _drop_engine()
+    shutil.rmtree(engine_dir(), ignore_errors=True)  # a full copy of the weights: 14 GB at 7B
+
+
+def _drop_engine() -> None:
     llm = _ENGINE.pop("llm", None)
     _ENGINE.clear()
     if llm is not None:
+        _shutdown(llm)
         del llm
         gc.collect()
         import torch
@@ -144,23 +190,30 @@ def close_engine() -> None:
             torch.cuda.empty_cache()
 
 
+def _reload(llm) -> bool:
+    """Wake the shared engine and load the weights now in its folder; False when this vLLM cannot reload
+    in place. Holds no reference to the engine or to an exception (its traceback would hold the engine)
+    once it returns, so that the caller can free the engine before building another."""
+    if _ENGINE["asleep"]:
+        llm.wake_up()
+        _ENGINE["asleep"] = False
+    try:
+        llm.collective_rpc("reload_weights")  # from model_dir, where the new weights were just saved
+    except Exception:  # noqa: BLE001 - a vLLM without in-place reloading: the caller builds the engine anew
+        return False
+    llm.reset_prefix_cache()  # cached KV blocks belong to the previous weights
+    return True
+
+
 def shared_scorer(model_dir: str, tokenizer, *, max_length: int | None, dtype: str) -> VLLMScorer:
     """A scorer on this process's one engine: built on first use, later reloaded with the weights now in
     `model_dir` (which must be `engine_dir()` for reuse; another directory builds a new engine)."""
     key = (str(model_dir), max_length, dtype)
-    llm = _ENGINE.get("llm")
-    if llm is not None and _ENGINE["key"] == key:
-        if _ENGINE["asleep"]:
-            llm.wake_up()
-            _ENGINE["asleep"] = False
-        try:
-            llm.collective_rpc("reload_weights")  # from model_dir, where the new weights were just saved
-        except Exception:  # noqa: BLE001 - a vLLM without in-place reloading: build the engine anew
-            close_engine()
-            return shared_scorer(model_dir, tokenizer, max_length=max_length, dtype=dtype)
-        llm.reset_prefix_cache()  # cached KV blocks belong to the previous weights
-        return VLLMScorer(str(model_dir), tokenizer=tokenizer, max_length=max_length, dtype=dtype, llm=llm)
-    close_engine()
+    if _ENGINE.get("llm") is not None and _ENGINE["key"] == key:
+        if _reload(_ENGINE["llm"]):
+            return VLLMScorer(str(model_dir), tokenizer=tokenizer, max_length=max_length, dtype=dtype,
+                              llm=_ENGINE["llm"])
+    _drop_engine()  # the only reference left to the old engine: it is gone before a new one starts
     scorer = VLLMScorer(str(model_dir), tokenizer=tokenizer, max_length=max_length, dtype=dtype,
                         enable_sleep_mode=True)
     _ENGINE.update(key=key, llm=scorer.llm, asleep=False)
