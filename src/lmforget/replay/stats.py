@@ -160,7 +160,7 @@ def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> di
 def _holm_families(entries: dict, methods: Sequence[str]) -> None:
     """Holm-adjust the t-tests of every other method against random, and (separately) against none."""
     for ref in ("random", "none"):
-        family = [m for m in methods if m not in ("none", "random") and f"vs_{ref}" in entries[m]]
+        family = [m for m in methods if m not in ("none", ref) and f"vs_{ref}" in entries[m]]
         for m, p in zip(family, holm([entries[m][f"vs_{ref}"]["t_p"] for m in family])):
             entries[m][f"vs_{ref}"]["t_p_holm"] = p
 
