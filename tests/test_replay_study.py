@@ -157,19 +157,19 @@ def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny
     args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "-o", str(out), "--methods", "none,random", "-q"]
     assert main(args + ["--report-only"]) == 2  # nothing to report yet
     assert not out.exists()
-    real_cell, real_write = study_mod.run_cell, study_mod.write_cell
+    real_cells, real_write = study_mod.run_cells, study_mod.write_cell
     snapshots: list[dict] = []  # `lmforget status` read while the study runs, before a cell is written
 
-    def run_cell(study, task, method, progress=True):
-        if (task, method.name) == ("opposites", "random"):
+    def run_cells(study, task, methods, progress=True):
+        if (task, methods[0].name) == ("opposites", "random"):
             raise RuntimeError("out of memory (simulated)")
-        return real_cell(study, task, method, progress)
+        return real_cells(study, task, methods, progress)
 
     def write_cell(study, *a):
         snapshots.append(run_status(study.out))
         real_write(study, *a)
 
-    monkeypatch.setattr(study_mod, "run_cell", run_cell)
+    monkeypatch.setattr(study_mod, "run_cells", run_cells)
     monkeypatch.setattr(study_mod, "write_cell", write_cell)
     capsys.readouterr()
     assert main(args) == 2
@@ -194,7 +194,7 @@ def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny
 
     done = study_mod.cell_file(out, "add_numbers", "none", ".json")
     stamp = done.stat().st_mtime_ns
-    monkeypatch.setattr(study_mod, "run_cell", real_cell)
+    monkeypatch.setattr(study_mod, "run_cells", real_cells)
     assert main(args) == 0
     assert not error_file.exists() and done.stat().st_mtime_ns == stamp  # only the failed cell ran again
     assert run_status(out)["counts"] == {"finished": 4, "running": 0, "failed": 0, "pending": 0}

@@ -116,3 +116,61 @@ def test_probe_bad_input_leaves_no_file(walk: Path, tmp_path: Path, capsys) -> N
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], err
         assert not out.exists()
+
+
+def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -> None:
+    """README "Replay with KL to the base model": replay-set --objective kl, then KLReplayTrainer."""
+    import copy
+
+    import torch
+    from safetensors import safe_open
+    from transformers import Trainer, TrainingArguments
+
+    from lmforget.config import load_recipe
+    from lmforget.data import load_tasks
+    from lmforget.finetune import EncodedDataset, _collate, build_train_set
+    from lmforget.models import load_model
+    from lmforget.replay.kl import batch_kl
+    from lmforget.replay.trainer import KLReplayTrainer, load_kl_replay
+
+    matrix, upstream = walk / "run" / "matrix.npz", walk / "run" / "data" / "upstream.jsonl"
+    replay = tmp_path / "r.jsonl"
+    assert main(["probe", "--base", "tiny:llama", "--model", str(walk / "my-model"), "--upstream", str(upstream),
+                 "-k", "12", "--seed", "0", "-o", str(tmp_path / "probe.csv"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["replay-set", str(matrix), "--probe", str(tmp_path / "probe.csv"), "--upstream", str(upstream),
+                 "--budget", "6", "-o", str(replay), "--objective", "kl", "--model", "tiny:llama", "--top-k", "16",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kl_targets"] == str(tmp_path / "r.kl.safetensors")
+    records = [json.loads(line) for line in replay.read_text().splitlines()]
+    with safe_open(str(tmp_path / "r.kl.safetensors"), framework="pt") as fh:
+        meta, offsets = fh.metadata(), fh.get_tensor("offsets")
+        n = int(offsets[-1])
+        assert fh.get_tensor("ids").shape == (n, 16) and fh.get_tensor("rest").shape == (n,)
+    assert meta["format"] == "lmforget-kl-topk/1" and meta["records"].split("\n") == [r["id"] for r in records]
+    assert np.diff(offsets.numpy()).tolist() == [sum(r["completion_mask"]) for r in records]
+    kl_replay = load_kl_replay(replay)
+
+    recipe = load_recipe("tiny")
+    task = next(t for t in load_tasks(list(recipe.tasks.values())) if t.name == MY_TASK)
+    base, tok = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    data = EncodedDataset(build_train_set(tok, task, recipe.finetune))
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=8, per_device_train_batch_size=2,
+                             learning_rate=3e-3, report_to="none", use_cpu=True, save_strategy="no", seed=0,
+                             remove_unused_columns=False, disable_tqdm=True)
+
+    def replay_kl(model) -> float:  # mean KL to the base model over every replay example
+        model.eval()
+        with torch.no_grad():
+            batch = kl_replay.batch(list(range(len(kl_replay))))
+            return float(batch_kl(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch).mean())
+
+    plain = Trainer(model=copy.deepcopy(base), args=args, train_dataset=data, data_collator=_collate(tok))
+    plain.train()
+    with_kl = KLReplayTrainer(model=copy.deepcopy(base), args=args, train_dataset=data, data_collator=_collate(tok),
+                              kl_replay=kl_replay, kl_weight=4.0, kl_batch_size=1)
+    with_kl.train()
+    assert with_kl.kl_values[0] == 0.0 and len(with_kl.kl_values) == 8  # at the base weights: exactly zero
+    assert replay_kl(base) < 1e-6  # padded batches: zero up to rounding
+    assert 0 < replay_kl(with_kl.model) < 0.5 * replay_kl(plain.model)

@@ -81,6 +81,9 @@ class FinetuneConfig(_Strict):
     seed: int = 0
     lora: LoraConfig = Field(default_factory=LoraConfig)
     deepspeed: str | None = None  # a DeepSpeed JSON config path, passed to TrainingArguments
+    # L2-SP: adds l2sp x ||theta - theta_0||^2 (sum over the trained weights) to the loss, a pull towards the
+    # weights training starts from (full fine-tuning only). 0 = off.
+    l2sp: float = Field(0.0, ge=0)
 
     # How the work is laid out on the hardware, not what is computed: left out of run fingerprints, so a
     # run can be finished with a smaller per-device batch, checkpointing or another ZeRO stage.
@@ -88,7 +91,10 @@ class FinetuneConfig(_Strict):
 
     def science(self) -> dict:
         """The settings that decide what training computes (the fingerprinted part)."""
-        return self.model_dump(mode="json", exclude=set(self.HARDWARE_ONLY))
+        out = self.model_dump(mode="json", exclude=set(self.HARDWARE_ONLY))
+        if not out["l2sp"]:
+            del out["l2sp"]  # added later: runs without it keep their fingerprints
+        return out
 
 
     def grad_accum(self, world_size: int = 1) -> int:
@@ -153,6 +159,26 @@ class ReplayConfig(_Strict):
     score_file: str | None = None  # CSV (task,)id,score for the `file` method
     loss_weighting: Literal["token", "example"] = "token"  # token mean (transformers' default) or example mean
     seed: int = 0
+    # What replayed examples train (lmforget.replay.kl): nll = next-token loss on their stored tokens; kl =
+    # KL(p_base || p_theta) at each of their trained positions, the base as its top `kl_top_k` log-probs
+    # plus the rest as one bucket. Sets the default of method names without a `kl-`/`nll-` prefix.
+    objective: Literal["nll", "kl"] = "nll"
+    kl_top_k: int = Field(256, ge=1)
+    # Task gain: exact match of greedy answers is measured when every gold answer of the task's eval split
+    # has at most this many tokens (0 = never); the answer NLL always is.
+    task_em_max_tokens: int = Field(32, ge=0)
+
+    # Settings added after studies were made: left out of a study's manifest while at their default, so
+    # those studies keep resuming.
+    LATER: ClassVar[dict] = {"objective": "nll", "kl_top_k": 256, "task_em_max_tokens": 32}
+
+    def settings(self) -> dict:
+        """The fingerprinted settings (not `methods` or `run`: the run is identified by its fingerprints)."""
+        out = self.model_dump(mode="json", exclude={"methods", "run"})
+        for key, default in self.LATER.items():
+            if out[key] == default:
+                del out[key]
+        return out
 
 
 class Recipe(_Strict):

@@ -204,6 +204,8 @@ def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: Finetun
     if len(dataset) == 0:
         raise LmforgetError(f"{description}: empty training set")
     steps = max_steps or plan_steps(len(dataset), cfg)
+    if cfg.l2sp and cfg.method == "lora":
+        raise LmforgetError("finetune.l2sp applies to full fine-tuning; set it to 0 with finetune.method=lora")
     if cfg.method == "lora":
         model = wrap_lora(model, cfg)  # peft keeps the trainable adapters in fp32
     else:
@@ -240,8 +242,12 @@ def train(model, tokenizer, train_set: Dataset | Sequence[Encoded], cfg: Finetun
             remove_unused_columns=False,
             deepspeed=resolve_path(cfg.deepspeed) if cfg.deepspeed else None,
         )
-        trainer = (trainer_cls or Trainer)(model=model, args=args, train_dataset=dataset,
-                                           data_collator=_collate(tokenizer), callbacks=cbs)
+        cls = trainer_cls or Trainer
+        if cfg.l2sp:  # L2-SP: the loss adds a pull towards the weights training starts from
+            from lmforget.weightspace import with_l2sp
+
+            cls = with_l2sp(cls, cfg.l2sp)
+        trainer = cls(model=model, args=args, train_dataset=dataset, data_collator=_collate(tokenizer), callbacks=cbs)
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for --json output
         start = time.perf_counter()
         output = trainer.train()

@@ -438,6 +438,38 @@
         return [n, fmt(m.mean, 4, true), m.ci95 ? "[" + fmt(m.ci95[0], 4) + ", " + fmt(m.ci95[1], 4) + "]" : "n/a", pct(m.reduction_vs_none),
           pct(m.reduction_vs_random), pval(m.t_p), pval(m.t_p_holm), pval(m.wilcoxon_p), m.n ? m.wins + "/" + m.n : ""];
       }), [false, true, true, true, true, true, true, true, true])));
+    if (Rp.pareto) {
+      var Pa = Rp.pareto, pts = Pa.points, front = {};
+      Pa.front.forEach(function (n) { front[n] = true; });
+      add(app, el("h3", { text: "Forgetting vs learning: the Pareto front" }));
+      add(app, el("p", { class: "hint", text: "Each method's mean held-out forgetting (NLL increase) against its task gain (decrease of the answer NLL on the task's eval split), over " +
+        Pa.n_tasks + " tasks. Filled: on the Pareto front (no other method forgets less and learns at least as much). Better = right and down." }));
+      var gx = pts.map(function (p) { return p.gain; }), fy = pts.map(function (p) { return p.forgetting; });
+      var gl = Math.min.apply(null, gx.concat([0])), gh = Math.max.apply(null, gx), fl = Math.min.apply(null, fy.concat([0])), fh = Math.max.apply(null, fy);
+      var gp = (gh - gl) * 0.08 || 0.01, fp = (fh - fl) * 0.08 || 0.01;
+      gl -= gp; gh += gp; fl -= fp; fh += fp;
+      var PW = 560, PH = 360, PL = 60, PB = 40;
+      var px = function (v) { return PL + (v - gl) / (gh - gl) * (PW - PL - 110); };
+      var py = function (v) { return 10 + (fh - v) / (fh - fl) * (PH - PB - 10); };
+      var ps = svg("svg", { width: PW, height: PH, id: "pareto-chart" });
+      ps.appendChild(svg("line", { x1: PL, x2: PW - 110, y1: py(0), y2: py(0), stroke: "#999", "stroke-dasharray": "3 3" }));
+      var fr = pts.filter(function (p) { return front[p.method]; }).sort(function (a, b) { return a.gain - b.gain; });
+      if (fr.length > 1) ps.appendChild(svg("polyline", { points: fr.map(function (p) { return px(p.gain) + "," + py(p.forgetting); }).join(" "),
+        fill: "none", stroke: "#333", "stroke-dasharray": "4 3" }));
+      pts.forEach(function (p) {
+        var dot = svg("circle", { cx: px(p.gain), cy: py(p.forgetting), r: 5, fill: front[p.method] ? "#0b62a4" : "#fff", stroke: "#0b62a4", "stroke-width": 1.5 });
+        dot.appendChild(svg("title", {}, p.method + ": forgetting " + fmt(p.forgetting, 4, true) + ", task gain " + fmt(p.gain, 4, true)));
+        ps.appendChild(dot);
+        ps.appendChild(svg("text", { x: px(p.gain) + 7, y: py(p.forgetting) - 5 }, p.method));
+      });
+      [gl, gh].forEach(function (v) { ps.appendChild(svg("text", { x: px(v), y: PH - 22, "text-anchor": "middle" }, fmt(v, 3))); });
+      [fl, fh].forEach(function (v) { ps.appendChild(svg("text", { x: PL - 6, y: py(v) + 4, "text-anchor": "end" }, fmt(v, 3))); });
+      ps.appendChild(svg("text", { x: (PL + PW - 110) / 2, y: PH - 6, "text-anchor": "middle" }, "task gain (nats/token)"));
+      add(app, el("div", { class: "chart" }, ps, table(["method", "forgetting", "task gain", "kept of none's gain", "gain vs none: Holm p", "gain vs random: Holm p", "Pareto front"],
+        pts.map(function (p) {
+          return [p.method, fmt(p.forgetting, 4, true), fmt(p.gain, 4, true), p.kept == null ? "n/a" : (100 * p.kept).toFixed(1) + "%", pval(p.p_none), pval(p.p_random), front[p.method] ? "yes" : ""];
+        }), [false, true, true, true, true, true, false])));
+    }
     add(app, [el("h3", { text: "Per task (held-out NLL increase)" }),
       table(["task"].concat(names), Rp.tasks.map(function (t) { return [t].concat(names.map(function (n) { return fmt(Rp.methods[n].per_task[t], 4, true); })); }),
         [false].concat(names.map(function () { return true; })))]);

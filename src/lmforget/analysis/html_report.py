@@ -82,8 +82,18 @@ def replay_summary(results: dict[str, Any]) -> dict[str, Any]:
                          "reduction_vs_random": m.get("reduction_vs_random"),
                          "t_p": vs.get("t_p"), "t_p_holm": vs.get("t_p_holm"), "wilcoxon_p": vs.get("wilcoxon_p"),
                          "wins": vs.get("wins"), "n": vs.get("n"), "per_task": m.get("per_task", {})}
+    pareto = None
+    if results.get("pareto"):  # forgetting against task gain (studies that measured task gain)
+        par, gain = results["pareto"], results["task_gain"]["methods"]
+        pareto = {"n_tasks": len(par["tasks"]), "front": par["front"],
+                  "points": [{"method": n, "forgetting": par["forgetting"][n], "gain": par["gain"][n],
+                              "gain_sem": gain[n].get("sem_gain"), "kept": gain[n].get("retained_vs_none"),
+                              "p_none": (gain[n].get("vs_none") or {}).get("t_p_holm"),
+                              "p_random": (gain[n].get("vs_random") or {}).get("t_p_holm")}
+                             for n in par["forgetting"]]}
     return {"recipe": results.get("recipe"), "model": results.get("model"), "tasks": results.get("tasks", []),
-            "n_heldout": results.get("n_heldout"), "n_pool": results.get("n_pool"), "methods": methods}
+            "n_heldout": results.get("n_heldout"), "n_pool": results.get("n_pool"), "methods": methods,
+            "pareto": pareto}
 
 
 def predict_summary(results: dict[str, Any]) -> dict[str, Any]:

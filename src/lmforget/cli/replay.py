@@ -69,18 +69,39 @@ def replay_set(
     group: int = typer.Option(30, "--group", help="MIR group size."),
     heldout: int = typer.Option(0, "--heldout", help="Keep this many examples out (the study's held-out draw)."),
     seed: int = typer.Option(0, "--seed"),
+    objective: str = typer.Option("nll", "--objective", help="nll: the examples, for next-token loss; kl: also "
+                                  "OUT's .kl.safetensors with the base model's top-k log-probs at every trained "
+                                  "position, for KL replay (lmforget.replay.trainer.KLReplayTrainer)."),
+    model: Optional[str] = typer.Option(None, "--model", help="--objective kl: the base model (name or path)."),
+    top_k: int = typer.Option(256, "--top-k", help="--objective kl: log-probs kept per position (the rest of "
+                              "the mass is one bucket)."),
+    max_length: int = typer.Option(1024, "--max-length", help="--objective kl: keep the end of longer examples."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
 ) -> None:
     """Choose replay examples for a new task from a few probed entries; write them as JSONL."""
-    from lmforget.replay.replay_set import build_replay_set, check_output, write_replay_set
+    from lmforget.errors import LmforgetError
+    from lmforget.replay.replay_set import add_kl_targets, build_replay_set, check_output, write_replay_set
 
     check_output(out)
+    if objective not in ("nll", "kl"):
+        raise LmforgetError(f"--objective must be nll or kl, not {objective!r}")
+    if objective == "kl" and not model:
+        raise LmforgetError("--objective kl needs --model: the base model whose distribution replay keeps")
+    if top_k < 1:
+        raise LmforgetError(f"--top-k must be at least 1 (got {top_k})")
     chosen = build_replay_set(matrix, probe, upstream, budget, method=method, strategy=strategy,
                               temperature=temperature, group=group, heldout=heldout, seed=seed)
+    if objective == "kl":
+        add_kl_targets(chosen, model, k=top_k, max_length=max_length)
     write_replay_set(chosen, out)
     summary = {**chosen.summary(), "out": str(out)}
+    if objective == "kl":
+        from lmforget.replay.trainer import targets_path
+
+        summary["kl_targets"] = str(targets_path(out))
     if as_json:
         print_json(summary)
         return
     console.print(f"{summary['n']} replay examples (pool {summary['pool']}, {summary['probes']} probes, "
-                  f"{method} + {strategy}; mean predicted forgetting {summary['mean_score']:+.4f}) -> {out}")
+                  f"{method} + {strategy}; mean predicted forgetting {summary['mean_score']:+.4f}) -> {out}"
+                  + (f" + {summary['kl_targets']}" if objective == "kl" else ""))

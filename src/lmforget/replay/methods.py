@@ -1,21 +1,33 @@
-"""Replay method names: ``none``, ``random``, or a score source with an optional strategy.
+"""Method names of the replay study: a replay arm, optionally with weight-space changes joined by ``+``.
 
-Grammar: ``none`` | ``random`` | ``replay-only`` | SOURCE[:STRATEGY] where SOURCE is ``oracle``, ``file``,
+Replay arm: ``none`` | ``random`` | ``replay-only`` | SOURCE[:STRATEGY] where SOURCE is ``oracle``, ``file``,
 ``offline-COMPLETER`` or ``online-COMPLETER`` (COMPLETER = a name of `lmforget.predict`) and
 STRATEGY one of `selection.STRATEGIES` (default: the recipe's ``replay.strategy``).
 Examples: ``oracle``, ``oracle:top``, ``offline-mf:mir``, ``online-knn``.
 ``replay-only`` is a control: fine-tuning on random replay's examples alone, with random's steps,
 which shows what the replay gradient does by itself (at the base weights self-sampled replay
 teaches nothing in expectation; a handful of samples replayed many times is memorised).
+
+A replaying arm may name its objective (`lmforget.replay.kl`): ``kl-random``, ``kl-oracle:top``,
+``kl-online-mf``, ``kl-replay-only`` train KL to the base model on the replayed examples; ``nll-random``
+next-token loss; without a prefix, the recipe's ``replay.objective`` (default nll).
+
+Weight-space changes (`lmforget.weightspace`), alone (= ``none`` + it) or after a replay arm with ``+``:
+``l2-sp@LAMBDA`` (finetune.l2sp = LAMBDA), ``lora`` or ``lora@R`` (finetune.method = lora, rank R, default
+16), ``wise-ft`` or ``wise-ft@ALPHA`` (the fine-tuned weights moved back to theta_0 + ALPHA (theta - theta_0),
+default 0.5; post hoc: it shares its arm's training, see `Method.trained_as`). E.g. ``kl-random+wise-ft@0.5``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lmforget.errors import LmforgetError
 from lmforget.replay.selection import STRATEGIES
+
+LORA_RANK = 16  # the `lora` arm's rank
+WISE_FT_ALPHA = 0.5  # the `wise-ft` arm's alpha
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,10 @@ class Method:
     source: str  # none | random | replay-only | oracle | file | offline | online
     completer: str | None = None
     strategy: str = "random"
+    objective: str = "nll"  # what replayed examples train: nll | kl
+    l2sp: float | None = None  # finetune.l2sp for this arm
+    lora_rank: int | None = None  # LoRA instead of full fine-tuning, at this rank
+    wise_ft: float | None = None  # alpha of the post hoc weight interpolation
 
     @property
     def replays(self) -> bool:
@@ -33,42 +49,118 @@ class Method:
     def slug(self) -> str:
         return method_slug(self.name)
 
+    @property
+    def trained_as(self) -> str:
+        """The name of the arm whose training this one shares: itself without ``+wise-ft``."""
+        return "none" if self.name.startswith("wise-ft") else self.name.split("+wise-ft")[0]
+
+    def training(self) -> "Method":
+        """This arm without its post hoc interpolation (what is trained)."""
+        return replace(self, name=self.trained_as, wise_ft=None)
+
 
 def method_slug(name: str) -> str:
     """A method name as a file name (``oracle:top`` -> ``oracle_top``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def parse_method(name: str, default_strategy: str = "softmax") -> Method:
-    """A method from its name; an unknown name is an input error that lists the choices."""
+def _number(raw: str, part: str, kind=float):
+    try:
+        return kind(raw)
+    except ValueError:
+        raise LmforgetError(f"method part {part!r}: {raw!r} is not a{'n integer' if kind is int else ' number'}") \
+            from None
+
+
+def _weight_space(part: str) -> dict | None:
+    """The setting a weight-space part names (None: not one)."""
+    head, at, value = part.partition("@")
+    if head == "l2-sp":
+        if not at:
+            raise LmforgetError("method part 'l2-sp' needs its lambda: l2-sp@LAMBDA (e.g. l2-sp@0.001)")
+        lam = _number(value, part)
+        if not lam > 0:
+            raise LmforgetError(f"method part {part!r}: lambda must be > 0")
+        return {"l2sp": lam}
+    if head == "lora":
+        rank = _number(value, part, int) if at else LORA_RANK
+        if rank < 1:
+            raise LmforgetError(f"method part {part!r}: the LoRA rank must be >= 1")
+        return {"lora_rank": rank}
+    if head == "wise-ft":
+        alpha = _number(value, part) if at else WISE_FT_ALPHA
+        if not 0 <= alpha <= 1:
+            raise LmforgetError(f"method part {part!r}: alpha must be in [0, 1]")
+        return {"wise_ft": alpha}
+    return None
+
+
+def _replay_arm(raw: str, default_strategy: str, default_objective: str) -> dict:
     from lmforget.predict import list_completers
 
-    raw = name.strip()
+    objective = default_objective
+    for prefix in ("kl-", "nll-"):
+        if raw.startswith(prefix) and raw != "nll-":
+            objective, raw = prefix[:-1], raw[len(prefix):]
+            if raw == "none":
+                raise LmforgetError(f"method {prefix}none: 'none' replays nothing, so it has no objective")
+            break
     base, _, strategy = raw.partition(":")
     if base in ("none", "random", "replay-only"):
         if strategy:
             raise LmforgetError(f"method {raw!r}: {base!r} takes no strategy")
-        return Method(raw, base, None, "random")
+        return {"source": base, "strategy": "random", "objective": objective if base != "none" else "nll"}
     strategy = strategy or default_strategy
     if strategy not in STRATEGIES:
         raise LmforgetError(f"method {raw!r}: unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if base in ("oracle", "file"):
-        return Method(raw, base, None, strategy)
+        return {"source": base, "strategy": strategy, "objective": objective}
     kind, _, completer = base.partition("-")
     completers = list_completers("logppl")
     if kind in ("offline", "online") and completer in completers:
-        return Method(raw, kind, completer, strategy)
+        return {"source": kind, "completer": completer, "strategy": strategy, "objective": objective}
     raise LmforgetError(f"unknown replay method {raw!r}; choose none, random, replay-only, oracle, file, "
                         f"offline-NAME or online-NAME with NAME in {', '.join(completers)} "
-                        f"(optionally :STRATEGY, one of {', '.join(STRATEGIES)})")
+                        f"(optionally :STRATEGY, one of {', '.join(STRATEGIES)}; kl- or nll- in front sets the "
+                        "objective), or add l2-sp@LAMBDA, lora[@R], wise-ft[@ALPHA] with +")
 
 
-def parse_methods(names: list[str] | str, default_strategy: str = "softmax") -> list[Method]:
+def parse_method(name: str, default_strategy: str = "softmax", default_objective: str = "nll") -> Method:
+    """A method from its name; an unknown name is an input error that lists the choices."""
+    raw = name.strip()
+    parts = raw.split("+")
+    if any(not p for p in parts):
+        raise LmforgetError(f"method {raw!r}: an empty part between '+' signs")
+    fields: dict = {}
+    first = _weight_space(parts[0])
+    if first is None:
+        fields.update(_replay_arm(parts[0], default_strategy, default_objective))
+        rest = parts[1:]
+    else:
+        fields.update(source="none", strategy="random")
+        rest = parts
+    for part in rest:
+        extra = _weight_space(part)
+        if extra is None:
+            raise LmforgetError(f"method {raw!r}: {part!r} is not l2-sp@LAMBDA, lora[@R] or wise-ft[@ALPHA] "
+                                "(the replay arm comes first)")
+        if set(extra) & set(fields):
+            raise LmforgetError(f"method {raw!r}: {part.partition('@')[0]!r} is given twice")
+        fields.update(extra)
+    if fields.get("l2sp") and fields.get("lora_rank"):
+        raise LmforgetError(f"method {raw!r}: l2-sp applies to full fine-tuning, not to LoRA")
+    if "wise_ft" in fields and not parts[-1].startswith("wise-ft"):
+        raise LmforgetError(f"method {raw!r}: wise-ft comes last (it is applied after training)")
+    return Method(raw, **fields)
+
+
+def parse_methods(names: list[str] | str, default_strategy: str = "softmax",
+                  default_objective: str = "nll") -> list[Method]:
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
     if not names:
         raise LmforgetError("no replay method given")
-    methods = [parse_method(n, default_strategy) for n in names]
+    methods = [parse_method(n, default_strategy, default_objective) for n in names]
     seen: set[str] = set()
     for m in methods:
         if m.name in seen:

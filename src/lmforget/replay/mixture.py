@@ -7,7 +7,8 @@ mixed into the task's training data and the training steps are stretched by (1 +
 examples (encoded by the fine-tuning hook `build_train_set`), positions [n_task, n_task + n_rep)
 are replay *slots*. The sampler only sees the length, so swapping what the slots hold (online
 replay) changes neither the data order nor the number of steps. Every mixture refuses held-out
-(evaluation) examples, at build time and at every swap.
+(evaluation) examples, at build time and at every swap. With KL replay (`targets`, from
+`lmforget.replay.kl.base_targets`), a replay item also carries its base model targets under "kl".
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ class ReplayMixture(Dataset):
     """
 
     def __init__(self, task_items: Sequence[Encoded], replay: Sequence[UpstreamExample], tokenizer,
-                 max_length: int, heldout_ids: Iterable[str] = (), trace: bool = False):
+                 max_length: int, heldout_ids: Iterable[str] = (), trace: bool = False, targets: dict | None = None):
         if not task_items and not replay:
             raise LmforgetError("a replay mixture needs at least one example")
         self.task_items = list(task_items)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.heldout_ids = frozenset(map(str, heldout_ids))
+        self.targets = targets  # KL replay: example id -> KLTargets (None: next-token loss)
         self.generation = -1
         self.replay: list[UpstreamExample] = []
         self.replay_items: list[Encoded] = []
@@ -116,6 +118,10 @@ class ReplayMixture(Dataset):
         if len(set(ids)) != len(ids):
             raise LmforgetError("replay examples must be distinct (sampling is without replacement)")
         check_disjoint(ids, self.heldout_ids)
+        if self.targets is not None:
+            missing = [i for i in ids if i not in self.targets]
+            if missing:
+                raise LmforgetError(f"KL replay: no base model targets for replay example {missing[0]!r}")
         items = [encode_upstream(self.tokenizer, ex, self.max_length) for ex in replay]
         empty = [ex.id for ex, enc in zip(replay, items) if enc.n_trained == 0]
         if empty:
@@ -135,4 +141,7 @@ class ReplayMixture(Dataset):
         self.served[f"{origin}_examples"] += 1
         if origin == "replay":
             self._served_replay.setdefault(self.replay[i - self.n_task].id, None)
-        return {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels()}
+        item = {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels()}
+        if origin == "replay" and self.targets is not None:
+            item["kl"] = self.targets[self.replay[i - self.n_task].id]
+        return item

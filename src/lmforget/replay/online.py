@@ -40,14 +40,20 @@ class MixtureTrainer(Trainer):
     """
 
     loss_weighting = "token"
+    objective = "nll"  # kl: replay items train KL to the base model (their batches carry kl_* targets)
 
     @classmethod
-    def weighted(cls, loss_weighting: str) -> type["MixtureTrainer"]:
+    def weighted(cls, loss_weighting: str, objective: str = "nll") -> type["MixtureTrainer"]:
         if loss_weighting not in ("token", "example"):
             raise LmforgetError(f"loss weighting must be 'token' or 'example', not {loss_weighting!r}")
-        return type(f"MixtureTrainer_{loss_weighting}", (cls,), {"loss_weighting": loss_weighting})
+        if objective not in ("nll", "kl"):
+            raise LmforgetError(f"replay objective must be 'nll' or 'kl', not {objective!r}")
+        return type(f"MixtureTrainer_{loss_weighting}_{objective}", (cls,),
+                    {"loss_weighting": loss_weighting, "objective": objective})
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.objective == "kl":
+            return self._kl_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.loss_weighting == "token":
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
@@ -65,14 +71,42 @@ class MixtureTrainer(Trainer):
         loss = per_example[mask.any(1)].mean()
         return (loss, outputs) if return_outputs else loss
 
+    def _kl_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """Next-token loss on task tokens, KL to the base model at replayed tokens, then weighted as set:
+        a replayed position counts as one loss token (token mean), a replayed example as one example."""
+        from lmforget.replay.kl import batch_kl
+
+        labels = inputs["labels"]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        logits = outputs.logits.float()
+        target = labels[:, 1:]
+        mask = target != -100
+        tok = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target.clamp(min=0),
+                                                reduction="none")
+        if len(inputs["kl_rows"]):  # replayed positions: KL in place of the token's loss
+            tok = tok.index_put((inputs["kl_rows"], inputs["kl_cols"]), batch_kl(logits, inputs))
+        if self.loss_weighting == "token":  # as transformers does: over every loss token of the optimizer step
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            loss = (tok * mask).sum() / (num_items_in_batch if num_items_in_batch is not None else mask.sum())
+        else:
+            self.loss_is_scaled_for_ga = False
+            per_example = (tok * mask).sum(1) / mask.sum(1).clamp(min=1)
+            loss = per_example[mask.any(1)].mean()
+        return (loss, outputs) if return_outputs else loss
+
     def get_train_dataloader(self) -> DataLoader:
         if self.args.world_size > 1:
             raise LmforgetError("online replay runs in a single process; launch it without accelerate/torchrun")
         generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
                                                   else self.args.seed)
+        collate = self.data_collator
+        if self.objective == "kl":
+            from lmforget.replay.kl import collate_with_targets
+
+            collate = collate_with_targets(collate)
         return DataLoader(self.train_dataset, batch_size=self._train_batch_size,
                           sampler=RandomSampler(self.train_dataset, generator=generator),
-                          collate_fn=self.data_collator, num_workers=0,
+                          collate_fn=collate, num_workers=0,
                           drop_last=self.args.dataloader_drop_last)
 
 

@@ -22,6 +22,8 @@ _COLOURS = {"none": "#9e9e9e", "random": "#5b8bd0", "oracle": "#2e7d32", "offlin
 
 
 def _colour(cell: dict) -> str:
+    if cell.get("wise_ft") is not None or cell.get("l2sp") or cell.get("lora_rank"):
+        return "#c62828"  # weight-space arms
     return _COLOURS.get(cell["source"], "#455a64")
 
 
@@ -94,6 +96,44 @@ def plot_study(results: dict, path: str | Path) -> Path:
         ax3.legend(fontsize=8, frameon=False)
         ax3.grid(alpha=0.3)
     fig.suptitle(f"replay study: {results['model']} ({results['recipe']})", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def plot_pareto(results: dict, path: str | Path) -> Path:
+    """Held-out forgetting against task gain, one point per method (mean over tasks, whiskers = SEM), the
+    Pareto front (forgets less for the same gain) joined by a line: "forgets less" vs "learned less"."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    par, gain = results["pareto"], results["task_gain"]["methods"]
+    sources = {c["method"]: c for c in results["cells"]}
+    tasks = par["tasks"]
+    fig = Figure(figsize=(7.5, 5.5), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for m in par["forgetting"]:
+        f = np.array([results["methods"][m]["per_task"][t] for t in tasks])
+        f_sem = f.std(ddof=1) / np.sqrt(len(f)) if len(f) > 1 else 0.0
+        g_sem = gain[m]["sem_gain"] if gain[m].get("sem_gain") is not None else 0.0  # None: one task
+        kl = sources[m].get("objective") == "kl"
+        ax.errorbar(par["gain"][m], par["forgetting"][m], xerr=g_sem, yerr=f_sem, fmt="s" if kl else "o",
+                    color=_colour(sources[m]), markeredgecolor="black", markersize=7, capsize=3, zorder=3)
+        ax.annotate(m, (par["gain"][m], par["forgetting"][m]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=8, fontweight="bold" if m in par["front"] else "normal")
+    front = sorted(par["front"], key=lambda m: par["gain"][m])
+    ax.plot([par["gain"][m] for m in front], [par["forgetting"][m] for m in front], color="black",
+            linewidth=1.0, linestyle="--", zorder=2, label="Pareto front")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("task gain: decrease of the answer NLL on the task's eval split (nats/token)", fontsize=10)
+    ax.set_ylabel("held-out forgetting: NLL increase (nats/token)", fontsize=10)
+    ax.set_title(f"forgetting vs learning, {len(tasks)} test tasks (squares: KL replay)\n"
+                 "better = right (learned more) and down (forgot less)", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:

@@ -9,11 +9,15 @@ chats -> {"messages": [{"role", "content"}, ...]}, self-sampled examples -> thei
 {"input_ids", "completion_mask", "prompt_len"} (only the continuation is trained; `text` is for
 reading), plus "id" and "score" (the predicted forgetting; drop both columns before interleaving
 with a dataset that lacks them).
+
+With the KL objective (`add_kl_targets`) every record carries the token ids lmforget trains
+(`input_ids`, `completion_mask`), and NAME.kl.safetensors beside NAME.jsonl holds the base model's top-k
+log-probabilities at each completion position, for `lmforget.replay.trainer.KLReplayMixin`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,9 @@ class ReplaySet:
     n_heldout: int
     method: str
     strategy: str
+    examples: list = field(default_factory=list, repr=False)  # the chosen UpstreamExamples, in record order
+    targets: dict | None = field(default=None, repr=False)  # KL objective: id -> KLTargets
+    targets_meta: dict = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         scores = [r["score"] for r in self.records]
@@ -83,7 +90,23 @@ def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str,
         raise LmforgetError(f"--upstream {data}: mixes {' and '.join(sorted({_shape(ex) for ex in chosen}))}; a "
                             "replay set must have one shape (filter the data to one kind)")
     records = [{**_trainable(ex), "id": ex.id, "score": float(row[c])} for ex, c in zip(chosen, picks)]
-    return ReplaySet(records, int(len(pool)), len(probe.ids), n_heldout, method, strategy)
+    return ReplaySet(records, int(len(pool)), len(probe.ids), n_heldout, method, strategy, chosen)
+
+
+def add_kl_targets(replay: ReplaySet, model_name: str, *, k: int = 256, max_length: int = 1024,
+                   device: str | None = None) -> None:
+    """Compute the base model's top-k targets of every chosen example (fp32) and give each record the token
+    ids they are aligned with (`input_ids`, `completion_mask` = the trained positions)."""
+    from lmforget.encoding import encode_upstream
+    from lmforget.models import load_model
+    from lmforget.replay.kl import base_targets
+
+    model, tokenizer = load_model(model_name, device=device, dtype="float32", seed=0)
+    replay.targets = base_targets(model, tokenizer, replay.examples, k=k, max_length=max_length)
+    for rec, ex in zip(replay.records, replay.examples):
+        enc = encode_upstream(tokenizer, ex, max_length)
+        rec.update(input_ids=list(enc.input_ids), completion_mask=[int(m) for m in enc.loss_mask])
+    replay.targets_meta = {"model": model_name, "k": k, "max_length": max_length}
 
 
 def _shape(ex) -> str:
@@ -113,8 +136,14 @@ def check_output(out: str | Path) -> Path:
 
 
 def write_replay_set(replay: ReplaySet, out: str | Path) -> Path:
+    """The JSONL, and with KL targets also NAME.kl.safetensors (`lmforget.replay.kl.write_targets`)."""
     from lmforget.atomic import write_jsonl
 
     out = check_output(out)
+    if replay.targets is not None:
+        from lmforget.replay.kl import write_targets
+        from lmforget.replay.trainer import targets_path
+
+        write_targets(targets_path(out), [r["id"] for r in replay.records], replay.targets, replay.targets_meta)
     write_jsonl(out, replay.records)
     return out

@@ -76,6 +76,51 @@ def _quartile_section(results: dict) -> list[str]:
     return lines
 
 
+def _gain_section(results: dict) -> list[str]:
+    """Forgetting and learning side by side, the Pareto front, and the paired tests on task gain."""
+    gain = results.get("task_gain")
+    if not gain:
+        return ["", "## Forgetting and learning", "",
+                "Task gain was not measured: the run's tasks have no eval split (recipe `n_eval`), or the cells "
+                "were made by an lmforget that did not score it."]
+    par, em = results["pareto"], (results.get("task_em_gain") or {}).get("methods", {})
+    n = len(gain["tasks"])
+    lines = ["", "## Forgetting and learning", "",
+             f"Task gain = the decrease of the answer's NLL (nats/token) on the task's own eval examples, after "
+             f"minus before fine-tuning (higher = learned more); exact-match gain = the change of the share of "
+             f"greedy answers that match the gold one (tasks whose answers are short). Over the {n} tasks with "
+             "task gain for every method. On the Pareto front: no other method forgets less and learns at "
+             "least as much (or learns more and forgets no more). Tests are paired across tasks; `gained more` "
+             "counts the tasks where the method's gain exceeded the reference's.", "",
+             "| method | forgetting | task gain | SEM | kept of none's gain | exact-match gain | Pareto front | "
+             "vs none: diff [95% CI], Holm p, Wilcoxon p, gained more | vs random: diff [95% CI], Holm p, "
+             "Wilcoxon p, gained more |", "|---|---:|---:|---:|---:|---:|---|---|---|"]
+
+    def test(t):
+        if not t:
+            return ""
+        ci = t.get("ci") or [None, None]
+        return (f"{_num(t.get('mean_difference'))} [{_num(ci[0])}, {_num(ci[1])}], "
+                f"{_num(t.get('t_p_holm', t.get('t_p')), '.3g')}, {_num(t.get('wilcoxon_p'), '.3g')}, "
+                f"{t.get('losses', 0)}/{t.get('n', 0)}")
+
+    for name, g in gain["methods"].items():
+        kept = g.get("retained_vs_none")
+        lines.append(f"| {name} | {_num(par['forgetting'][name])} | {_num(g['mean_gain'])} | "
+                     f"{_num(g['sem_gain'], '.4f')} | {'n/a' if kept is None else f'{100 * kept:.1f}%'} | "
+                     f"{_num(em[name]['mean_gain'], '+.3f') if name in em else 'n/a'} | "
+                     f"{'**yes**' if name in par['front'] else ''} | {test(g.get('vs_none'))} | "
+                     f"{test(g.get('vs_random'))} |")
+    if em:
+        lines += ["", "| method | exact-match gain | vs none: Holm p | vs random: Holm p |", "|---|---:|---:|---:|"]
+        for name, g in em.items():
+            lines.append(f"| {name} | {_num(g['mean_gain'], '+.3f')} | "
+                         f"{_num((g.get('vs_none') or {}).get('t_p_holm'), '.3g')} | "
+                         f"{_num((g.get('vs_random') or {}).get('t_p_holm'), '.3g')} |")
+    lines += ["", "![forgetting vs task gain](pareto.png)"]
+    return lines
+
+
 def render_report(results: dict) -> str:
     s = results["settings"]
     methods = results["methods"]
@@ -121,6 +166,7 @@ def render_report(results: dict) -> str:
                     f"{_num(test.get('wilcoxon_p'), '.3g')} | "
                     f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} | {zero} | "
                     f"{_num(m.get('mean_replay_loss_share'), '.1%')} |")
+    head += _gain_section(results)
     head += ["", "## Diagnostics", "",
              "How forgotten the replayed examples were in the previous run (targeting should pick higher "
              "values than random), and how well the predicted row matched the run's row (Pearson r over the pool).",

@@ -153,7 +153,49 @@ def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> di
                     entry[f"vs_{ref}"]["ci"] = bootstrap_ci(F[:, j] - F[:, col[ref]])
         entry["vs_zero"] = below_zero(F[:, j])
         out["methods"][m] = entry
-    family = [m for m in methods if m not in ("none", "random") and "vs_random" in out["methods"][m]]
-    for m, p in zip(family, holm([out["methods"][m]["vs_random"]["t_p"] for m in family])):
-        out["methods"][m]["vs_random"]["t_p_holm"] = p
+    _holm_families(out["methods"], methods)
     return out
+
+
+def _holm_families(entries: dict, methods: Sequence[str]) -> None:
+    """Holm-adjust the t-tests of every other method against random, and (separately) against none."""
+    for ref in ("random", "none"):
+        family = [m for m in methods if m not in ("none", ref) and f"vs_{ref}" in entries[m]]
+        for m, p in zip(family, holm([entries[m][f"vs_{ref}"]["t_p"] for m in family])):
+            entries[m][f"vs_{ref}"]["t_p_holm"] = p
+
+
+def summarize_gain(G: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> dict:
+    """Per-method task gain (what the model learned of its task; higher = learned more) of a complete tasks
+    x methods table: mean, SEM, the share of no replay's gain kept, and paired tests against none and random
+    (`vs_*`: the method minus the reference, so `losses` counts the tasks where the method gained MORE)."""
+    G = np.asarray(G, dtype=np.float64)
+    col = {m: j for j, m in enumerate(methods)}
+    out: dict = {"tasks": list(tasks), "methods": {}}
+    for j, m in enumerate(methods):
+        sd = float(G[:, j].std(ddof=1)) if len(tasks) > 1 else math.nan
+        entry: dict = {"mean_gain": float(G[:, j].mean()), "std_gain": sd,
+                       "sem_gain": sd / math.sqrt(len(tasks)) if len(tasks) > 1 else math.nan,
+                       "per_task": {t: float(v) for t, v in zip(tasks, G[:, j])}}
+        if "none" in col:
+            base = float(G[:, col["none"]].mean())
+            entry["retained_vs_none"] = float(G[:, j].mean() / base) if abs(base) > 1e-12 else None
+        for ref in ("none", "random"):
+            if ref in col and ref != m:
+                entry[f"vs_{ref}"] = paired_tests(G[:, j], G[:, col[ref]])
+                entry[f"vs_{ref}"]["ci"] = bootstrap_ci(G[:, j] - G[:, col[ref]])
+        out["methods"][m] = entry
+    _holm_families(out["methods"], methods)
+    return out
+
+
+def pareto_front(forgetting: dict[str, float], gain: dict[str, float]) -> list[str]:
+    """The methods no other method beats on both axes (forgets no more and learns no less, one strictly)."""
+    names = [n for n in forgetting if n in gain and np.isfinite(forgetting[n]) and np.isfinite(gain[n])]
+    front = []
+    for n in names:
+        dominated = any(forgetting[o] <= forgetting[n] and gain[o] >= gain[n]
+                        and (forgetting[o] < forgetting[n] or gain[o] > gain[n]) for o in names if o != n)
+        if not dominated:
+            front.append(n)
+    return sorted(front, key=lambda n: forgetting[n])

@@ -209,9 +209,7 @@ def load_study_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe
 
 
 def _settings(study_recipe: Recipe, run: Run) -> dict:
-    replay = study_recipe.replay.model_dump(mode="json")
-    replay.pop("methods")
-    replay.pop("run")  # the run is identified by its fingerprints, not by where it lies
+    replay = study_recipe.replay.settings()
     recipe = {k: _comparable(study_recipe, k) for k in ("model", "finetune", "score", "seed")}
     recipe["score_dtype"] = study_recipe.score.dtype  # pinned to the run's by open_study
     return {"recipe": recipe, "replay": replay, "run_fingerprints": run.manifest.get("fingerprints", {})}
@@ -225,7 +223,7 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     cfg = recipe.replay
     if recipe.score.metric != "logppl":
         raise LmforgetError("the replay study measures log-perplexity forgetting; set score.metric=logppl")
-    chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy)
+    chosen = parse_methods(methods if methods else cfg.methods, cfg.strategy, cfg.objective)
     run = _open_run(recipe.name, cfg)
     from lmforget.finetune import resolve_auto
     from lmforget.launch import units_on_cuda
@@ -331,8 +329,84 @@ def _targeted(study: Study, task: str, method: Method, pool: np.ndarray, n_rep: 
     return picks, row, extra
 
 
+def arm_finetune(ft, method: Method):
+    """The fine-tuning settings of an arm: the recipe's, with its L2-SP strength or LoRA rank."""
+    if method.l2sp:
+        ft = ft.model_copy(update={"l2sp": method.l2sp})
+    if method.lora_rank:
+        ft = ft.model_copy(update={"method": "lora", "lora": ft.lora.model_copy(update={"r": method.lora_rank})})
+    return ft
+
+
+def task_eval_set(task: TaskSet) -> UpstreamSet | None:
+    """The task's eval split as examples to score (the answer is the scored part), or None without one."""
+    from lmforget.data.types import UpstreamExample
+
+    if not task.eval:
+        return None
+    return UpstreamSet([UpstreamExample(f"eval-{i}", messages=ex.messages, source=task.name)
+                        for i, ex in enumerate(task.eval)], name=f"{task.name} eval")
+
+
+def _em_tokens(tokenizer, examples: UpstreamSet, limit: int) -> int | None:
+    """Greedy tokens to generate for exact match: the longest gold answer + 8, or None when an answer is
+    longer than `limit` tokens (exact match of long answers says little; their NLL is still measured)."""
+    longest = max(len(tokenizer(ex.gold, add_special_tokens=False)["input_ids"]) for ex in examples)
+    return longest + 8 if limit and longest <= limit else None
+
+
+def score_task(model, tokenizer, examples: UpstreamSet, study: Study, em_tokens: int | None) -> pd.DataFrame:
+    """The task's eval examples under `model`: answer NLL (id, nll, n_tokens) and, with `em_tokens`,
+    whether the greedy answer matches the gold one (`correct`)."""
+    from lmforget.scoring.generate import generate_and_match
+    from lmforget.scoring.upstream import score_upstream
+
+    ft, score = study.recipe.finetune, study.recipe.score
+    cfg = score.model_copy(update={"metric": "logppl", "max_length": ft.max_length})  # as long as training saw
+    frame = score_upstream(model, tokenizer, examples, cfg, progress=False)
+    if em_tokens:
+        gens = generate_and_match(model, tokenizer, list(examples), max_new_tokens=em_tokens,
+                                  max_length=ft.max_length, batch_size=score.batch_size)
+        frame["correct"] = [g.correct for g in gens]
+    return frame
+
+
+def task_gain(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per-example task scores before and after, and the cell's task-gain numbers (positive = learned)."""
+    table = pd.DataFrame({"id": before["id"], "nll_before": before["nll"].to_numpy(np.float64),
+                          "nll_after": after["nll"].to_numpy(np.float64), "n_tokens": before["n_tokens"]})
+    rec = {"task_eval_n": int(np.isfinite(table["nll_before"]).sum()),
+           "task_nll_before": float(np.nanmean(table["nll_before"])),
+           "task_nll_after": float(np.nanmean(table["nll_after"])),
+           "task_gain": float(np.nanmean(table["nll_before"] - table["nll_after"]))}
+    if "correct" in before and "correct" in after:
+        table["correct_before"] = before["correct"].to_numpy(bool)
+        table["correct_after"] = after["correct"].to_numpy(bool)
+        rec.update(task_em_before=float(table["correct_before"].mean()),
+                   task_em_after=float(table["correct_after"].mean()))
+        rec["task_em_gain"] = rec["task_em_after"] - rec["task_em_before"]
+    return table, rec
+
+
+@dataclass
+class Cell:
+    """One finished (task, method) cell: held-out scores, its record, the task's eval scores (or None)."""
+
+    method: Method
+    after: pd.DataFrame
+    record: dict
+    task_scores: pd.DataFrame | None = None
+
+
 def run_cell(study: Study, task_name: str, method: Method, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Fine-tune one task with one replay method, score the held-out set -> (scores, record).
+    """One cell alone: (held-out scores, record)."""
+    cell = run_cells(study, task_name, [method], progress)[0]
+    return cell.after, cell.record
+
+
+def run_cells(study: Study, task_name: str, methods: list[Method], progress: bool = True) -> list[Cell]:
+    """Fine-tune one task with one arm and score the held-out set and the task's eval split, once for the
+    arm itself and once per WiSE-FT alpha among `methods` (which all share the arm: `Method.trained_as`).
 
     One unit of work for an executor: it writes no study file (`write_cell` does, in the driver).
     """
@@ -343,7 +417,11 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
     from lmforget.scoring.upstream import score_upstream
 
     start = time.perf_counter()
-    cfg, ft = study.cfg, study.recipe.finetune
+    method = methods[0].training()
+    if any(m.trained_as != method.name for m in methods):
+        raise LmforgetError(f"{task_name}: methods {', '.join(m.name for m in methods)} do not share one arm")
+    cfg = study.cfg
+    ft = arm_finetune(study.recipe.finetune, method)
     task = study.tasks[task_name]
     seed = study.task_seed(task_name)
     pool = study.pool(task_name)
@@ -357,8 +435,18 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
     steps = mixture_steps(len(task_items), n_rep, ft, cfg.rate if method.replays else None)
     record: dict = {"task": task_name, "method": method.name, "source": method.source,
                     "completer": method.completer, "strategy": method.strategy if method.replays else None,
+                    "objective": method.objective if method.replays else None,
                     "n_task": 0 if method.source == "replay-only" else len(task_items), "n_rep": n_rep,
                     "steps": steps, "loss_weighting": cfg.loss_weighting}
+    record.update({k: v for k, v in (("l2sp", method.l2sp), ("lora_rank", method.lora_rank)) if v is not None})
+
+    # before training: the task's eval split under the base model, and theta_0 for WiSE-FT
+    evals = task_eval_set(task)
+    em_tokens = _em_tokens(tokenizer, evals, cfg.task_em_max_tokens) if evals is not None else None
+    task_before = score_task(model, tokenizer, evals, study, em_tokens) if evals is not None else None
+    from lmforget.weightspace import interpolate, snapshot
+
+    theta0 = snapshot(model) if any(m.wise_ft is not None for m in methods) else None
 
     true_row = study.matrix.Z[study.matrix.rows([task_name])[0]].astype(np.float64)  # the run's row
     random_picks = pool[select_random(len(pool), n_rep, seed)] if n_rep else pool[:0]
@@ -368,10 +456,18 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
         picks, row, extra = _targeted(study, task_name, method, pool, n_rep, seed)
         pick_scores = row[picks]
         record.update(extra)
+    targets = None
+    if method.replays and method.objective == "kl":  # the base distribution, once per example that may be replayed
+        from lmforget.replay.kl import base_targets
+
+        may_replay = pool if method.source == "online" else picks
+        targets = base_targets(model, tokenizer, [study.upstream.examples[int(c)] for c in may_replay],
+                               k=cfg.kl_top_k, max_length=ft.max_length)
+        record["kl_top_k"] = cfg.kl_top_k
     # replay-only: random replay's examples and steps, without the task (a control for the replay gradient)
     mixture = ReplayMixture([] if method.source == "replay-only" else task_items,
                             [study.upstream.examples[int(c)] for c in picks], tokenizer,
-                            ft.max_length, study.split.heldout_ids)
+                            ft.max_length, study.split.heldout_ids, targets=targets)
     switch = None
     if method.source == "online":
         from lmforget.replay.online import OnlineTarget, ReplaySwitch, switch_step
@@ -393,7 +489,7 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
 
     result = train(model, tokenizer, mixture, ft, max_steps=steps, callbacks=callbacks, progress=progress,
                    description=f"{task_name} / {method.name}",
-                   trainer_cls=MixtureTrainer.weighted(cfg.loss_weighting))
+                   trainer_cls=MixtureTrainer.weighted(cfg.loss_weighting, method.objective))
     share = mixture.replay_share()
     record.update(share)
     # the share of the training loss that replay took, under the loss weighting in use
@@ -419,29 +515,44 @@ def run_cell(study: Study, task_name: str, method: Method, progress: bool = True
     clash = set(mixture.replay_ids + trained) & {study.upstream.examples[int(c)].id for c in study.probes}
     if clash:
         raise LmforgetError(f"{task_name} / {method.name}: probe example {sorted(clash)[0]!r} was replayed")
-    heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
-    after = score_upstream(result.model, tokenizer, heldout, study.recipe.score, progress)
-    result.model = model = None
-    free_memory()  # this cell's model must not stay under the next one
-    after["increase"] = after["nll"].to_numpy(np.float64) - study.base_nll[study.split.heldout]
-    run_row = true_row[study.split.heldout]
     replay_scores = [None if not np.isfinite(v) else float(v) for v in pick_scores]
     record.update(
-        heldout_mean_increase=float(np.nanmean(after["increase"])),
-        heldout_n=int(np.isfinite(after["increase"]).sum()),
-        run_heldout_mean_increase=float(np.nanmean(run_row)),
+        run_heldout_mean_increase=float(np.nanmean(true_row[study.split.heldout])),
         replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores)],
         replay_trained=trained,
         # how forgotten the replay examples training read were in the run (targeting should pick high values)
         replay_run_forgetting=float(np.nanmean(true_row[trained_cols])) if len(trained_cols) else None,
         train_loss=result.train_loss, train_seconds=result.seconds, trained_steps=result.steps,
-        learning_rates=[e["learning_rate"] for e in result.log if "learning_rate" in e],
-        seconds=time.perf_counter() - start)
-    return after, record
+        learning_rates=[e["learning_rate"] for e in result.log if "learning_rate" in e])
+
+    heldout = UpstreamSet([study.upstream.examples[int(c)] for c in study.split.heldout])
+    theta1 = snapshot(result.model) if theta0 is not None else None  # before scoring casts it
+    cells = []
+    for m in sorted(methods, key=lambda m: m.wise_ft is not None):  # the arm itself first, then each alpha
+        if m.wise_ft is not None:
+            interpolate(result.model, theta0, theta1, m.wise_ft)
+        after = score_upstream(result.model, tokenizer, heldout, study.recipe.score, progress)
+        after["increase"] = after["nll"].to_numpy(np.float64) - study.base_nll[study.split.heldout]
+        rec = {**record, "method": m.name, "heldout_mean_increase": float(np.nanmean(after["increase"])),
+               "heldout_n": int(np.isfinite(after["increase"]).sum())}
+        if m.wise_ft is not None:
+            rec.update(wise_ft=m.wise_ft, trained_as=method.name)
+        table = None
+        if task_before is not None:
+            table, gain = task_gain(task_before, score_task(result.model, tokenizer, evals, study, em_tokens))
+            rec.update(gain)
+        rec["seconds"] = time.perf_counter() - start
+        cells.append(Cell(m, after, rec, table))
+    result.model = model = theta0 = theta1 = None
+    free_memory()  # this cell's model must not stay under the next one
+    return cells
 
 
-def write_cell(study: Study, task_name: str, method: Method, after: pd.DataFrame, record: dict) -> None:
+def write_cell(study: Study, task_name: str, method: Method, after: pd.DataFrame, record: dict,
+               task_scores: pd.DataFrame | None = None) -> None:
     write_table(study.cell_path(task_name, method, ".parquet"), after)
+    if task_scores is not None:
+        write_table(study.cell_path(task_name, method, ".task.parquet"), task_scores)
     write_json(study.cell_path(task_name, method, ".json"), record)  # last: marks the cell done
 
 
@@ -473,25 +584,43 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
         f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
         f"{len(cells) - len(todo)} cells already done -> {study.out}")
     exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
+    # one unit per task x trained arm: an arm's WiSE-FT cells share its training (they cost only scoring)
+    units: dict[str, tuple[str, list[Method]]] = {}
+    for t, m in todo:
+        units.setdefault(f"{t} / {m.trained_as}", (t, []))[1].append(m)
+    cell_keys = {key: [f"{t} / {m.name}" for m in ms] for key, (t, ms) in units.items()}
     by_key = {f"{t} / {m.name}": (t, m) for t, m in todo}  # `lmforget status` splits keys at the last " / "
     failed: dict[str, str] = {}
+    done = 0
     with open_executor(exe_cfg) as ex:
         tracker = Tracker(study.out, ex.kind, units=[f"{t} / {m.name}" for t, m in cells],
                           error_path=lambda key: study.cell_path(*by_key[key], ".error.json"))
+
+        def started(key: str) -> None:
+            for cell in cell_keys[key]:
+                tracker.started(cell)
+
         try:
             shared = ex.put(study)  # once: matrix, upstream set and tasks travel to the object store one time
-            units = [(key, (shared, t, m, progress and ex.kind == "local")) for key, (t, m) in by_key.items()]
-            for k, out in enumerate(ex.map(run_cell, units, on_start=tracker.started), 1):
+            work = [(key, (shared, t, ms, progress and ex.kind == "local")) for key, (t, ms) in units.items()]
+            for out in ex.map(run_cells, work, on_start=started):
                 if out.error is not None:
-                    failed[out.key] = out.error
-                    tracker.failed(out.key, out.error, out.detail)
-                    log(f"[{k}/{len(todo)}] {out.key}: failed: {out.error}")
+                    for cell in cell_keys[out.key]:
+                        done += 1
+                        failed[cell] = out.error
+                        tracker.failed(cell, out.error, out.detail)
+                        log(f"[{done}/{len(todo)}] {cell}: failed: {out.error}")
                     continue
-                after, rec = out.value
-                write_cell(study, *by_key[out.key], after, rec)
-                tracker.finished(out.key)
-                log(f"[{k}/{len(todo)}] {out.key}: held-out NLL increase {rec['heldout_mean_increase']:+.4f} "
-                    f"({rec['n_rep']} replayed, {rec['steps']} steps, {rec['seconds']:.0f}s)")
+                for c in out.value:
+                    done += 1
+                    t = by_key[f"{units[out.key][0]} / {c.method.name}"][0]
+                    write_cell(study, t, c.method, c.after, c.record, c.task_scores)
+                    tracker.finished(f"{t} / {c.method.name}")
+                    rec = c.record
+                    gain = "" if rec.get("task_gain") is None else f", task gain {rec['task_gain']:+.4f}"
+                    log(f"[{done}/{len(todo)}] {t} / {c.method.name}: held-out NLL increase "
+                        f"{rec['heldout_mean_increase']:+.4f}{gain} ({rec['n_rep']} replayed, {rec['steps']} steps, "
+                        f"{rec['seconds']:.0f}s)")
         finally:
             tracker.close()
             close_vllm_engine()
@@ -531,6 +660,27 @@ def _by_run_quartile(study: Study, tasks: list[str], names: list[str]) -> dict:
     return by_reference_quantile(reference, values, names)
 
 
+def _task_gain_results(tasks: list[str], names: list[str], records: dict, forgetting: dict) -> dict:
+    """Task gain per method (answer NLL; exact match where measured) with paired tests, and the Pareto
+    front of held-out forgetting against task gain. Empty for a study whose cells did not measure it."""
+    from lmforget.replay.stats import pareto_front, summarize_gain
+
+    out: dict = {}
+    for key, metric in (("task_gain", "task_gain"), ("task_em_gain", "task_em_gain")):
+        have = [t for t in tasks if all(records[(t, n)].get(metric) is not None for n in names)]
+        if not have:
+            continue
+        G = np.array([[records[(t, n)][metric] for n in names] for t in have], dtype=np.float64)
+        out[key] = summarize_gain(G, names, have)
+    if "task_gain" in out:
+        gain = out["task_gain"]
+        mean_f = {n: float(np.mean([forgetting[n]["per_task"][t] for t in gain["tasks"]])) for n in names}
+        out["pareto"] = {"tasks": gain["tasks"], "forgetting": mean_f,
+                         "gain": {n: gain["methods"][n]["mean_gain"] for n in names},
+                         "front": pareto_front(mean_f, {n: gain["methods"][n]["mean_gain"] for n in names})}
+    return out
+
+
 def write_results(study: Study) -> dict:
     from lmforget.atomic import write_text
     from lmforget.replay.plots import plot_study
@@ -560,8 +710,13 @@ def write_results(study: Study) -> dict:
         "by_run_quartile": _by_run_quartile(study, tasks, names),
         "cells": [records[(t, n)] for t in tasks for n in names],
     }
+    results.update(_task_gain_results(tasks, names, records, results["methods"]))
     results = finite(results)
     write_json(study.out / "results.json", results)
     plot_study(results, study.out / "figure.png")
+    if results.get("pareto"):
+        from lmforget.replay.plots import plot_pareto
+
+        plot_pareto(results, study.out / "pareto.png")
     write_text(study.out / "report.md", render_report(results))
     return results

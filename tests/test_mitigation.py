@@ -1,0 +1,208 @@
+"""Mitigation arms as features: KL replay, L2-SP, LoRA and WiSE-FT arms, and task gain, on tiny models."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from lmforget.cli import main
+from lmforget.errors import LmforgetError
+from lmforget.replay.kl import base_targets, batch_kl, collate_with_targets, topk_kl, topk_targets
+
+
+def _exact_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    logp, logq = torch.log_softmax(p_logits, -1), torch.log_softmax(q_logits, -1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def test_topk_kl_is_exact_at_full_vocab_a_lower_bound_below_and_its_gradient_is_right() -> None:
+    gen = torch.Generator().manual_seed(0)
+    p, q = (torch.randn(5, 40, generator=gen, dtype=torch.float64) for _ in range(2))
+    exact = _exact_kl(p, q)
+    full = topk_targets(p, 40)
+    assert torch.isneginf(full.rest).all()
+    torch.testing.assert_close(topk_kl(q, full.ids, full.logp, full.rest), exact, rtol=1e-12, atol=1e-12)
+    for k in (1, 4, 16):
+        t = topk_targets(p, k)
+        assert t.ids.shape == (5, k)
+        assert (topk_kl(q, t.ids, t.logp, t.rest) <= exact + 1e-12).all()  # coarsening never adds divergence
+        z = q.clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda x, t=t: topk_kl(x, t.ids, t.logp, t.rest), (z,))
+    z = q.clone().requires_grad_(True)
+    topk_kl(z, full.ids, full.logp, full.rest).sum().backward()
+    torch.testing.assert_close(z.grad, torch.softmax(q, -1) - torch.softmax(p, -1))  # exact KL: q - p
+
+
+@pytest.mark.parametrize("k", [8, None])
+def test_kl_term_is_exactly_zero_with_zero_gradient_at_the_base_weights(load_tiny, k) -> None:
+    from lmforget.data.types import UpstreamExample
+    from lmforget.encoding import encode_upstream
+    from lmforget.finetune import _collate
+
+    base, tok = load_tiny("llama")
+    model = copy.deepcopy(base)
+    k = k or model.config.vocab_size  # None: the exact distribution
+    ex = UpstreamExample("u", text="Water boils at a lower temperature on a mountain top.")
+    targets = base_targets(model, tok, [ex], k=k, max_length=64)
+    enc = encode_upstream(tok, ex, 64)
+    item = {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels(),
+            "kl": targets["u"]}
+    batch = collate_with_targets(_collate(tok))([item])
+    assert len(batch["kl_rows"]) == enc.n_trained
+    model.train()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    kl = batch_kl(logits, batch)
+    assert kl.shape == (enc.n_trained,) and torch.equal(kl, torch.zeros_like(kl))
+    kl.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+    # after one step away from the base weights the term is positive and pulls back
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    moved = batch_kl(model(input_ids=batch["input_ids"]).logits, batch)
+    assert (moved > 0).all()
+
+
+def test_method_names() -> None:
+    from lmforget.replay.methods import parse_method, parse_methods
+
+    m = parse_method("kl-oracle:top")
+    assert (m.source, m.strategy, m.objective, m.trained_as) == ("oracle", "top", "kl", "kl-oracle:top")
+    assert parse_method("random").objective == "nll"
+    assert parse_method("random", default_objective="kl").objective == "kl"
+    assert parse_method("nll-random", default_objective="kl").objective == "nll"
+    assert parse_method("kl-online-mf").completer == "mf" and parse_method("kl-replay-only").source == "replay-only"
+    assert parse_method("lora").lora_rank == 16 and parse_method("lora@4").lora_rank == 4
+    assert parse_method("l2-sp@0.01").l2sp == 0.01 and parse_method("l2-sp@0.01").source == "none"
+    w = parse_method("kl-random+wise-ft@0.25")
+    assert (w.wise_ft, w.trained_as, w.training().name, w.training().wise_ft) == (0.25, "kl-random", "kl-random", None)
+    assert parse_method("wise-ft").wise_ft == 0.5 and parse_method("wise-ft").trained_as == "none"
+    assert parse_method("random+lora@8+wise-ft@1").trained_as == "random+lora@8"
+    for bad, match in [("kl-none", "no objective"), ("l2-sp", "needs its lambda"), ("l2-sp@x", "not a number"),
+                       ("wise-ft@2", r"in \[0, 1\]"), ("wise-ft+lora", "comes last"), ("lora+l2-sp@1", "not to LoRA"),
+                       ("random+random", "is not l2-sp"), ("lora+lora", "given twice"), ("kl-nothing", "unknown"),
+                       ("random+", "empty part")]:
+        with pytest.raises(LmforgetError, match=match):
+            parse_method(bad)
+    assert [m.name for m in parse_methods("none,kl-random,wise-ft@0.5")] == ["none", "kl-random", "wise-ft@0.5"]
+
+
+def test_wise_ft_endpoints_are_exact_and_l2sp_holds_weights_near_the_start(load_tiny) -> None:
+    from lmforget.config import load_recipe
+    from lmforget.data import load_tasks
+    from lmforget.finetune import build_train_set, train
+    from lmforget.weightspace import interpolate, snapshot
+
+    recipe = load_recipe("tiny")
+    task = next(t for t in load_tasks(list(recipe.tasks.values())) if t.name == "opposites")
+    base, tok = load_tiny("llama")
+    theta0 = snapshot(base)
+    moved = {}
+    for lam in (0.0, 1e4):
+        cfg = recipe.finetune.model_copy(update={"l2sp": lam, "lr": 1e-2})
+        items = build_train_set(tok, task, cfg)
+        model = train(copy.deepcopy(base), tok, items, cfg, max_steps=10, progress=False).model
+        moved[lam] = sum(float(((v - theta0[k]) ** 2).sum()) for k, v in model.state_dict().items())
+    assert moved[1e4] < 0.1 * moved[0.0], moved
+    theta1 = snapshot(model)
+    for alpha, want in ((0.0, theta0), (1.0, theta1)):
+        interpolate(model, theta0, theta1, alpha)
+        assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
+    interpolate(model, theta0, theta1, 0.5)
+    k = next(k for k in theta0 if not torch.equal(theta0[k], theta1[k]))
+    torch.testing.assert_close(model.state_dict()[k], (theta0[k] + theta1[k]) / 2)
+    cfg = recipe.finetune.model_copy(update={"l2sp": 1.0, "method": "lora"})
+    with pytest.raises(LmforgetError, match="l2sp applies to full fine-tuning"):
+        train(copy.deepcopy(base), tok, build_train_set(tok, task, cfg), cfg, max_steps=1, progress=False)
+    assert "l2sp" not in recipe.finetune.science() and cfg.science()["l2sp"] == 1.0  # fingerprint unchanged at 0
+
+
+ARMS = "none,random,kl-random,l2-sp@1000,lora,wise-ft@0,wise-ft@1,kl-random+wise-ft@0.5"
+
+
+@pytest.fixture(scope="module")
+def arms_study(tmp_path_factory) -> Path:
+    from lmforget.collect import collect
+    from lmforget.config import load_recipe
+
+    root = tmp_path_factory.mktemp("arms")
+    collect(load_recipe("tiny", ["tasks.tiny.n_eval=3"]), root / "run", progress=False)
+    assert main(["replay", "replay-tiny", f"replay.run={root / 'run'}", "replay.test_tasks=[add_numbers,opposites]",
+                 "-o", str(root / "study"), "--methods", ARMS, "-q"]) == 0
+    return root
+
+
+def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
+    from lmforget.replay.study import cell_file
+
+    out = arms_study / "study"
+    res = json.loads((out / "results.json").read_text())
+    cells = {(c["task"], c["method"]): c for c in res["cells"]}
+    for (task, name), c in cells.items():
+        assert c["task_eval_n"] >= 2 and math.isfinite(c["task_gain"])
+        assert c["task_gain"] == pytest.approx(c["task_nll_before"] - c["task_nll_after"])
+        assert "task_em_gain" in c  # the tiny answers are short: exact match measured
+        table = pd.read_parquet(cell_file(out, task, name, ".task.parquet"))
+        assert len(table) == c["task_eval_n"] and table["nll_before"].tolist() == pytest.approx(
+            pd.read_parquet(cell_file(out, task, "none", ".task.parquet"))["nll_before"].tolist())
+        # WiSE-FT: alpha 0 is the base model exactly, alpha 1 the arm's own weights exactly
+        if name == "wise-ft@0":
+            assert c["heldout_mean_increase"] == pytest.approx(0, abs=1e-6) and c["task_gain"] == 0.0
+        if name == "wise-ft@1":
+            assert c["heldout_mean_increase"] == cells[(task, "none")]["heldout_mean_increase"]
+            assert c["task_gain"] == cells[(task, "none")]["task_gain"] and c["trained_as"] == "none"
+    assert cells[("add_numbers", "kl-random")]["objective"] == "kl"
+    assert cells[("add_numbers", "random")]["objective"] == "nll"
+    assert cells[("add_numbers", "kl-random")]["kl_top_k"] == 256
+    assert cells[("add_numbers", "kl-random+wise-ft@0.5")]["replay"] == cells[("add_numbers", "kl-random")]["replay"]
+    assert cells[("add_numbers", "lora")]["lora_rank"] == 16 and cells[("add_numbers", "l2-sp@1000")]["l2sp"] == 1000
+    # KL replay trained on random's very examples, with random's steps
+    for t in ("add_numbers", "opposites"):
+        assert cells[(t, "kl-random")]["replay"] == cells[(t, "random")]["replay"]
+        assert cells[(t, "kl-random")]["steps"] == cells[(t, "random")]["steps"]
+    gain = res["task_gain"]["methods"]
+    assert set(gain) == set(ARMS.split(",")) and "vs_none" in gain["random"] and "t_p_holm" in gain["random"]["vs_none"]
+    assert gain["none"]["retained_vs_none"] == pytest.approx(1.0)
+    assert "task_em_gain" in res and res["pareto"]["front"] and set(res["pareto"]["front"]) <= set(gain)
+    assert "t_p_holm" in res["methods"]["kl-random"]["vs_none"]
+    report = (out / "report.md").read_text()
+    assert "## Forgetting and learning" in report and "Pareto front" in report and "pareto.png" in report
+    assert (out / "pareto.png").stat().st_size > 10_000
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "objective" not in manifest["settings"]["replay"]  # defaults are left out: old studies still resume
+
+
+def test_kl_objective_as_the_recipe_default_and_a_resume_runs_only_new_cells(arms_study: Path, capsys) -> None:
+    from lmforget.replay.study import cell_file
+
+    out = arms_study / "study"
+    stamp = cell_file(out, "opposites", "kl-random", ".json").stat().st_mtime_ns
+    args = ["replay", "replay-tiny", f"replay.run={arms_study / 'run'}", "replay.test_tasks=[add_numbers,opposites]",
+            "-o", str(out), "-q"]
+    # a new post hoc alpha of a finished arm: one unit retrains it, writes only the new cell
+    assert main(args + ["--methods", ARMS + ",kl-random+wise-ft@0.25"]) == 0
+    assert cell_file(out, "opposites", "kl-random", ".json").stat().st_mtime_ns == stamp
+    new = json.loads(cell_file(out, "opposites", "kl-random+wise-ft@0.25", ".json").read_text())
+    assert new["wise_ft"] == 0.25 and new["objective"] == "kl"
+    capsys.readouterr()
+    assert main(args + ["replay.objective=kl", "--methods", "random"]) == 2  # another setting: refused
+    assert "different replay" in capsys.readouterr().err
+
+
+def test_a_study_without_task_gain_still_reports(tmp_path: Path) -> None:
+    """The committed study 1 was made before task gain: its results render, with the gap said."""
+    from lmforget.analysis.html_report import replay_summary
+    from lmforget.replay.report import render_report
+
+    results = json.loads(Path("studies/smollm2-ni/runs/replay/results.json").read_text())
+    assert "task_gain" not in results
+    report = render_report(results)
+    assert "Task gain was not measured" in report and "## Per method" in report
+    assert replay_summary(results)["pareto"] is None
