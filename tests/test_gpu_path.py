@@ -248,3 +248,21 @@ def test_ray_train_rebuilds_the_scoring_model_from_gathered_weights_without_a_co
         assert torch.equal(rebuilt.eval()(ids).logits, model(ids).logits)
     with pytest.raises(LmforgetError, match="lack"):
         _model_from_state(model.config, {k: v for k, v in state.items() if "layers.0." not in k}, False)
+
+
+def test_ray_train_refuses_a_node_without_memory_for_its_workers_copies(tmp_path, tiny_tokenizer):
+    """Each Ray Train worker loads a full CPU copy first (52 GB at 13B in fp32): refused before loading."""
+    from lmforget.models import tiny_config
+    from lmforget.raytrain import check_host_memory, parameter_count
+
+    config = tiny_config("llama", tiny_tokenizer)
+    config.save_pretrained(tmp_path)  # a local model folder: its size is read from the config alone
+    from transformers import AutoModelForCausalLM
+
+    n = parameter_count(str(tmp_path))
+    assert n == sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    assert parameter_count("tiny:llama") is None  # nothing to guard
+    check_host_memory("m", n, 4, 4, available=4 * 4 * n)  # exactly fits
+    with pytest.raises(LmforgetError, match=r"4 worker\(s\) on this node each load allenai/OLMo-2-1124-13B on CPU"):
+        check_host_memory("allenai/OLMo-2-1124-13B", 13_700_000_000, 4, 4, available=128 * 1024 ** 3)
+    check_host_memory("m", None, 4, 4, available=0)  # unknown size: no refusal

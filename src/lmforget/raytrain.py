@@ -9,7 +9,9 @@ faster, never a bigger model fit; what fits a model that one GPU cannot hold is 
 scores the upstream set and reports the scores; nothing is written to the run directory here.
 
 Every worker loads the base weights as a local task does (fp32 for full fine-tuning), on CPU first:
-at 13B that is 52 GB of host memory per worker before the Trainer shards or moves it.
+at 13B that is 52 GB of host memory per worker before the Trainer shards or moves it. A node without
+that much memory for each of its workers is refused before any worker loads (`check_host_memory`),
+in one line naming the model, the copies and the memory, rather than left to the kernel's OOM killer.
 """
 
 from __future__ import annotations
@@ -53,6 +55,55 @@ def _model_from_state(config, state: dict, trust_remote_code: bool):
     return model
 
 
+def parameter_count(model: str, *, revision: str | None = None, trust_remote_code: bool = False) -> int | None:
+    """The parameters of a hub or local model, from its config alone (no weights loaded); None when the
+    config cannot be read (tiny and GGUF models are small, and a load error is reported by the load)."""
+    from lmforget.models import _resolve
+
+    try:
+        kind, target = _resolve(model)
+        if kind not in ("hub", "dir"):
+            return None
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(target, revision=revision, trust_remote_code=trust_remote_code)
+        with init_empty_weights():
+            empty = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        return sum(p.numel() for p in empty.parameters())
+    except (OSError, ValueError, LmforgetError):
+        return None
+
+
+def host_memory_bytes() -> int:
+    """Memory this node can still give (MemAvailable; the physical total where /proc is absent)."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_host_memory(model: str, n_params: int | None, dtype_bytes: int, workers_on_node: int,
+                      available: int) -> None:
+    """Refuse, in one line, a node whose workers' CPU copies of the base weights cannot all fit."""
+    if n_params is None:
+        return
+    need = n_params * dtype_bytes * workers_on_node
+    if need > available:
+        gb = 1024 ** 3
+        raise LmforgetError(
+            f"Ray Train: {workers_on_node} worker(s) on this node each load {model} on CPU first "
+            f"({n_params / 1e9:.1f}B parameters x {dtype_bytes} bytes = {n_params * dtype_bytes / gb:.0f} GB each, "
+            f"{need / gb:.0f} GB in all), but the node has {available / gb:.0f} GB available; run fewer workers "
+            "per node (executor.gpus_per_task across nodes) or use nodes with more memory")
+
+
 def _train_loop(config: dict) -> None:
     """What every Ray Train worker runs: fine-tune (same code path as a local task), rank 0 scores."""
     import ray
@@ -72,6 +123,10 @@ def _train_loop(config: dict) -> None:
     # what a local task on this worker's device loads (the CPU load below must not decide "auto")
     dtype = str(resolve_dtype(training_dtype(recipe), "cuda" if cuda else "cpu")).removeprefix("torch.")
     cpu_recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"device": "cpu"})})
+    m = recipe.model
+    check_host_memory(m.name, parameter_count(m.name, revision=m.revision, trust_remote_code=m.trust_remote_code),
+                      torch.empty((), dtype=getattr(torch, dtype)).element_size(),
+                      ray.train.get_context().get_local_world_size(), host_memory_bytes())
     model, tokenizer = load_recipe_model(cpu_recipe, dtype=dtype)  # the Trainer moves it to this worker's device
     items = build_train_set(tokenizer, task, recipe.finetune)
     steps = plan_steps(len(items), recipe.finetune)
