@@ -169,7 +169,7 @@ def test_online_target_measures_probes_before_and_after_with_one_scorer() -> Non
 
     model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
     rng = np.random.default_rng(0)
-    target = OnlineTarget(upstream=UPSTREAM, probe_cols=np.array([0, 1, 2]), base_probe_nll=None,
+    target = OnlineTarget(upstream=UPSTREAM, probe_cols=np.array([0, 1, 2]),
                           Z_train=rng.normal(size=(4, 8)), candidates=np.array([3, 4, 5, 6]), completer="additive",
                           strategy="top", n=2, seed=0, tokenizer=tokenizer,
                           score_options={"max_length": 64, "token_budget": 4096, "batch_size": 2})

@@ -142,15 +142,14 @@ class ReplaySwitch(TrainerCallback):
 class OnlineTarget:
     """Everything the switch needs to turn probe measurements into a targeted replay set.
 
-    probe_cols: the fixed probe columns; base_probe_nll: their NLL under the model before training, set by
-    `measure_base` with the very scorer, device and precision the switch then uses (so a probe's forgetting
-    never mixes two precisions); Z_train: the completer's training rows; candidates: the pool columns
-    replay may draw from.
+    probe_cols: the fixed probe columns; Z_train: the completer's training rows; candidates: the pool columns
+    replay may draw from. base_probe_nll (not a parameter): the probes' NLL under the model before training,
+    set by `measure_base` with the very scorer, device and precision the switch then uses (so a probe's
+    forgetting never mixes two precisions).
     """
 
     upstream: Sequence[UpstreamExample]
     probe_cols: np.ndarray
-    base_probe_nll: np.ndarray | None
     Z_train: np.ndarray
     candidates: np.ndarray
     completer: str
@@ -162,6 +161,7 @@ class OnlineTarget:
     temperature: float = 0.1
     group: int = 30
     record: dict = field(default_factory=dict)
+    base_probe_nll: np.ndarray | None = field(default=None, init=False)
 
     def probe_nll(self, model) -> np.ndarray:
         """NLL of the probes under `model` as it is (its device and precision; training mode is kept)."""

@@ -474,8 +474,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
 
         probe_cols = study.probes
         target = OnlineTarget(
-            upstream=study.upstream.examples, probe_cols=probe_cols,
-            base_probe_nll=None, Z_train=study.train_rows(task_name),
+            upstream=study.upstream.examples, probe_cols=probe_cols, Z_train=study.train_rows(task_name),
             candidates=pool, completer=method.completer, strategy=method.strategy, n=n_rep, seed=seed,
             tokenizer=tokenizer, temperature=cfg.temperature, group=cfg.mir_group,
             score_options={"max_length": study.recipe.score.max_length,

@@ -114,9 +114,6 @@ class HFScorer:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def settings(self) -> dict:
-        return {"backend": "hf", "max_length": self.max_length, "padding": self.padding}
-
     def encode(self, examples: Sequence[UpstreamExample]) -> list[Encoded]:
         return [encode_upstream(self.tokenizer, ex, self.max_length) for ex in examples]
 

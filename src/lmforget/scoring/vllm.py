@@ -87,9 +87,6 @@ class VLLMScorer:
             **llm_options,
         )
 
-    def settings(self) -> dict:
-        return {"backend": "vllm", "max_length": self.max_length, "padding": "none"}
-
     def score(self, examples: Sequence[UpstreamExample]) -> list[ScoreResult]:
         encoded = [encode_upstream(self.tokenizer, ex, self.max_length) for ex in examples]
         todo = [i for i, e in enumerate(encoded) if e.n_scored > 0]
