@@ -306,3 +306,33 @@ def test_a_base_failure_is_recorded_then_cleared_when_the_base_succeeds(tmp_path
     assert not list((tmp_path / "r" / "rows").glob("*.error.json"))
     status = run_status(tmp_path / "r")
     assert status["base_scored"] and status["counts"]["failed"] == 0
+
+
+def test_a_task_unit_frees_its_model_before_returning(monkeypatch) -> None:
+    """When a task unit frees memory, nothing of it still holds the fine-tuned model (the next task's model
+    must not load on top of it): `result.model` is the loaded model, so the unit drops both names."""
+    import gc
+    import weakref
+
+    import lmforget.collect as collect_mod
+    from lmforget.config import load_recipe
+
+    recipe = load_recipe("tiny", ["finetune.steps=1"])
+    recipe = collect_mod.resolve_recipe(recipe, recipe.executor)
+    upstream, tasks = collect_mod.load_inputs(recipe, progress=False)
+    loaded, alive_at_free = [], []
+    real_load = collect_mod.load_recipe_model
+
+    def load(*args, **kwargs):
+        model, tokenizer = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, tokenizer
+
+    def free_memory() -> None:
+        gc.collect()
+        alive_at_free.append(loaded[-1]() is not None)
+
+    monkeypatch.setattr(collect_mod, "load_recipe_model", load)
+    monkeypatch.setattr(collect_mod, "free_memory", free_memory)
+    assert collect_mod.finetune_and_score(recipe, upstream, tasks[0]) is not None
+    assert alive_at_free == [False]
