@@ -30,6 +30,9 @@ from lmforget.replay.mixture import ReplayMixture
 from lmforget.replay.scores import predict_row
 from lmforget.replay.selection import select
 
+LOSS_WEIGHTINGS = ("token", "example")  # how a batch's loss averages: per token or per example
+OBJECTIVES = ("nll", "kl")  # what replayed examples train (lmforget.replay.kl)
+
 
 class MixtureTrainer(Trainer):
     """A Trainer whose training batches are built when they are consumed (no look-ahead).
@@ -44,9 +47,9 @@ class MixtureTrainer(Trainer):
 
     @classmethod
     def weighted(cls, loss_weighting: str, objective: str = "nll") -> type["MixtureTrainer"]:
-        if loss_weighting not in ("token", "example"):
+        if loss_weighting not in LOSS_WEIGHTINGS:
             raise LmforgetError(f"loss weighting must be 'token' or 'example', not {loss_weighting!r}")
-        if objective not in ("nll", "kl"):
+        if objective not in OBJECTIVES:
             raise LmforgetError(f"replay objective must be 'nll' or 'kl', not {objective!r}")
         return type(f"MixtureTrainer_{loss_weighting}_{objective}", (cls,),
                     {"loss_weighting": loss_weighting, "objective": objective})
