@@ -292,6 +292,7 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     path = Path(run_dir)
     fps = _fingerprints(recipe, upstream, tasks, model_fp, score_dtype)
     mpath = path / MANIFEST
+    old: dict | None = None
     if mpath.is_file():
         run = Run.open(path)
         _check_compatible(path, run.manifest.get("fingerprints", {}), fps)
@@ -300,18 +301,28 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
             if is_main and not all((path / "data" / f).is_file() for f in ("upstream.jsonl", "tasks.jsonl")):
                 _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
             return run
+        old = run.manifest
     elif path.exists() and any(path.iterdir()):
         raise LmforgetError(f"{path} exists, is not empty and is not a run directory; choose a new -o directory")
+    now, environment = time.strftime("%Y-%m-%dT%H:%M:%S%z"), _environment()
     manifest = {
         "lmforget_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": _environment(),  # provenance only: never compared on resume
+        "created": now,
+        "environment": environment,  # provenance only: never compared on resume
         "recipe": recipe.model_dump(mode="json"),
         "fingerprints": fps,
         "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
                   for t in tasks],
         "n_upstream": len(upstream),
     }
+    if old is not None:  # the task list changed: the run keeps its provenance and records the change
+        for key in ("lmforget_version", "created", "environment"):
+            manifest[key] = old.get(key, manifest[key])
+        before, after = [t["name"] for t in old.get("tasks", [])], [t.name for t in tasks]
+        manifest["task_changes"] = [*old.get("task_changes", []), {
+            "time": now, "added": [t for t in after if t not in before],
+            "removed": [t for t in before if t not in after], "lmforget_version": __version__,
+            "environment": environment}]
     if is_main:
         path.mkdir(parents=True, exist_ok=True)
         _write_data(path, upstream, tasks)
