@@ -155,6 +155,24 @@ def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
     assert "online-additive" in text and "5 finished" in text and "no replay running" in text
 
 
+def test_status_names_a_corrupt_cell_record_instead_of_counting_it_finished(study, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from lmforget.replay.study import cell_file
+    from lmforget.status import run_status
+
+    out = tmp_path / "study"
+    shutil.copytree(study[0], out)
+    record = cell_file(out, "add_numbers", "random", ".json")
+    record.write_text('{"method": "random", "seconds": ', encoding="utf-8")  # not JSON
+    with pytest.raises(LmforgetError, match=f"{record}: not a readable cell record"):
+        run_status(out)
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable cell record" in err and len(err.strip().splitlines()) == 1
+
+
 def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny_run: Path, tmp_path: Path,
                                                                             monkeypatch, capsys) -> None:
     import lmforget.replay.study as study_mod

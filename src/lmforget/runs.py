@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lmforget import __version__
-from lmforget.atomic import atomic_path, write_json, write_jsonl
+from lmforget.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforget.config import TRAINING_OBJECTIVE, Recipe, recipe_from_dict
 from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
@@ -82,11 +82,7 @@ class Run:
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise LmforgetError(f"{path}: not a run directory (no {MANIFEST}); create one with `lmforget collect`")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise LmforgetError(f"{mpath}: corrupt manifest ({exc})") from None
-        return cls(path, manifest)
+        return cls(path, read_json(mpath, "run manifest"))
 
     @property
     def recipe(self) -> Recipe:
@@ -179,7 +175,7 @@ class Run:
 
     def row_log(self, task: str) -> dict | None:
         p = self.path / "rows" / f"{task_slug(task)}.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        return read_json(p, "row log", missing=None)
 
     def matrix(self, require_all: bool = False) -> ForgettingMatrix:
         """Assemble Z from the finished rows (unfinished tasks are left out, or refused)."""

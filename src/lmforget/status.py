@@ -9,14 +9,13 @@ again: that is what a re-run will redo.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lmforget.atomic import write_json
+from lmforget.atomic import read_json, write_json
 
 PROGRESS = "progress.json"
 
@@ -81,13 +80,6 @@ def _alive(progress: dict) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _entries(keys: list[tuple[str, ...]], record: Callable, error_path: Callable, running: dict) -> list[dict]:
     """The state of each unit: finished (`record(*key)`, its log, is not None), running, failed or pending."""
     now, out = time.time(), []
@@ -98,8 +90,7 @@ def _entries(keys: list[tuple[str, ...]], record: Callable, error_path: Callable
             entry = {"state": "finished", "seconds": rec.get("seconds")}
         elif label in running:
             entry = {"state": "running", "running_for": now - running[label]}
-        elif error_path(*key).is_file():
-            err = _read_json(error_path(*key)) or {}
+        elif (err := read_json(error_path(*key), "error record", missing=None)) is not None:
             entry = {"state": "failed", "error": err.get("error", "unknown error")}
         else:
             entry = {"state": "pending"}
@@ -124,7 +115,7 @@ def _summary(entries: list[dict], live: bool | None) -> tuple[dict, float | None
 
 def _progress(path: Path) -> tuple[dict, bool | None, dict]:
     """The progress file, whether its driver runs (None: no file, so unknown) and its units in flight."""
-    progress = _read_json(path / PROGRESS) or {}
+    progress = read_json(path / PROGRESS, "progress file", missing={})
     live = _alive(progress) if progress else None
     return progress, live, progress.get("running", {}) if live else {}
 
@@ -170,13 +161,12 @@ def study_status(out: str | Path) -> dict:
             methods.append(method)
     for task in tasks:
         for path in sorted(cell_folder(out, task).glob("*.json")):
-            method = (_read_json(path) or {}).get("method") if not path.name.endswith(".error.json") else None
+            method = read_json(path, "cell record").get("method") if not path.name.endswith(".error.json") else None
             if method and method not in methods:
                 methods.append(method)
 
     def record(task: str, method: str) -> dict | None:
-        path = cell_file(out, task, method, ".json")
-        return (_read_json(path) or {}) if path.is_file() else None
+        return read_json(cell_file(out, task, method, ".json"), "cell record", missing=None)
 
     keys = [(t, m) for t in tasks for m in methods]
     cells = [{"task": t, "method": m, **e} for (t, m), e in zip(keys, _entries(

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lmforget.analysis.pipeline import Analysis
-from lmforget.atomic import write_text
+from lmforget.atomic import read_json, write_text
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 
@@ -253,10 +253,7 @@ def texts_of(examples: Iterable[Any]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ inputs
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LmforgetError(f"{path}: not a readable JSON file ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise LmforgetError(f"{path}: expected a JSON object")
     return data

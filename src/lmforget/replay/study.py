@@ -22,7 +22,6 @@ Within a task every replaying method shares the mixture layout, sampler seed and
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from lmforget import __version__
-from lmforget.atomic import finite, write_json
+from lmforget.atomic import finite, read_json, write_json
 from lmforget.config import (
     TRAINING_OBJECTIVE,
     ExecutorConfig,
@@ -117,10 +116,8 @@ def cell_file(out: str | Path, task: str, method: str, suffix: str) -> Path:
 
 
 def _read_manifest(out: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(out) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The directory's manifest, or None when it has none (a corrupt one is an error, not 'none')."""
+    return read_json(Path(out) / MANIFEST, "manifest", missing=None)
 
 
 def is_study(out: str | Path) -> bool:
@@ -283,7 +280,7 @@ def _prepare_out(study: Study) -> None:
     settings = _settings(study.recipe, study.run)
     path = study.out / MANIFEST
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_json(path, "study manifest")
         if old.get("settings") != settings:
             diff = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
             raise LmforgetError(f"{study.out} was made with different {', '.join(diff) or 'settings'}; "
@@ -638,7 +635,7 @@ def load_cells(study: Study) -> tuple[list[str], list[str], np.ndarray, dict]:
         for m in study.methods:
             p = study.cell_path(t, m, ".json")
             if p.is_file():
-                records[(t, m.name)] = json.loads(p.read_text(encoding="utf-8"))
+                records[(t, m.name)] = read_json(p, "cell record")
     tasks = [t for t in study.cfg.test_tasks if all((t, n) in records for n in names)]
     F = np.array([[records[(t, n)]["heldout_mean_increase"] for n in names] for t in tasks], dtype=np.float64)
     return tasks, names, F.reshape(len(tasks), len(names)), records
