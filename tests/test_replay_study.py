@@ -122,7 +122,7 @@ def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Pat
     assert online["learning_rates"] == pytest.approx(cells["random"]["learning_rates"])
     # oracle scores are the run's true row
     row = Run.open(tiny_run).matrix().Z[0]
-    by_id = dict(zip(ids, row))
+    by_id = dict(zip(ids, row, strict=True))
     for r in cells["oracle"]["replay"]:
         assert r["score"] == pytest.approx(by_id[r["id"]], abs=1e-6)
 

@@ -91,7 +91,7 @@ def test_every_step_is_the_inverse_cdf_of_its_own_uniform(load_tiny, arch):
     drawn = sample_continuations(model, prompts, L, seed=3, batch_size=7)
     u = np.random.default_rng(3).random((len(prompts), L))
     assert all(len(d) == L for d in drawn)
-    for i, (p, ys) in enumerate(zip(prompts, drawn)):
+    for i, (p, ys) in enumerate(zip(prompts, drawn, strict=True)):
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([p + ys])).logits[0, len(p) - 1:-1]
         cdf = torch.softmax(logits.double(), -1).cumsum(-1).numpy()

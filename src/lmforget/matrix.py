@@ -147,7 +147,7 @@ class ForgettingMatrix:
             "share_forgotten": float((finite > 0).mean()),
             "most_harmful_task": {"task": str(self.tasks[order[0]]), "mean": float(row_means[order[0]])},
             "least_harmful_task": {"task": str(self.tasks[order[-1]]), "mean": float(row_means[order[-1]])},
-            "task_means": {str(t): float(v) for t, v in zip(self.tasks, row_means)},
+            "task_means": {str(t): float(v) for t, v in zip(self.tasks, row_means, strict=True)},
         }
 
     # --------------------------------------------------------------------- io

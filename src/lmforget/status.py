@@ -137,7 +137,7 @@ def run_status(run_dir: str | Path) -> dict:
         return (run.row_log(name) or {}) if run.row_path(name).is_file() else None
 
     tasks = [{"task": name, **e} for name, e in zip(run.task_names, _entries(
-        [(n,) for n in run.task_names], record, run.error_path, running))]
+        [(n,) for n in run.task_names], record, run.error_path, running), strict=True)]
     counts, mean, eta = _summary(tasks, live)
     return {"kind": "collect", "run": str(run.path), "base_scored": (run.path / "base.parquet").is_file(),
             "collect_running": live, "executor": progress.get("executor"),
@@ -170,7 +170,7 @@ def study_status(out: str | Path) -> dict:
 
     keys = [(t, m) for t in tasks for m in methods]
     cells = [{"task": t, "method": m, **e} for (t, m), e in zip(keys, _entries(
-        keys, record, lambda t, m: cell_file(out, t, m, ".error.json"), running))]
+        keys, record, lambda t, m: cell_file(out, t, m, ".error.json"), running), strict=True)]
     counts, mean, eta = _summary(cells, live)
     return {"kind": "replay", "study": str(out), "driver_running": live, "executor": progress.get("executor"),
             "methods": methods, "counts": counts, "mean_cell_seconds": mean, "eta_seconds": eta, "cells": cells}

@@ -129,7 +129,7 @@ def _cut(examples: list[UpstreamExample], spec: UpstreamSpec, tokenizer) -> list
     if spec.max_tokens is not None:
         texts = cut_tokens(texts, spec.max_tokens, tokenizer)
     out = list(examples)
-    for i, t in zip(idx, texts):
+    for i, t in zip(idx, texts, strict=True):
         out[i] = replace(out[i], text=t)
     return out
 

@@ -90,7 +90,7 @@ def _groups_rows(matrix: ForgettingMatrix, groups: list[str], what: str) -> list
     bad = [g for g in groups if g not in known]
     if bad:
         raise LmforgetError(f"{what}: unknown task group(s) {', '.join(bad)}; the matrix has {', '.join(known)}")
-    return [t for t, g in zip(matrix.tasks.tolist(), matrix.task_groups.tolist()) if g in groups]
+    return [t for t, g in zip(matrix.tasks.tolist(), matrix.task_groups.tolist(), strict=True) if g in groups]
 
 
 def make_split(matrix: ForgettingMatrix, spec: str, train_groups: list[str] | None = None,
@@ -344,7 +344,7 @@ def evaluate(matrix: ForgettingMatrix, split: Split, methods: list[str], observe
         fit_seconds[name] = time.perf_counter() - t0
     per_seed: dict[str, list[dict]] = {name: [] for name in methods}
     predict_seconds = dict.fromkeys(methods, 0.0)
-    for s, cols, m in zip(seed_list, reveals, unrevealed):
+    for s, cols, m in zip(seed_list, reveals, unrevealed, strict=True):
         R = np.full(test.shape, np.nan)
         R[:, cols] = test[:, cols]
         truth = test[:, m]

@@ -514,7 +514,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
     replay_scores = [None if not np.isfinite(v) else float(v) for v in pick_scores]
     record.update(
         run_heldout_mean_increase=float(np.nanmean(true_row[study.split.heldout])),
-        replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores)],
+        replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores, strict=True)],
         replay_trained=trained,
         # how forgotten the replay examples training read were in the run (targeting should pick high values)
         replay_run_forgetting=float(np.nanmean(true_row[trained_cols])) if len(trained_cols) else None,

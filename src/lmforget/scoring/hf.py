@@ -120,7 +120,7 @@ class HFScorer:
     def score(self, examples: Sequence[UpstreamExample]) -> list[ScoreResult]:
         """Mean NLL of each example over its scored tokens, in input order."""
         nll, n = self.score_encoded(self.encode(examples))
-        return [ScoreResult(ex.id, float(v), int(k)) for ex, v, k in zip(examples, nll, n)]
+        return [ScoreResult(ex.id, float(v), int(k)) for ex, v, k in zip(examples, nll, n, strict=True)]
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         """(mean NLL float64 [N], scored-token counts int64 [N]) for pre-encoded inputs, input order."""

@@ -93,11 +93,11 @@ class VLLMScorer:
         prompts = [self._prompt(prompt_token_ids=encoded[i].input_ids) for i in todo]
         outputs = self.llm.generate(prompts, self._params, use_tqdm=True) if prompts else []
         nll = {i: math.nan for i in range(len(examples))}
-        for i, out in zip(todo, outputs):
+        for i, out in zip(todo, outputs, strict=True):
             enc = encoded[i]
             total = 0.0
             # prompt_logprobs[t] is None for t = 0, else {token_id: Logprob} holding x_t's own entry.
-            for t, (tok, keep) in enumerate(zip(enc.input_ids, enc.scored)):
+            for t, (tok, keep) in enumerate(zip(enc.input_ids, enc.scored, strict=True)):
                 if keep:
                     total -= out.prompt_logprobs[t][tok].logprob
             nll[i] = total / enc.n_scored
