@@ -124,7 +124,7 @@ def run_status(run_dir: str | Path) -> dict:
     """Per-task state, seconds of each finished task, counts and an ETA (seconds, None when unknown).
 
     A replay study's directory gets `study_status` instead."""
-    from lmforget.replay.study import is_study
+    from lmforget.replay.layout import is_study
 
     if is_study(run_dir):
         return study_status(run_dir)
@@ -149,7 +149,7 @@ def study_status(out: str | Path) -> dict:
 
     The methods are those the driver recorded in progress.json plus any with a finished cell on disk
     (a study started by an older lmforget has no list: only its finished cells are known)."""
-    from lmforget.replay.study import cell_file, cell_folder, study_tasks
+    from lmforget.replay.layout import cell_file, cell_folder, study_tasks
 
     out = Path(out)
     tasks = study_tasks(out)

@@ -311,7 +311,7 @@ def report_from_path(path: str | Path, out: str | Path, *, upstream: str | None 
     found_predict = found_replay = None
     warning = origin = None
     if p.is_dir():
-        from lmforget.replay.study import is_study
+        from lmforget.replay.layout import is_study
         from lmforget.runs import Run
 
         study = p if is_study(p) else None

@@ -47,13 +47,13 @@ from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 from lmforget.replay.heldout import HeldoutSplit, draw_probes, split_heldout
-from lmforget.replay.methods import Method, method_slug, parse_methods
+from lmforget.replay.layout import MANIFEST, cell_file
+from lmforget.replay.methods import Method, parse_methods
 from lmforget.replay.mixture import mixture_steps, n_replay
-from lmforget.runs import Run, task_slug, write_table
+from lmforget.runs import Run, write_table
 from lmforget.seeding import task_seed
 
 Log = Callable[[str], None]
-MANIFEST = "manifest.json"
 _SAME_AS_RUN = ("model", "upstream", "tasks", "finetune", "score", "seed")  # a study's are its run's
 
 
@@ -103,34 +103,6 @@ class Study:
 
     def done(self, task: str, method: Method) -> bool:
         return self.cell_path(task, method, ".json").is_file()
-
-
-# ---------------------------------------------------------------------- layout
-def cell_folder(out: str | Path, task: str) -> Path:
-    return Path(out) / "results" / task_slug(task)
-
-
-def cell_file(out: str | Path, task: str, method: str, suffix: str) -> Path:
-    """A cell's file, from the task and method names (``suffix``: .json, .parquet, .error.json)."""
-    return cell_folder(out, task) / f"{method_slug(method)}{suffix}"
-
-
-def _read_manifest(out: str | Path) -> dict | None:
-    """The directory's manifest, or None when it has none (a corrupt one is an error, not 'none')."""
-    return read_json(Path(out) / MANIFEST, "manifest", missing=None)
-
-
-def is_study(out: str | Path) -> bool:
-    """Whether `out` holds a replay study (its manifest has replay settings), not a collect run."""
-    manifest = _read_manifest(out) or {}
-    return isinstance(manifest.get("settings"), dict) and "replay" in manifest["settings"]
-
-
-def study_tasks(out: str | Path) -> list[str]:
-    """The test tasks of the study in `out`, from its manifest."""
-    if not is_study(out):
-        raise LmforgetError(f"{out}: not a replay study (no manifest with replay settings)")
-    return list(_read_manifest(out)["settings"]["replay"]["test_tasks"])
 
 
 # ----------------------------------------------------------------------- setup
