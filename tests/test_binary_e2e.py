@@ -53,7 +53,8 @@ def base_model(tmp_path_factory) -> tuple[Path, list]:
     model = train(model, tok, build_train_set(tok, teach, cfg), cfg, progress=False).model
     gens = generate_and_match(model, tok, list(upstream), max_new_tokens=16)
     assert [g.correct for g in gens[:KNOWN]] == [True] * KNOWN, [g.output for g in gens]
-    assert all(g.output.strip() == a for g, (_, a) in zip(gens[:KNOWN], QA, strict=True))  # it stops after the answer
+    # it stops after the answer
+    assert all(g.output.strip() == a for g, (_, a) in zip(gens[:KNOWN], QA[:KNOWN], strict=True))
     model.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
     return root, [g.correct for g in gens]
