@@ -53,7 +53,8 @@ def base_model(tmp_path_factory) -> tuple[Path, list]:
     model = train(model, tok, build_train_set(tok, teach, cfg), cfg, progress=False).model
     gens = generate_and_match(model, tok, list(upstream), max_new_tokens=16)
     assert [g.correct for g in gens[:KNOWN]] == [True] * KNOWN, [g.output for g in gens]
-    assert all(g.output.strip() == a for g, (_, a) in zip(gens[:KNOWN], QA))  # it stops after the answer
+    # it stops after the answer
+    assert all(g.output.strip() == a for g, (_, a) in zip(gens[:KNOWN], QA[:KNOWN], strict=True))
     model.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
     return root, [g.correct for g in gens]
@@ -77,16 +78,16 @@ def test_binary_matrix_entries_match_the_generations(base_model, tmp_path) -> No
     gold = {f"q{i}": a for i, (_, a) in enumerate(QA)}
     base = run.base_scores()
     # The columns are exactly the examples whose base generation matches the gold answer.
-    correct = [exact_match(out, gold[i]) for i, out in zip(base["id"], base["output"])]
+    correct = [exact_match(out, gold[i]) for i, out in zip(base["id"], base["output"], strict=True)]
     assert correct == list(base["correct"]) == base_correct
     assert sum(correct) >= KNOWN and matrix.kind == "binary"
-    assert list(matrix.examples) == [i for i, c in zip(base["id"], correct) if c]
+    assert list(matrix.examples) == [i for i, c in zip(base["id"], correct, strict=True) if c]
     assert matrix.meta["n_base_correct"] == sum(correct) and matrix.meta["n_upstream"] == len(QA)
     # Each entry is 1 exactly where the fine-tuned model's stored generation no longer matches.
     for k, task in enumerate(matrix.tasks):
         after = pd.read_parquet(run.row_path(task)).set_index("id")
         expected = [0.0 if exact_match(after.loc[i, "output"], gold[i]) else 1.0 for i in matrix.examples]
         np.testing.assert_array_equal(matrix.Z[k], np.array(expected, dtype=np.float32))
-    rows = dict(zip(matrix.tasks, matrix.Z))
+    rows = dict(zip(matrix.tasks, matrix.Z, strict=True))
     assert rows["repeat"].sum() == 0  # rehearsing what it knows forgets nothing
     assert rows["other"].sum() >= 1  # learning other answers makes it forget some

@@ -306,3 +306,65 @@ def test_a_base_failure_is_recorded_then_cleared_when_the_base_succeeds(tmp_path
     assert not list((tmp_path / "r" / "rows").glob("*.error.json"))
     status = run_status(tmp_path / "r")
     assert status["base_scored"] and status["counts"]["failed"] == 0
+
+
+def test_a_task_unit_frees_its_model_before_returning(monkeypatch) -> None:
+    """When a task unit frees memory, nothing of it still holds the fine-tuned model (the next task's model
+    must not load on top of it): `result.model` is the loaded model, so the unit drops both names."""
+    import gc
+    import weakref
+
+    import lmforget.collect as collect_mod
+    from lmforget.config import load_recipe
+
+    recipe = load_recipe("tiny", ["finetune.steps=1"])
+    recipe = collect_mod.resolve_recipe(recipe, recipe.executor)
+    upstream, tasks = collect_mod.load_inputs(recipe, progress=False)
+    loaded, alive_at_free = [], []
+    real_load = collect_mod.load_recipe_model
+
+    def load(*args, **kwargs):
+        model, tokenizer = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, tokenizer
+
+    def free_memory() -> None:
+        gc.collect()
+        alive_at_free.append(loaded[-1]() is not None)
+
+    monkeypatch.setattr(collect_mod, "load_recipe_model", load)
+    monkeypatch.setattr(collect_mod, "free_memory", free_memory)
+    assert collect_mod.finetune_and_score(recipe, upstream, tasks[0]) is not None
+    assert alive_at_free == [False]
+
+
+def test_a_changed_task_list_keeps_the_runs_provenance_and_records_the_change(tmp_path: Path, monkeypatch) -> None:
+    """Adding or dropping tasks rewrites the manifest, but `created`, `environment` and the version that made
+    the run stay those of the first rows; each change is appended with its own time, version and libraries."""
+    import lmforget.runs as runs
+    from lmforget.config import load_recipe
+    from lmforget.data.types import TaskExample, TaskSet, UpstreamExample, UpstreamSet
+
+    ups = UpstreamSet([UpstreamExample(id=f"u{i}", text=f"text {i}") for i in range(3)])
+    task = {n: TaskSet(n, "g", [TaskExample.from_prompt(f"q {n}", "a")], []) for n in ("a", "b", "c")}
+    recipe = load_recipe("tiny")
+
+    def prepare(names: str, env: dict) -> dict:
+        monkeypatch.setattr(runs, "_environment", lambda: env)
+        runs.prepare_run(recipe, tmp_path / "run", ups, [task[n] for n in names], model_fp="m", score_dtype="float32")
+        return json.loads((tmp_path / "run" / "manifest.json").read_text())
+
+    first = prepare("ab", {"torch": "1"})
+    assert "task_changes" not in first
+    manifest = {**first, "created": "2020-01-01T00:00:00+0000"}  # made long ago
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    assert prepare("ab", {"torch": "2"}) == manifest  # same tasks: the manifest is left alone
+    grown = prepare("abc", {"torch": "2"})
+    assert grown["created"] == "2020-01-01T00:00:00+0000" and grown["environment"] == {"torch": "1"}
+    assert [t["name"] for t in grown["tasks"]] == ["a", "b", "c"] and set(grown["fingerprints"]["tasks"]) == set("abc")
+    (change,) = grown["task_changes"]
+    assert change["added"] == ["c"] and change["removed"] == [] and change["environment"] == {"torch": "2"}
+    assert change["time"] != manifest["created"] and change["lmforget_version"] == runs.__version__
+    shrunk = prepare("ac", {"torch": "3"})
+    assert shrunk["created"] == manifest["created"] and shrunk["environment"] == {"torch": "1"}
+    assert [(c["added"], c["removed"]) for c in shrunk["task_changes"]] == [(["c"], []), ([], ["b"])]

@@ -122,3 +122,22 @@ def test_hub_rows_stream_with_positions(monkeypatch):
     assert calls == {"name": "org/corpus", "subset": "en", "split": "train", "streaming": True}
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # offline: datasets' own cache, memory-mapped
     assert len(list(iter_hub("org/corpus", "en", None))) == 2 and calls["streaming"] is False
+
+
+def test_hub_snapshot_is_none_only_when_there_is_no_local_copy(monkeypatch, tmp_path):
+    """Not cached or not a hub repo id: None (the hub is tried next). Any other failure, e.g. an unreadable
+    cache, is not mistaken for 'not cached'."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from lmforget.data.readers import hub_snapshot
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert hub_snapshot("nobody/not-cached") is None
+    assert hub_snapshot("not a repo id!") is None
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError("cache: permission denied")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreadable)
+    with pytest.raises(PermissionError, match="permission denied"):
+        hub_snapshot("org/corpus")

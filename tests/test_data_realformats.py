@@ -37,7 +37,7 @@ def test_bbh_both_released_layouts(layout, suffix):
     tasks = load_tasks({"format": "bbh", "path": str(folder)})
     files = sorted(folder.glob(f"*{suffix}"))
     assert [t.name for t in tasks] == [f.name[: -len(suffix)] for f in files] and len(tasks) == 3
-    for task, f in zip(tasks, files):
+    for task, f in zip(tasks, files, strict=True):
         if suffix == ".json":
             rows = json.loads(f.read_text())["examples"]
         else:

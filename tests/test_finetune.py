@@ -9,8 +9,9 @@ import torch
 
 from lmforget.config import FinetuneConfig
 from lmforget.data.types import TaskExample, TaskSet, UpstreamExample
-from lmforget.finetune import EncodedDataset, _collate, build_train_set, train
+from lmforget.finetune import _collate, build_train_set, train
 from lmforget.models import load_model
+from lmforget.replay.mixture import ReplayMixture
 
 ANSWERS = ["Paris.", "Blue, like the sea.", "It is 42 (forty-two)!"]
 
@@ -28,10 +29,10 @@ def _cfg(**kw) -> FinetuneConfig:
 
 def test_labels_are_the_answer_tokens_only(tiny_tokenizer) -> None:
     replay = [UpstreamExample("u", text="The river flows into the sea.")]
-    items = build_train_set(tiny_tokenizer, _task(), _cfg(), replay=replay)
-    batch = _collate(tiny_tokenizer)([EncodedDataset(items)[i] for i in range(len(items))])
+    mixture = ReplayMixture.build(tiny_tokenizer, _task(), _cfg(), replay)
+    batch = _collate(tiny_tokenizer)([mixture[i] for i in range(len(mixture))])
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    assert ids.shape == labels.shape == mask.shape and len(items) == 4
+    assert ids.shape == labels.shape == mask.shape and len(mixture) == 4
     eos = tiny_tokenizer.eos_token_id
     for row, answer in enumerate(ANSWERS):
         kept = labels[row][labels[row] != -100]
@@ -51,11 +52,12 @@ def test_training_loss_is_the_scored_nll(tiny_llama) -> None:
     model, tok = tiny_llama
     text = UpstreamExample("t", text="The river flows through the city and into the sea.")
     chat = UpstreamExample("c", messages=_task().train[1].messages)
-    items = build_train_set(tok, TaskSet("one", "g", list(_task().train[1:2]), []), _cfg(), replay=[text])
+    mixture = ReplayMixture.build(tok, TaskSet("one", "g", list(_task().train[1:2]), []), _cfg(), [text])
+    items = mixture.task_items + mixture.replay_items
     losses, logits = [], []
-    for item in items:
+    for i in range(len(mixture)):
         with torch.no_grad():
-            out = model(**_collate(tok)([EncodedDataset([item])[0]]))
+            out = model(**_collate(tok)([mixture[i]]))
         losses.append(float(out.loss))
         logits.append(out.logits[0])
     chat_scored, text_scored = make_scorer("hf", model, tok).score([chat, text])

@@ -62,12 +62,42 @@ def test_shapes_no_mutation_and_finite(name):
     np.testing.assert_array_equal(R, R0)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_seeded_runs_are_identical(name):
+def _fit_predict_under_global_seed(name: str, global_seed: int, **params) -> np.ndarray:
+    """Predictions made after the global RNGs were seeded with `global_seed`: a completer that draws from
+    them instead of its own `random_state` gives different predictions under different global seeds."""
+    import random
+
+    import torch
+
+    random.seed(global_seed)
+    np.random.seed(global_seed)
+    torch.manual_seed(global_seed)
     train, _, R = _data(name)
-    a = _make(name, **({"random_state": 3} if "random_state" in get_completer(name).get_params() else {}))
-    b = _make(name, **({"random_state": 3} if "random_state" in get_completer(name).get_params() else {}))
-    np.testing.assert_array_equal(a.fit(train).predict(R), b.fit(train).predict(R))
+    return _make(name, **params).fit(train).predict(R)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_predictions_depend_on_the_completers_own_seed_only(name):
+    seed = {"random_state": 3} if "random_state" in get_completer(name).get_params() else {}
+    np.testing.assert_array_equal(_fit_predict_under_global_seed(name, 1, **seed),
+                                  _fit_predict_under_global_seed(name, 2, **seed))
+
+
+# the completers whose random_state seeds real randomness, with the settings where it does (mf's default
+# solver is a deterministic SVD)
+SEEDED = {"logistic-mf": {}, "lowrank": {}, "mf": {"solver": "sgd", "n_epochs": 50}}
+
+
+def test_every_seeded_completer_is_listed():
+    assert {n for n in ALL if "random_state" in get_completer(n).get_params()} == set(SEEDED)
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED))
+def test_random_state_changes_the_predictions(name):
+    """So the test above compares runs that a seed really decides."""
+    a = _fit_predict_under_global_seed(name, 0, random_state=3, **SEEDED[name])
+    b = _fit_predict_under_global_seed(name, 0, random_state=4, **SEEDED[name])
+    assert not np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -93,7 +93,7 @@ def test_spearman_and_ranks_match_scipy(ties):
     pred = truth + rng.normal(scale=1.5, size=truth.shape)
     if ties:  # rounding makes many ties: ranks must be averaged as scipy does
         truth, pred = np.round(truth, 1), np.round(pred, 0)
-    want = np.mean([spearmanr(t, p).statistic for t, p in zip(truth, pred)])
+    want = np.mean([spearmanr(t, p).statistic for t, p in zip(truth, pred, strict=True)])
     assert score(truth, pred.copy(), "logppl")["spearman"] == pytest.approx(want, abs=1e-12)
     np.testing.assert_allclose(row_ranks(pred), rankdata(pred, axis=1))
     np.testing.assert_allclose(row_ranks(truth), rankdata(truth, axis=1))

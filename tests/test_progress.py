@@ -24,7 +24,7 @@ def test_long_task_names_are_cut_not_the_numbers(width: int) -> None:
     console.print(bar.get_renderable())
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2, lines  # one line per bar: nothing wrapped
-    for line, numbers in zip(lines, (["123/1000", "loss 6.4414"], ["12345/163840", "tokens"])):
+    for line, numbers in zip(lines, (["123/1000", "loss 6.4414"], ["12345/163840", "tokens"]), strict=True):
         assert len(line) <= width
         for text in numbers + ["0:00:00", "eta"]:
             assert text in line, line

@@ -136,3 +136,17 @@ def test_base_by_path_overrides_and_errors(tmp_path: Path, capsys) -> None:
     listing = {r["name"]: r["model"] for r in json.loads(capsys.readouterr().out)["recipes"]}
     assert listing["olmo-7b"] == "allenai/OLMo-7B-hf" and listing["replay-tiny"] == "(the run's)"
     assert set(listing) == set(shipped_recipes())
+
+
+@pytest.mark.parametrize(("override", "choices"), [
+    ("score.backend=nope", "lmforget.scoring:SCORERS"), ("score.dtype=fp8", "lmforget.models:DTYPES"),
+    ("score.metric=nope", "lmforget.matrix:KINDS"), ("executor.kind=nope", "lmforget.executor:KINDS")])
+def test_a_closed_set_is_checked_against_its_one_definition(override: str, choices: str) -> None:
+    """A recipe's choices are those of the registry or tuple that implements them, not a copy."""
+    import importlib
+
+    module, name = choices.split(":")
+    listed = ", ".join(getattr(importlib.import_module(module), name))
+    key = override.partition("=")[0]
+    with pytest.raises(LmforgetError, match=f"bad recipe value '{key}': unknown .*; choose from {listed}$"):
+        load_recipe("tiny", [override])

@@ -175,6 +175,9 @@ def test_summary_reductions_and_paired_tests() -> None:
     F[:, 0] += rng.normal(0, 0.002, 8)
     out = summarize(F, ["none", "random", "oracle"], [f"t{i}" for i in range(8)])
     m = out["methods"]
+    for j, name in enumerate(["none", "random", "oracle"]):  # each task's number in its column, the mean over them
+        assert m[name]["per_task"] == {f"t{i}": pytest.approx(F[i, j]) for i in range(8)}
+        assert m[name]["mean_increase"] == pytest.approx(F[:, j].mean())
     assert m["random"]["reduction_vs_none"] == pytest.approx(1 - F[:, 1].mean() / F[:, 0].mean())
     assert m["oracle"]["reduction_vs_random"] == pytest.approx(1 - F[:, 2].mean() / F[:, 1].mean())
     test = m["oracle"]["vs_random"]

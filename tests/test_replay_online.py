@@ -29,7 +29,7 @@ class Consumed(TrainerCallback):
     def _record(self, module, args, kwargs):
         if module.training:
             ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-            self.rows.append([tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)])
+            self.rows.append([tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask, strict=True)])
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step_ends.append(len(self.rows))
@@ -67,7 +67,7 @@ def test_switch_at_intended_step_keeps_lr_schedule_and_data_order(tiny_tokenizer
     assert switch.switched_at == 2
     # unbroken LR schedule: identical to the run without a switch, warm-up then linear decay
     assert lr == pytest.approx(plain_lr) and len(lr) == 6
-    assert lr[0] == 0.0 and all(a > b for a, b in zip(lr[1:], lr[2:]))
+    assert lr[0] == 0.0 and all(a > b for a, b in zip(lr[1:-1], lr[2:], strict=True))
     # unchanged data order: the same dataset indices are drawn in the same order
     assert [i for i, _ in mixed.trace] == [i for i, _ in plain.trace]
     assert consumed.step_ends == plain_consumed.step_ends
@@ -90,7 +90,7 @@ def test_switch_at_intended_step_keeps_lr_schedule_and_data_order(tiny_tokenizer
         UPSTREAM[i - plain.n_task].id for i, _ in plain.trace if i >= plain.n_task))
     # the weights differ once the replayed content differs
     diff = sum(float((a - b).detach().abs().sum()) for a, b in zip(result.model.parameters(),
-                                                                plain_result.model.parameters()))
+                                                                plain_result.model.parameters(), strict=True))
     assert diff > 0
 
 
@@ -169,7 +169,7 @@ def test_online_target_measures_probes_before_and_after_with_one_scorer() -> Non
 
     model, tokenizer = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
     rng = np.random.default_rng(0)
-    target = OnlineTarget(upstream=UPSTREAM, probe_cols=np.array([0, 1, 2]), base_probe_nll=None,
+    target = OnlineTarget(upstream=UPSTREAM, probe_cols=np.array([0, 1, 2]),
                           Z_train=rng.normal(size=(4, 8)), candidates=np.array([3, 4, 5, 6]), completer="additive",
                           strategy="top", n=2, seed=0, tokenizer=tokenizer,
                           score_options={"max_length": 64, "token_budget": 4096, "batch_size": 2})

@@ -30,10 +30,16 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def study(tiny_run: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The study, made while `lmforget.collect` cannot be imported: a replay cell fine-tunes and scores
+    without the collect orchestrator (scoring lives in lmforget.scoring)."""
+    import sys
+
     out = tmp_path_factory.mktemp("replay") / "study"
     args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "replay.test_tasks=[add_numbers]",
             "-o", str(out), "--methods", METHODS, "-q"]
-    assert main(args) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "lmforget.collect", None)  # any `import lmforget.collect` now fails
+        assert main(args) == 0
     return out, args
 
 
@@ -42,16 +48,17 @@ def test_study_writes_every_number(study) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["tasks"] == ["add_numbers"] and list(results["methods"]) == METHODS.split(",")
     assert results["n_heldout"] == 24 and results["n_pool"] == 24
-    for m in results["methods"].values():
+    from lmforget.replay.study import cell_file
+
+    for name, m in results["methods"].items():
         assert math.isfinite(m["mean_increase"])
-        assert m["per_task"]["add_numbers"] == pytest.approx(m["mean_increase"])
+        cell = pd.read_parquet(cell_file(out, "add_numbers", name, ".parquet"))  # the cell's held-out scores
+        assert len(cell) == 24 and m["per_task"]["add_numbers"] == pytest.approx(np.nanmean(cell["increase"]))
         assert "reduction_vs_none" in m and "reduction_vs_random" in m
     assert "vs_random" in results["methods"]["oracle"]  # paired tests (undefined with a single task)
     cells = [c for c in results["cells"] if c["method"] == "none"]
     assert results["run_heldout_mean_increase"] == pytest.approx(np.mean([c["run_heldout_mean_increase"]
                                                                           for c in cells]))
-    from lmforget.replay.study import cell_file
-
     run = Run.open(results["run"]).matrix()  # the run's row of the task, over the held-out ids the cell scored
     ids = pd.read_parquet(cell_file(out, "add_numbers", "none", ".parquet"))["id"].tolist()
     cols = [run.examples.tolist().index(i) for i in ids]
@@ -115,7 +122,7 @@ def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Pat
     assert online["learning_rates"] == pytest.approx(cells["random"]["learning_rates"])
     # oracle scores are the run's true row
     row = Run.open(tiny_run).matrix().Z[0]
-    by_id = dict(zip(ids, row))
+    by_id = dict(zip(ids, row, strict=True))
     for r in cells["oracle"]["replay"]:
         assert r["score"] == pytest.approx(by_id[r["id"]], abs=1e-6)
 
@@ -146,6 +153,24 @@ def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
     assert main(["status", str(out)]) == 0
     text = capsys.readouterr().err  # tables go to stderr, --json to stdout
     assert "online-additive" in text and "5 finished" in text and "no replay running" in text
+
+
+def test_status_names_a_corrupt_cell_record_instead_of_counting_it_finished(study, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from lmforget.replay.study import cell_file
+    from lmforget.status import run_status
+
+    out = tmp_path / "study"
+    shutil.copytree(study[0], out)
+    record = cell_file(out, "add_numbers", "random", ".json")
+    record.write_text('{"method": "random", "seconds": ', encoding="utf-8")  # not JSON
+    with pytest.raises(LmforgetError, match=f"{record}: not a readable cell record"):
+        run_status(out)
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable cell record" in err and len(err.strip().splitlines()) == 1
 
 
 def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny_run: Path, tmp_path: Path,

@@ -91,7 +91,7 @@ def test_every_step_is_the_inverse_cdf_of_its_own_uniform(load_tiny, arch):
     drawn = sample_continuations(model, prompts, L, seed=3, batch_size=7)
     u = np.random.default_rng(3).random((len(prompts), L))
     assert all(len(d) == L for d in drawn)
-    for i, (p, ys) in enumerate(zip(prompts, drawn)):
+    for i, (p, ys) in enumerate(zip(prompts, drawn, strict=True)):
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([p + ys])).logits[0, len(p) - 1:-1]
         cdf = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
@@ -207,8 +207,8 @@ def test_spec_rules():
 def test_collect_scores_and_trains_the_continuation_only(tmp_path):
     from lmforget.collect import collect
     from lmforget.config import load_recipe
-    from lmforget.finetune import build_train_set
     from lmforget.models import load_recipe_model
+    from lmforget.replay.mixture import ReplayMixture
     from lmforget.runs import Run
 
     recipe = load_recipe("tiny", ["upstream=" + json.dumps(_spec(tmp_path)), "finetune.steps=1"])
@@ -219,8 +219,8 @@ def test_collect_scores_and_trains_the_continuation_only(tmp_path):
     assert all(len(ex.input_ids) - ex.prompt_len == 5 for ex in up)
     assert matrix.shape[1] == 6 and np.isfinite(matrix.Z).all()
     _, tok = load_recipe_model(recipe)
-    items = build_train_set(tok, run.tasks()[0], recipe.finetune, replay=list(up)[:2])
-    for ex, enc in zip(list(up)[:2], items[-2:]):
+    items = ReplayMixture.build(tok, run.tasks()[0], recipe.finetune, list(up)[:2]).replay_items
+    for ex, enc in zip(list(up)[:2], items, strict=True):
         labels = enc.labels()
         assert labels[:ex.prompt_len] == [-100] * ex.prompt_len
         assert labels[ex.prompt_len:] == list(ex.input_ids[ex.prompt_len:])

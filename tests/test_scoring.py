@@ -64,7 +64,7 @@ def test_scores_match_reference_for_every_batching_and_padding(load_tiny, arch: 
             got = HFScorer(model, tok, padding=padding, batch_size=batch_size, token_budget=budget,
                            progress=False).score(examples)
             assert [r.id for r in got] == [ex.id for ex in examples]  # input order
-            for r, (nll, n) in zip(got, ref):
+            for r, (nll, n) in zip(got, ref, strict=True):
                 assert r.n_tokens == n
                 if n == 0:
                     assert math.isnan(r.nll)
@@ -76,7 +76,7 @@ def test_truncation_scores_the_kept_end(tiny_llama) -> None:
     model, tok = tiny_llama
     examples = _examples()
     got = HFScorer(model, tok, max_length=12, batch_size=8, progress=False).score(examples)
-    for r, ex in zip(got, examples):
+    for r, ex in zip(got, examples, strict=True):
         nll, n = reference_nll(model, tok, ex, max_length=12)
         assert r.n_tokens == n <= 11
         assert (math.isnan(r.nll) and n == 0) or abs(r.nll - nll) < 1e-4
@@ -164,6 +164,6 @@ def test_lora_wrapped_model_scores_like_its_merged_weights() -> None:
     ref = [reference_nll(merged, tok, ex) for ex in examples]
     plain, _ = load_model("tiny:llama", device="cpu", seed=3)
     base = [reference_nll(plain, tok, ex)[0] for ex in examples]
-    assert max(abs(a - b) for a, b in zip(base, (r[0] for r in ref)) if a == a) > 1e-3  # LoRA matters
-    for r, (nll, n) in zip(got, ref):
+    assert max(abs(a - b) for a, b in zip(base, (r[0] for r in ref), strict=True) if a == a) > 1e-3  # LoRA matters
+    for r, (nll, n) in zip(got, ref, strict=True):
         assert r.n_tokens == n and ((n == 0 and math.isnan(r.nll)) or abs(r.nll - nll) < 1e-4)

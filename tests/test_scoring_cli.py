@@ -42,7 +42,7 @@ def test_score_writes_id_nll_ntokens(load_tiny, data_file, tmp_path, suffix: str
                                                Message("assistant", "Paris, of course."))),
                 UpstreamExample("c", text="x"), UpstreamExample("d", text=RECORDS[3]["text"])]
     expected = HFScorer(model, tok, max_length=32, progress=False).score(examples)
-    for row, exp in zip(df.itertuples(), expected):
+    for row, exp in zip(df.itertuples(), expected, strict=True):
         assert row.n_tokens == exp.n_tokens
         assert (math.isnan(row.nll) and math.isnan(exp.nll)) or abs(row.nll - exp.nll) < 1e-6
     assert df.loc[df["id"] == "c", "n_tokens"].item() == 0 and math.isnan(df.loc[df["id"] == "c", "nll"].item())

@@ -22,7 +22,7 @@ def _chat(answer: str, system: bool = False) -> UpstreamExample:
 @pytest.mark.parametrize("system", [False, True])
 def test_chat_scores_exactly_the_answer_tokens(tiny_tokenizer, answer: str, system: bool) -> None:
     enc = encode_upstream(tiny_tokenizer, _chat(answer, system))
-    scored = [t for t, s in zip(enc.input_ids, enc.scored) if s]
+    scored = [t for t, s in zip(enc.input_ids, enc.scored, strict=True) if s]
     assert tiny_tokenizer.decode(scored).strip() == answer
     # one contiguous span, which ends before the end-of-turn token
     idx = [i for i, s in enumerate(enc.scored) if s]
@@ -35,7 +35,8 @@ def test_multi_turn_chat_scores_only_the_final_answer(tiny_tokenizer) -> None:
     ex = UpstreamExample("m", messages=(Message("user", "Hi"), Message("assistant", "Hello again."),
                                         Message("user", "Bye"), Message("assistant", "Goodbye now.")))
     enc = encode_upstream(tiny_tokenizer, ex)
-    assert tiny_tokenizer.decode([t for t, s in zip(enc.input_ids, enc.scored) if s]).strip() == "Goodbye now."
+    scored = [t for t, s in zip(enc.input_ids, enc.scored, strict=True) if s]
+    assert tiny_tokenizer.decode(scored).strip() == "Goodbye now."
 
 
 def test_raw_text_scores_all_but_the_first_token(tiny_tokenizer) -> None:
@@ -63,8 +64,9 @@ def test_smollm2_chat_template_scores_the_answer() -> None:
     tok = load_tokenizer("smollm2")
     for answer in ANSWERS:
         enc = encode_upstream(tok, _chat(answer, system=True))
-        assert tok.decode([t for t, s in zip(enc.input_ids, enc.scored) if s]).strip() == answer
-        assert tok.decode([t for t, s in zip(enc.input_ids, enc.loss_mask) if s]).strip() == answer + "<|im_end|>"
+        assert tok.decode([t for t, s in zip(enc.input_ids, enc.scored, strict=True) if s]).strip() == answer
+        trained = [t for t, s in zip(enc.input_ids, enc.loss_mask, strict=True) if s]
+        assert tok.decode(trained).strip() == answer + "<|im_end|>"
 
 
 # --- the fine-tuning loss mask: the answer and the end-of-turn token that closes it ----------------
@@ -99,8 +101,8 @@ def test_loss_covers_the_end_of_turn_while_scoring_stays_the_answer(template: st
     tok = _templated(template)
     ex = TaskExample.from_prompt("What is it?", answer, system="You are terse.")
     enc = encode_task_example(tok, ex)
-    scored = [t for t, s in zip(enc.input_ids, enc.scored) if s]
-    trained = [t for t, s in zip(enc.input_ids, enc.loss_mask) if s]
+    scored = [t for t, s in zip(enc.input_ids, enc.scored, strict=True) if s]
+    trained = [t for t, s in zip(enc.input_ids, enc.loss_mask, strict=True) if s]
     assert tok.decode(scored) == answer  # scoring: the answer alone
     assert tok.decode(trained) == answer + CLOSERS[template]  # loss: the answer and what ends the turn
     first, last = enc.loss_mask.index(True), len(enc.loss_mask) - 1 - enc.loss_mask[::-1].index(True)
@@ -116,7 +118,7 @@ def test_loss_covers_the_end_of_turn_while_scoring_stays_the_answer(template: st
 def test_upstream_chat_scoring_ignores_the_end_of_turn(tiny_tokenizer) -> None:
     enc = encode_upstream(tiny_tokenizer, _chat("Paris."))
     assert sum(enc.loss_mask) == enc.n_scored + 1  # replayed chats are trained to stop, too
-    assert tiny_tokenizer.decode([t for t, s in zip(enc.input_ids, enc.scored) if s]) == "Paris."
+    assert tiny_tokenizer.decode([t for t, s in zip(enc.input_ids, enc.scored, strict=True) if s]) == "Paris."
     raw = encode_upstream(tiny_tokenizer, UpstreamExample("t", text="Plain text has no turn to end."))
     assert raw.loss_mask == raw.scored and raw.trained is None
 

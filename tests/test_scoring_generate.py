@@ -60,11 +60,12 @@ def test_generate_and_match_compares_with_gold(tiny_llama) -> None:
     examples = _examples()
     results = generate_and_match(model, tok, examples, max_new_tokens=8, batch_size=2)
     assert [r.id for r in results] == [ex.id for ex in examples]
-    for r, ex in zip(results, examples):
+    for r, ex in zip(results, examples, strict=True):
         assert r.answer == first_paragraph(r.output)
         assert r.correct == (normalize_answer(r.answer) == normalize_answer(ex.gold))
     # a gold answer equal to the model's own greedy output is a match
-    own = [UpstreamExample(ex.id, messages=ex.messages, answer=r.output) for ex, r in zip(examples, results)]
+    own = [UpstreamExample(ex.id, messages=ex.messages, answer=r.output)
+           for ex, r in zip(examples, results, strict=True)]
     assert all(r.correct for r in generate_and_match(model, tok, own, max_new_tokens=8, batch_size=3))
 
 

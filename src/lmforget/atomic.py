@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a resumed run) never sees a half-written file."""
+"""Atomic file writes: a reader (or a resumed run) never sees a half-written file; `read_json` reads back
+the JSON records they write."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from lmforget.errors import LmforgetError
 
 
 @contextlib.contextmanager
@@ -68,6 +71,24 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+_REQUIRED = object()
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", missing: Any = _REQUIRED) -> Any:
+    """A JSON record (as `write_json` writes it), or `missing` when the file does not exist and `missing`
+    is given. An unreadable or corrupt file is a LmforgetError naming it (`what` says what the file is),
+    never taken for an absent or empty record."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        if missing is not _REQUIRED:
+            return missing
+        raise LmforgetError(f"{path}: not a readable {what} ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LmforgetError(f"{path}: not a readable {what} ({exc})") from None
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:

@@ -107,7 +107,7 @@ def finetune_and_score(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, pro
     steps = plan_steps(len(train_set), recipe.finetune)
     result = train(model, tokenizer, train_set, recipe.finetune, max_steps=steps, progress=progress,
                    description=f"{position}{task.name}")
-    del model
+    del model  # result.model is this model: without this name gone, `del result` below frees nothing
     fault_point("task.trained")
     if not PartialState().is_main_process:
         del result

@@ -7,13 +7,14 @@ YAML-typed values. Unknown keys are errors: a typo must never be silently ignore
 
 from __future__ import annotations
 
+import importlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lmforget.data.specs import TaskSpec, UpstreamSpec
 from lmforget.errors import LmforgetError
@@ -21,6 +22,19 @@ from lmforget.errors import LmforgetError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def one_of(module: str, names: str, what: str) -> AfterValidator:
+    """A closed set of choices defined once, as `module.names` next to what implements them (a tuple or a
+    `Registry`); imported when a value is checked, so a recipe module does not load every implementation."""
+
+    def check(value: str) -> str:
+        choices = getattr(importlib.import_module(module), names)
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
 
 
 class ModelConfig(_Strict):
@@ -109,15 +123,15 @@ class FinetuneConfig(_Strict):
 class ScoreConfig(_Strict):
     """How upstream examples are scored before and after fine-tuning."""
 
-    metric: Literal["logppl", "binary"] = "logppl"
-    backend: Literal["hf", "vllm"] = "hf"
+    metric: Annotated[str, one_of("lmforget.matrix", "KINDS", "metric")] = "logppl"
+    backend: Annotated[str, one_of("lmforget.scoring", "SCORERS", "scoring backend")] = "hf"
     max_length: int = Field(1024, ge=2)
     token_budget: int = Field(16384, ge=16)
     batch_size: int = Field(64, ge=1)
     max_new_tokens: int = Field(512, ge=1)  # binary metric: greedy generation length
     # Scoring precision, separate from training: auto = bf16 on CUDA, fp32 on CPU. The base model and
     # every fine-tuned model are cast to it before scoring, so before and after are measured alike.
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Annotated[str, one_of("lmforget.models", "DTYPES", "dtype")] = "auto"
 
     # Batching only (what is computed does not change): left out of run fingerprints. `dtype` is kept
     # resolved (auto -> bfloat16 or float32) under its own fingerprint key.
@@ -133,7 +147,7 @@ class ExecutorConfig(_Strict):
     Not part of any fingerprint: a run started locally can be finished on a cluster and vice versa.
     """
 
-    kind: Literal["local", "ray"] = "local"
+    kind: Annotated[str, one_of("lmforget.executor", "KINDS", "executor")] = "local"
     address: str | None = None  # a running Ray cluster (host:port, ray://host:port, auto); None = start one
     gpus_per_task: float = Field(0, ge=0)  # > 1: the task's fine-tuning runs on that many Ray Train workers
     cpus_per_task: float = Field(1, gt=0)
@@ -150,19 +164,21 @@ class ReplayConfig(_Strict):
     methods: list[str] = Field(default_factory=lambda: ["none", "random", "oracle", "offline-mf", "online-mf"])
     heldout: int = Field(10000, ge=1)  # never replayed; the evaluation set
     rate: float = Field(1 / 32, gt=0, lt=1)  # replay share r: n_rep = floor(n_task * r) + 1
-    strategy: Literal["softmax", "top", "mir", "random"] = "softmax"  # how targeted scores pick examples
+    # how targeted scores pick examples
+    strategy: Annotated[str, one_of("lmforget.replay.selection", "STRATEGIES", "selection strategy")] = "softmax"
     temperature: float = Field(0.1, gt=0)
     mir_group: int = Field(30, ge=1)
     reveal: int = Field(30, ge=1)  # offline: revealed entries of the task's row
     probes: int = Field(30, ge=1)  # online: fixed probe examples scored mid-training
     online_fraction: float = Field(0.1, gt=0, lt=1)  # online: share of steps trained with random replay
     score_file: str | None = None  # CSV (task,)id,score for the `file` method
-    loss_weighting: Literal["token", "example"] = "token"  # token mean (transformers' default) or example mean
+    # token mean (transformers' default) or example mean
+    loss_weighting: Annotated[str, one_of("lmforget.replay.online", "LOSS_WEIGHTINGS", "loss weighting")] = "token"
     seed: int = 0
     # What replayed examples train (lmforget.replay.kl): nll = next-token loss on their stored tokens; kl =
     # KL(p_base || p_theta) at each of their trained positions, the base as its top `kl_top_k` log-probs
     # plus the rest as one bucket. Sets the default of method names without a `kl-`/`nll-` prefix.
-    objective: Literal["nll", "kl"] = "nll"
+    objective: Annotated[str, one_of("lmforget.replay.online", "OBJECTIVES", "replay objective")] = "nll"
     kl_top_k: int = Field(256, ge=1)
     # Task gain: exact match of greedy answers is measured when every gold answer of the task's eval split
     # has at most this many tokens (0 = never); the answer NLL always is.

@@ -47,7 +47,7 @@ class Encoded:
 
     def labels(self) -> list[int]:
         """Causal-LM labels for fine-tuning: the token where trained, -100 (ignored) elsewhere."""
-        return [t if s else -100 for t, s in zip(self.input_ids, self.loss_mask)]
+        return [t if s else -100 for t, s in zip(self.input_ids, self.loss_mask, strict=True)]
 
 
 def ensure_chat_template(tokenizer) -> None:

@@ -31,6 +31,7 @@ from lmforget.errors import LmforgetError
 
 # Fault injection for tests and drills: LMFORGET_FAULT="POINT:MARKER[,POINT:MARKER...]" makes the first
 # process that reaches the named point SIGKILL itself, once (the marker file records that it happened).
+KINDS = ("local", "ray")  # the executors `open_executor` opens (recipe key executor.kind)
 FAULT_ENV = "LMFORGET_FAULT"
 
 
@@ -241,7 +242,7 @@ def executor_config(base: ExecutorConfig, kind: str | None = None, address: str 
     if address:
         data.update(kind="ray", address=address)
     if kind:
-        if kind not in ("local", "ray"):
-            raise LmforgetError(f"unknown executor {kind!r} (choose local or ray)")
+        if kind not in KINDS:
+            raise LmforgetError(f"unknown executor {kind!r} (choose {' or '.join(KINDS)})")
         data["kind"] = kind
     return ExecutorConfig(**data)

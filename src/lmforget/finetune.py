@@ -1,9 +1,9 @@
 """Fine-tune one task: full fine-tuning or LoRA on transformers' Trainer, with the paper's knobs.
 
 Trainer keeps accelerate's DDP/FSDP/DeepSpeed launch paths working unchanged (`accelerate launch
--m lmforget ...`). The training set is a plain list of `Encoded` examples, so the replay mixture
-hook (`build_train_set(..., replay=...)`, or any torch Dataset passed to `train`) needs no
-special case here. Loss is on the answer and the end-of-turn token after it (`Encoded.loss_mask`),
+-m lmforget ...`). The training set is a plain list of `Encoded` examples or any torch Dataset of
+the same items, so a replay mixture (`lmforget.replay.mixture.ReplayMixture`) needs no special case
+here. Loss is on the answer and the end-of-turn token after it (`Encoded.loss_mask`),
 not on the prompt.
 """
 
@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lmforget.config import FinetuneConfig
-from lmforget.data.types import TaskSet, UpstreamExample
-from lmforget.encoding import Encoded, encode_task_example, encode_upstream
+from lmforget.data.types import TaskSet
+from lmforget.encoding import Encoded, encode_task_example
 from lmforget.errors import LmforgetError
 from lmforget.resources import resolve_path
 
@@ -56,16 +56,9 @@ def encode_task(tokenizer, task: TaskSet, max_length: int) -> list[Encoded]:
     return kept
 
 
-def build_train_set(tokenizer, task: TaskSet, cfg: FinetuneConfig,
-                    replay: Sequence[UpstreamExample] = ()) -> list[Encoded]:
-    """The task's examples plus replayed upstream examples (the replay mixture hook)."""
-    items = encode_task(tokenizer, task, cfg.max_length)
-    replayed = [encode_upstream(tokenizer, ex, cfg.max_length) for ex in replay]
-    usable = [e for e in replayed if e.n_scored > 0]
-    if len(usable) < len(replayed):
-        log.warning("replay: skipped %d of %d upstream examples with no scored tokens",
-                    len(replayed) - len(usable), len(replayed))
-    return items + usable
+def build_train_set(tokenizer, task: TaskSet, cfg: FinetuneConfig) -> list[Encoded]:
+    """The task's training examples, encoded (a replay mixture adds its upstream examples to these)."""
+    return encode_task(tokenizer, task, cfg.max_length)
 
 
 def world_size() -> int:

@@ -144,10 +144,10 @@ class ForgettingMatrix:
             "shape": list(self.shape),
             "kind": self.kind,
             "mean": float(finite.mean()),
-            "share_forgotten": float((finite > 0).mean()),
+            "share_positive": float((finite > 0).mean()),  # entries > 0 (forgotten): one name everywhere
             "most_harmful_task": {"task": str(self.tasks[order[0]]), "mean": float(row_means[order[0]])},
             "least_harmful_task": {"task": str(self.tasks[order[-1]]), "mean": float(row_means[order[-1]])},
-            "task_means": {str(t): float(v) for t, v in zip(self.tasks, row_means)},
+            "task_means": {str(t): float(v) for t, v in zip(self.tasks, row_means, strict=True)},
         }
 
     # --------------------------------------------------------------------- io

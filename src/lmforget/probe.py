@@ -93,7 +93,7 @@ def write_probe(probe: Probe, path: str | Path) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow([*COLUMNS, *names])
-        for k, (ex, value) in enumerate(zip(probe.ids, probe.forgetting.tolist())):
+        for k, (ex, value) in enumerate(zip(probe.ids, probe.forgetting.tolist(), strict=True)):
             w.writerow([ex, repr(float(value)), *(_cell(probe.extra[n][k]) for n in names)])
     return path
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lmforget import __version__
-from lmforget.atomic import atomic_path, write_json, write_jsonl
+from lmforget.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforget.config import TRAINING_OBJECTIVE, Recipe, recipe_from_dict
 from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
@@ -82,11 +82,7 @@ class Run:
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise LmforgetError(f"{path}: not a run directory (no {MANIFEST}); create one with `lmforget collect`")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise LmforgetError(f"{mpath}: corrupt manifest ({exc})") from None
-        return cls(path, manifest)
+        return cls(path, read_json(mpath, "run manifest"))
 
     @property
     def recipe(self) -> Recipe:
@@ -179,7 +175,7 @@ class Run:
 
     def row_log(self, task: str) -> dict | None:
         p = self.path / "rows" / f"{task_slug(task)}.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        return read_json(p, "row log", missing=None)
 
     def matrix(self, require_all: bool = False) -> ForgettingMatrix:
         """Assemble Z from the finished rows (unfinished tasks are left out, or refused)."""
@@ -292,6 +288,7 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     path = Path(run_dir)
     fps = _fingerprints(recipe, upstream, tasks, model_fp, score_dtype)
     mpath = path / MANIFEST
+    old: dict | None = None
     if mpath.is_file():
         run = Run.open(path)
         _check_compatible(path, run.manifest.get("fingerprints", {}), fps)
@@ -300,18 +297,28 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
             if is_main and not all((path / "data" / f).is_file() for f in ("upstream.jsonl", "tasks.jsonl")):
                 _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
             return run
+        old = run.manifest
     elif path.exists() and any(path.iterdir()):
         raise LmforgetError(f"{path} exists, is not empty and is not a run directory; choose a new -o directory")
+    now, environment = time.strftime("%Y-%m-%dT%H:%M:%S%z"), _environment()
     manifest = {
         "lmforget_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": _environment(),  # provenance only: never compared on resume
+        "created": now,
+        "environment": environment,  # provenance only: never compared on resume
         "recipe": recipe.model_dump(mode="json"),
         "fingerprints": fps,
         "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
                   for t in tasks],
         "n_upstream": len(upstream),
     }
+    if old is not None:  # the task list changed: the run keeps its provenance and records the change
+        for key in ("lmforget_version", "created", "environment"):
+            manifest[key] = old.get(key, manifest[key])
+        before, after = [t["name"] for t in old.get("tasks", [])], [t.name for t in tasks]
+        manifest["task_changes"] = [*old.get("task_changes", []), {
+            "time": now, "added": [t for t in after if t not in before],
+            "removed": [t for t in before if t not in after], "lmforget_version": __version__,
+            "environment": environment}]
     if is_main:
         path.mkdir(parents=True, exist_ok=True)
         _write_data(path, upstream, tasks)

@@ -132,7 +132,7 @@ def draw_identity(model_fp: str, prompts: Sequence[Sequence[int]], ids: Sequence
                   seed: int) -> dict:
     """What determines a draw: the cache key is its hash, and a pinned samples file carries it as its header."""
     h = hashlib.sha256()
-    for i, p in zip(ids, prompts):
+    for i, p in zip(ids, prompts, strict=True):
         h.update(json.dumps([i, list(p)]).encode())
     return {"model": model_fp, "seed": seed, "new_tokens": new_tokens, "contexts": h.hexdigest()[:16],
             "sampler": SAMPLER_VERSION}
@@ -186,7 +186,7 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
-                for i, ys in zip(contexts.ids, drawn):
+                for i, ys in zip(contexts.ids, drawn, strict=True):
                     fh.write(json.dumps({"id": i, "continuation": ys}) + "\n")
     else:
         log(f"self-sampled continuations read from {path}")
@@ -207,7 +207,7 @@ def _contexts(spec, tokenizer) -> tuple[UpstreamSet, list[list[int]]]:
     if spec.context_sentences is not None:
         texts = [first_sentences(t, spec.context_sentences) for t in texts]
     prompts = [context_ids(tokenizer, t) for t in texts]
-    empty = [ex.id for ex, p in zip(contexts, prompts) if not p]
+    empty = [ex.id for ex, p in zip(contexts, prompts, strict=True) if not p]
     if empty:
         raise LmforgetError(f"self-sampled: context {empty[0]!r} has no tokens")
     return contexts, prompts
@@ -279,7 +279,7 @@ def _pinned_header(path: Path) -> dict | None:
 
 def _examples(spec, tokenizer, contexts, prompts, drawn) -> UpstreamSet:
     examples = []
-    for ex, p, ys in zip(contexts, prompts, drawn):
+    for ex, p, ys in zip(contexts, prompts, drawn, strict=True):
         ids = tuple(p) + tuple(ys)
         text = tokenizer.decode(list(ids), skip_special_tokens=False)  # for reading only; ids are the data
         examples.append(replace(ex, text=text, input_ids=ids, prompt_len=len(p),
@@ -319,7 +319,7 @@ def _write_pinned(path: Path, header: dict, ids: Sequence[str], drawn: Sequence[
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"self_sampled": header}, sort_keys=True) + "\n")
-            for i, ys in zip(ids, drawn):
+            for i, ys in zip(ids, drawn, strict=True):
                 fh.write(json.dumps({"id": i, "continuation": list(ys)}) + "\n")
 
 

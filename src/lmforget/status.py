@@ -9,14 +9,13 @@ again: that is what a re-run will redo.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lmforget.atomic import write_json
+from lmforget.atomic import read_json, write_json
 
 PROGRESS = "progress.json"
 
@@ -81,13 +80,6 @@ def _alive(progress: dict) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _entries(keys: list[tuple[str, ...]], record: Callable, error_path: Callable, running: dict) -> list[dict]:
     """The state of each unit: finished (`record(*key)`, its log, is not None), running, failed or pending."""
     now, out = time.time(), []
@@ -98,8 +90,7 @@ def _entries(keys: list[tuple[str, ...]], record: Callable, error_path: Callable
             entry = {"state": "finished", "seconds": rec.get("seconds")}
         elif label in running:
             entry = {"state": "running", "running_for": now - running[label]}
-        elif error_path(*key).is_file():
-            err = _read_json(error_path(*key)) or {}
+        elif (err := read_json(error_path(*key), "error record", missing=None)) is not None:
             entry = {"state": "failed", "error": err.get("error", "unknown error")}
         else:
             entry = {"state": "pending"}
@@ -124,7 +115,7 @@ def _summary(entries: list[dict], live: bool | None) -> tuple[dict, float | None
 
 def _progress(path: Path) -> tuple[dict, bool | None, dict]:
     """The progress file, whether its driver runs (None: no file, so unknown) and its units in flight."""
-    progress = _read_json(path / PROGRESS) or {}
+    progress = read_json(path / PROGRESS, "progress file", missing={})
     live = _alive(progress) if progress else None
     return progress, live, progress.get("running", {}) if live else {}
 
@@ -133,7 +124,7 @@ def run_status(run_dir: str | Path) -> dict:
     """Per-task state, seconds of each finished task, counts and an ETA (seconds, None when unknown).
 
     A replay study's directory gets `study_status` instead."""
-    from lmforget.replay.study import is_study
+    from lmforget.replay.layout import is_study
 
     if is_study(run_dir):
         return study_status(run_dir)
@@ -146,7 +137,7 @@ def run_status(run_dir: str | Path) -> dict:
         return (run.row_log(name) or {}) if run.row_path(name).is_file() else None
 
     tasks = [{"task": name, **e} for name, e in zip(run.task_names, _entries(
-        [(n,) for n in run.task_names], record, run.error_path, running))]
+        [(n,) for n in run.task_names], record, run.error_path, running), strict=True)]
     counts, mean, eta = _summary(tasks, live)
     return {"kind": "collect", "run": str(run.path), "base_scored": (run.path / "base.parquet").is_file(),
             "collect_running": live, "executor": progress.get("executor"),
@@ -158,7 +149,7 @@ def study_status(out: str | Path) -> dict:
 
     The methods are those the driver recorded in progress.json plus any with a finished cell on disk
     (a study started by an older lmforget has no list: only its finished cells are known)."""
-    from lmforget.replay.study import cell_file, cell_folder, study_tasks
+    from lmforget.replay.layout import cell_file, cell_folder, study_tasks
 
     out = Path(out)
     tasks = study_tasks(out)
@@ -170,17 +161,16 @@ def study_status(out: str | Path) -> dict:
             methods.append(method)
     for task in tasks:
         for path in sorted(cell_folder(out, task).glob("*.json")):
-            method = (_read_json(path) or {}).get("method") if not path.name.endswith(".error.json") else None
+            method = read_json(path, "cell record").get("method") if not path.name.endswith(".error.json") else None
             if method and method not in methods:
                 methods.append(method)
 
     def record(task: str, method: str) -> dict | None:
-        path = cell_file(out, task, method, ".json")
-        return (_read_json(path) or {}) if path.is_file() else None
+        return read_json(cell_file(out, task, method, ".json"), "cell record", missing=None)
 
     keys = [(t, m) for t in tasks for m in methods]
     cells = [{"task": t, "method": m, **e} for (t, m), e in zip(keys, _entries(
-        keys, record, lambda t, m: cell_file(out, t, m, ".error.json"), running))]
+        keys, record, lambda t, m: cell_file(out, t, m, ".error.json"), running), strict=True)]
     counts, mean, eta = _summary(cells, live)
     return {"kind": "replay", "study": str(out), "driver_running": live, "executor": progress.get("executor"),
             "methods": methods, "counts": counts, "mean_cell_seconds": mean, "eta_seconds": eta, "cells": cells}

@@ -44,7 +44,7 @@ def source_enrichment(order: np.ndarray, example_sources: np.ndarray, n_top: int
     rows = [{"source": str(lab), "n_top": int(t), "n_rest": int(r),
              "share_top": float(t / n_top), "share_rest": float(r / (n - n_top)) if n > n_top else 0.0,
              "z": float(zz), "p": float(pp), "p_bonferroni": float(pb)}
-            for lab, t, r, zz, pp, pb in zip(labels, top, rest, z, p, p_bonf)]
+            for lab, t, r, zz, pp, pb in zip(labels, top, rest, z, p, p_bonf, strict=True)]
     rows.sort(key=lambda d: (-d["z"], d["source"]))
     return rows
 
@@ -69,7 +69,7 @@ def component_attribution(U: np.ndarray, V: np.ndarray, singular_values: np.ndar
         comp = {
             "component": k + 1,
             "singular_value": float(singular_values[k]),
-            "task_loadings": {str(t): float(x) for t, x in zip(tasks, u)},
+            "task_loadings": {str(t): float(x) for t, x in zip(tasks, u, strict=True)},
             "top_tasks": [{"task": str(tasks[i]), "group": str(task_groups[i]), "loading": float(u[i])}
                           for i in t_order[:top]],
             "bottom_tasks": [{"task": str(tasks[i]), "group": str(task_groups[i]), "loading": float(u[i])}

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lmforget.analysis.pipeline import Analysis
-from lmforget.atomic import write_text
+from lmforget.atomic import read_json, write_text
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 
@@ -136,8 +136,9 @@ def build_payload(result: Analysis, texts: dict[str, str] | None = None, *,
     kt = min(task_top, n // 2 if n >= 2 else 1)
     top, top_v = _largest(S, kt)
     bottom, bottom_v = _largest(-S, kt)
-    task_lists = [{"top": [[int(j), float(v)] for j, v in zip(top[i], top_v[i])],
-                   "bottom": [[int(j), -float(v)] for j, v in zip(bottom[i], bottom_v[i])]} for i in range(m)]
+    task_lists = [{"top": [[int(j), float(v)] for j, v in zip(top[i], top_v[i], strict=True)],
+                   "bottom": [[int(j), -float(v)] for j, v in zip(bottom[i], bottom_v[i], strict=True)]}
+                  for i in range(m)]
     ke = min(example_top, m)
     top_tasks, top_vals = _largest(np.ascontiguousarray(S.T), ke)  # [n, ke]: the tasks that forget it most
 
@@ -179,7 +180,7 @@ def build_payload(result: Analysis, texts: dict[str, str] | None = None, *,
         "rows_dropped": inp["rows_dropped_all_nan"],
         "stats": {"mean": st["mean"], "share_positive": st["share_positive"], "std": st["std"]},
         "tasks": tasks, "groups": [str(g) for g in c.task_groups[rows]],
-        "group_bounds": [[g, a, b] for g, (a, b) in zip(layout.group_names, layout.group_bounds)],
+        "group_bounds": [[g, a, b] for g, (a, b) in zip(layout.group_names, layout.group_bounds, strict=True)],
         "task_mean": [by_task[t]["mean"] for t in tasks],
         "task_share": [by_task[t]["share_positive"] for t in tasks],
         "task_r2": [(result.get("r2_by_rank_by_task") or {}).get(t) for t in tasks],
@@ -253,10 +254,7 @@ def texts_of(examples: Iterable[Any]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ inputs
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LmforgetError(f"{path}: not a readable JSON file ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise LmforgetError(f"{path}: expected a JSON object")
     return data
@@ -313,7 +311,7 @@ def report_from_path(path: str | Path, out: str | Path, *, upstream: str | None 
     found_predict = found_replay = None
     warning = origin = None
     if p.is_dir():
-        from lmforget.replay.study import is_study
+        from lmforget.replay.layout import is_study
         from lmforget.runs import Run
 
         study = p if is_study(p) else None

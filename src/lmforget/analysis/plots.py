@@ -95,8 +95,8 @@ def _draw_heat(fig, ax, data: np.ndarray, layout: Layout, tasks: np.ndarray, vmi
         right.set_yticks(centres, [f"{g}" for g in layout.group_names], fontsize=9, fontweight="bold")
         right.tick_params(length=0)
     else:
-        ax.set_yticks(centres, [f"{g} ({b - a})" for g, (a, b) in zip(layout.group_names, layout.group_bounds)],
-                      fontsize=9, fontweight="bold")
+        labels = [f"{g} ({b - a})" for g, (a, b) in zip(layout.group_names, layout.group_bounds, strict=True)]
+        ax.set_yticks(centres, labels, fontsize=9, fontweight="bold")
         ax.tick_params(axis="y", length=0)
         ax.set_ylabel("tasks, grouped by task group")
     per_bin = n_columns / layout.n_bins
@@ -157,7 +157,7 @@ def r2_curves(path: Path, r2_overall: list[float], r2_groups: dict[str, list[flo
     ax = fig.add_subplot()
     ks = np.arange(1, len(r2_overall) + 1)
     ax.plot(ks, r2_overall, "o-", color="black", linewidth=2, label="rank-k SVD, all tasks")
-    for (g, vals), color in zip(r2_groups.items(), _cycle()):
+    for (g, vals), color in zip(r2_groups.items(), _cycle(), strict=False):  # a palette longer than the groups
         if vals is not None and len(r2_groups) > 1:
             ax.plot(ks, vals, "s--", color=color, linewidth=1, markersize=4, alpha=0.85, label=f"rank-k SVD, {g} rows")
     styles = {"additive": ("tab:red", "-."), "example_only": ("tab:green", ":"), "task_only": ("tab:purple", ":")}

@@ -200,12 +200,12 @@ def _component_section(comp: dict[str, Any]) -> list[str]:
     bt = comp["bottom_tasks"]
     md += ["Tasks with the largest / smallest loadings:", "",
            _table(["largest", "loading", "smallest", "loading"],
-                  [[a["task"], a["loading"], b["task"], b["loading"]] for a, b in zip(tt, bt)]), ""]
+                  [[a["task"], a["loading"], b["task"], b["loading"]] for a, b in zip(tt, bt, strict=True)]), ""]
     te, be = comp["top_examples"], comp["bottom_examples"]
     md += ["Upstream examples with the largest / smallest loadings:", "",
            _table(["largest", "source", "loading", "smallest", "source", "loading"],
                   [[a["example"], a["source"], a["loading"], b["example"], b["source"], b["loading"]]
-                   for a, b in zip(te, be)]), ""]
+                   for a, b in zip(te, be, strict=True)]), ""]
     enr = comp.get("source_enrichment")
     if enr:
         for end in ("top", "bottom"):

@@ -21,7 +21,7 @@ def summary(Z: np.ndarray) -> dict:
         "min": float(flat.min()),
         "max": float(flat.max()),
         "share_positive": float((flat > 0).mean()),
-        "quantiles": {f"{p:g}": float(v) for p, v in zip(QUANTILES, q)},
+        "quantiles": {f"{p:g}": float(v) for p, v in zip(QUANTILES, q, strict=True)},
     }
 
 
@@ -41,7 +41,7 @@ def by_task(Z: np.ndarray, tasks: np.ndarray, task_groups: np.ndarray) -> list[d
     means = Z.mean(axis=1, dtype=np.float64)
     pos = (Z > 0).mean(axis=1)
     return [{"task": str(t), "group": str(g), "mean": float(m), "share_positive": float(p)}
-            for t, g, m, p in zip(tasks, task_groups, means, pos)]
+            for t, g, m, p in zip(tasks, task_groups, means, pos, strict=True)]
 
 
 def by_source(Z: np.ndarray, example_sources: np.ndarray) -> dict[str, dict]:
@@ -53,4 +53,4 @@ def by_source(Z: np.ndarray, example_sources: np.ndarray) -> dict[str, dict]:
     sums = np.bincount(inverse, weights=col_mean, minlength=len(labels))
     pos = np.bincount(inverse, weights=col_pos, minlength=len(labels))
     return {str(lab): {"n": int(c), "mean": float(s / c), "share_positive": float(p / c)}
-            for lab, c, s, p in zip(labels, counts, sums, pos)}
+            for lab, c, s, p in zip(labels, counts, sums, pos, strict=True)}

@@ -37,10 +37,6 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str) -> None:
-    raise LmforgetError(message)
-
-
 def _register() -> None:
     # Import for side effects: each module adds its commands to `app`. A missing module is a bug, not
     # an optional feature, so its ImportError propagates.

@@ -124,7 +124,7 @@ def _print_summary(s: dict) -> None:
     table = Table(title=f"forgetting matrix: {s['shape'][0]} tasks x {s['shape'][1]} upstream examples",
                   show_header=False)
     table.add_row("mean forgetting (NLL increase, nats/token)", f"{s['mean']:+.4f}")
-    table.add_row("share of entries forgotten (> 0)", f"{100 * s['share_forgotten']:.1f}%")
+    table.add_row("share of entries forgotten (> 0)", f"{100 * s['share_positive']:.1f}%")
     most, least = s["most_harmful_task"], s["least_harmful_task"]
     table.add_row("most harmful task", f"{most['task']} ({most['mean']:+.4f})")
     table.add_row("least harmful task", f"{least['task']} ({least['mean']:+.4f})")

@@ -58,9 +58,9 @@ def probe(
     write_probe(result, out)
     summary = {"out": str(out), "n": len(result.ids), "dropped_undefined": k - len(result.ids),
                "mean_forgetting": float(np.mean(result.forgetting)),
-               "share_forgotten": float(np.mean(result.forgetting > 0))}
+               "share_positive": float(np.mean(result.forgetting > 0))}
     if as_json:
         print_json(summary)
         return
     console.print(f"{summary['n']} probe examples, mean forgetting {summary['mean_forgetting']:+.4f} nats/token, "
-                  f"{100 * summary['share_forgotten']:.0f}% forgotten -> {out}")
+                  f"{100 * summary['share_positive']:.0f}% forgotten -> {out}")

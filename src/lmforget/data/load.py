@@ -102,7 +102,7 @@ def load_upstream(spec: UpstreamSpec | dict[str, Any], tokenizer=None, workers: 
     spec = upstream_spec(spec)
     if spec.max_tokens is not None and tokenizer is None:
         raise LmforgetError("upstream spec: 'max_tokens' needs the model's tokenizer (or use 'max_words')")
-    chosen, counts = select_upstream(spec, workers)
+    chosen, counts = select_upstream(upstream_stream, spec, workers)
     if not chosen:
         seen: set[str] = set()
         if spec.sources:  # name the sources present, so a typo is easy to see
@@ -129,7 +129,7 @@ def _cut(examples: list[UpstreamExample], spec: UpstreamSpec, tokenizer) -> list
     if spec.max_tokens is not None:
         texts = cut_tokens(texts, spec.max_tokens, tokenizer)
     out = list(examples)
-    for i, t in zip(idx, texts):
+    for i, t in zip(idx, texts, strict=True):
         out[i] = replace(out[i], text=t)
     return out
 

@@ -55,7 +55,8 @@ def _wheel_rows(zf, subject: str, split: str) -> list[tuple[dict, str]]:
         choices, answer = list(r.get("choices") or []), r.get("answer")
         if len(choices) != 4 or not isinstance(answer, int) or not 0 <= answer < 4:
             raise LmforgetError(f"{where}: expected 4 choices and an answer index 0-3")
-        out.append(({"question": r["question"], **dict(zip(LETTERS, choices)), "answer": LETTERS[answer]}, where))
+        options = dict(zip(LETTERS, choices, strict=True))
+        out.append(({"question": r["question"], **options, "answer": LETTERS[answer]}, where))
     return out
 
 

@@ -413,12 +413,16 @@ def hub_offline() -> bool:
 
 
 def hub_snapshot(name: str) -> Path | None:
-    """The local copy of a hub data set in the Hugging Face cache (`hf download --repo-type dataset`)."""
+    """The local copy of a hub data set in the Hugging Face cache (`hf download --repo-type dataset`), or
+    None: not cached, not a hub repo id (`datasets` may still know the name) or no huggingface_hub."""
     try:
         from huggingface_hub import snapshot_download
-
+        from huggingface_hub.utils import HFValidationError, LocalEntryNotFoundError
+    except ImportError:
+        return None
+    try:
         return Path(snapshot_download(name, repo_type="dataset", local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError), or no huggingface_hub: try elsewhere
+    except (LocalEntryNotFoundError, HFValidationError):
         return None
 
 

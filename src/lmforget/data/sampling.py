@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import orjson
@@ -125,23 +125,26 @@ def default_workers(shards: list[UpstreamSpec]) -> int:
     return max(1, min(len(shards), os.cpu_count() or 1))
 
 
-def _sample(spec: UpstreamSpec, shard: int = 0, below: float = 1.0) -> ShardSample:
-    """One shard's (or a whole non-sharded spec's) sample; also the job a worker process runs."""
-    from lmforget.data.load import upstream_stream  # registers the adapters in a fresh process
+# A spec's examples after its adapter and filters, counting what was dropped (`lmforget.data.load.upstream_stream`,
+# handed in by the caller: a top-level function, so a worker process unpickles it by importing its module, which
+# registers the adapters there).
+Stream = Callable[[UpstreamSpec, Counter], Iterator[UpstreamExample]]
 
+
+def _sample(stream: Stream, spec: UpstreamSpec, shard: int = 0, below: float = 1.0) -> ShardSample:
+    """One shard's (or a whole non-sharded spec's) sample; also the job a worker process runs."""
     counts: Counter = Counter()
     if spec.chunk_words is not None:  # several examples per record: keys are drawn per example
-        return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts, below)
+        return sample_stream(stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts, below)
     with line_gate(LineGate(_keys(spec.seed, shard))) as gate:
-        return sample_stream(upstream_stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts,
-                             below, gate)
+        return sample_stream(stream(spec, counts), spec.n, spec.fraction, spec.seed, shard, counts, below, gate)
 
 
-def _sample_to_file(spec: UpstreamSpec, shard: int, below: float, folder: str) -> ShardSample:
+def _sample_to_file(stream: Stream, spec: UpstreamSpec, shard: int, below: float, folder: str) -> ShardSample:
     """A worker's job: sample one shard, write the kept examples (in shard order) as JSON lines to
     `folder`, and send back only their keys and positions, so the main process never holds more
     than the final sample."""
-    sample = _sample(spec, shard, below)
+    sample = _sample(stream, spec, shard, below)
     kept = sorted(sample.kept, key=lambda t: t[1])
     with open(os.path.join(folder, f"{shard}.jsonl"), "wb") as fh:
         for _, pos, ex in kept:
@@ -200,7 +203,8 @@ class _Merged:
         return out
 
 
-def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[list[UpstreamExample], Counter]:
+def select_upstream(stream: Stream, spec: UpstreamSpec,
+                    workers: int | None = None) -> tuple[list[UpstreamExample], Counter]:
     """The chosen examples of a spec, in corpus order, and the counts of what was read and dropped.
 
     Shards go to a pool of `workers` processes a few at a time; each new shard is told the n-th
@@ -208,20 +212,18 @@ def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[lis
     their examples in a temporary folder and send back keys, so the main process holds the final
     sample alone, whatever the number of shards.
     """
-    from lmforget.data.load import upstream_stream
-
     if spec.select == "first" or (spec.n is None and spec.fraction is None):
         counts: Counter = Counter()
-        return first_n(upstream_stream(spec, counts), spec.n), counts
+        return first_n(stream(spec, counts), spec.n), counts
     merged = _Merged(spec.n)
     specs = shard_specs(spec)
     if specs is None:
-        merged.add(0, _sample(spec))
+        merged.add(0, _sample(stream, spec))
         return merged.examples(), merged.counts
     workers = default_workers(specs) if workers is None else max(1, workers)
     if workers == 1:
         for k, shard_spec in enumerate(specs):
-            merged.add(k, _sample(shard_spec, k, merged.below))
+            merged.add(k, _sample(stream, shard_spec, k, merged.below))
         return merged.examples(), merged.counts
     with tempfile.TemporaryDirectory(prefix="lmforget-sample-") as folder, \
             ProcessPoolExecutor(min(workers, len(specs)), mp_context=get_context("spawn")) as pool:
@@ -230,7 +232,7 @@ def select_upstream(spec: UpstreamSpec, workers: int | None = None) -> tuple[lis
         while todo or running:
             while todo and len(running) < workers:
                 k, shard_spec = todo.pop(0)
-                running[pool.submit(_sample_to_file, shard_spec, k, merged.below, folder)] = k
+                running[pool.submit(_sample_to_file, stream, shard_spec, k, merged.below, folder)] = k
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 merged.add(running.pop(future), future.result())

@@ -59,5 +59,6 @@ def write_forecast(result: Forecast, path: str | Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["id", "forgetting", "observed"])
-            for ex, val, obs in zip(result.examples.tolist(), result.forgetting.tolist(), result.observed.tolist()):
+            for ex, val, obs in zip(result.examples.tolist(), result.forgetting.tolist(), result.observed.tolist(),
+                                    strict=True):
                 w.writerow([ex, repr(float(val)), int(obs)])

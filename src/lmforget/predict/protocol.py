@@ -9,7 +9,6 @@ NaN policy: columns with a NaN in any used row are dropped (their count is repor
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from lmforget.atomic import read_json
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 from lmforget.predict.base import get_completer, list_completers
@@ -54,10 +54,7 @@ class Split:
     @classmethod
     def load(cls, path: str | Path) -> "Split":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LmforgetError(f"{path}: not a readable split JSON file ({exc})") from None
+        data = read_json(path, "split JSON file")
         if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("train", "test")):
             raise LmforgetError(f"{path}: a split file needs lists 'train' and 'test' of task names")
         return cls(train=[str(t) for t in data["train"]], test=[str(t) for t in data["test"]],
@@ -93,7 +90,7 @@ def _groups_rows(matrix: ForgettingMatrix, groups: list[str], what: str) -> list
     bad = [g for g in groups if g not in known]
     if bad:
         raise LmforgetError(f"{what}: unknown task group(s) {', '.join(bad)}; the matrix has {', '.join(known)}")
-    return [t for t, g in zip(matrix.tasks.tolist(), matrix.task_groups.tolist()) if g in groups]
+    return [t for t, g in zip(matrix.tasks.tolist(), matrix.task_groups.tolist(), strict=True) if g in groups]
 
 
 def make_split(matrix: ForgettingMatrix, spec: str, train_groups: list[str] | None = None,
@@ -347,7 +344,7 @@ def evaluate(matrix: ForgettingMatrix, split: Split, methods: list[str], observe
         fit_seconds[name] = time.perf_counter() - t0
     per_seed: dict[str, list[dict]] = {name: [] for name in methods}
     predict_seconds = dict.fromkeys(methods, 0.0)
-    for s, cols, m in zip(seed_list, reveals, unrevealed):
+    for s, cols, m in zip(seed_list, reveals, unrevealed, strict=True):
         R = np.full(test.shape, np.nan)
         R[:, cols] = test[:, cols]
         truth = test[:, m]

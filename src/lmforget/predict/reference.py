@@ -81,7 +81,7 @@ def sgd_svd(Z_train: np.ndarray, r_test: np.ndarray, n_factors: int, n_epochs: i
     for _ in range(n_epochs):
         for u, (items, vals) in enumerate(data):
             p = pu[u]
-            for i, r in zip(items, vals):
+            for i, r in zip(items, vals, strict=True):
                 q = qi[i]
                 dot = 0.0
                 for f in rf:

@@ -121,7 +121,7 @@ def _read_matrix(path: Path, root: Path) -> ForgettingMatrix:
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1
-    names = [f"{g}/{t}" if seen[t] > 1 else t for t, g in zip(names, groups)]
+    names = [f"{g}/{t}" if seen[t] > 1 else t for t, g in zip(names, groups, strict=True)]
     if len(set(names)) != m:
         names = [f"{g}/{i}" for i, g in enumerate(groups)]
     return ForgettingMatrix(
@@ -156,7 +156,8 @@ def _split_from_pickle(path: Path, obj: Any, matrices: dict[Path, ForgettingMatr
     infos = [obj.get("train_ocl_task_info"), obj.get("test_ocl_task_info")]
     if all(isinstance(x, list) for x in infos):
         for mpath, fm in sorted(matrices.items(), key=lambda kv: (kv[0].parent != path.parent, str(kv[0]))):
-            by_key = {(g, t.rsplit("/", 1)[-1]): t for t, g in zip(fm.tasks.tolist(), fm.task_groups.tolist())}
+            by_key = {(g, t.rsplit("/", 1)[-1]): t
+                      for t, g in zip(fm.tasks.tolist(), fm.task_groups.tolist(), strict=True)}
             parts = []
             for part in infos:
                 names = []

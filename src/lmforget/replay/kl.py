@@ -215,7 +215,7 @@ def read_targets(path: str | Path) -> tuple[list[str], dict[str, KLTargets], dic
     if len(off) != len(ids) + 1:
         raise LmforgetError(f"{path}: {len(ids)} record ids but {len(off) - 1} offset ranges")
     out = {i: KLTargets(t["ids"][a:b].long(), t["logp"][a:b], t["rest"][a:b])
-           for i, a, b in zip(ids, off[:-1], off[1:])}
+           for i, a, b in zip(ids, off[:-1], off[1:], strict=True)}
     return ids, out, meta
 
 

@@ -46,10 +46,6 @@ class Method:
         return self.source != "none"
 
     @property
-    def slug(self) -> str:
-        return method_slug(self.name)
-
-    @property
     def trained_as(self) -> str:
         """The name of the arm whose training this one shares: itself without ``+wise-ft``."""
         return "none" if self.name.startswith("wise-ft") else self.name.split("+wise-ft")[0]

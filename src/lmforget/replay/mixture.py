@@ -123,7 +123,7 @@ class ReplayMixture(Dataset):
             if missing:
                 raise LmforgetError(f"KL replay: no base model targets for replay example {missing[0]!r}")
         items = [encode_upstream(self.tokenizer, ex, self.max_length) for ex in replay]
-        empty = [ex.id for ex, enc in zip(replay, items) if enc.n_trained == 0]
+        empty = [ex.id for ex, enc in zip(replay, items, strict=True) if enc.n_trained == 0]
         if empty:
             raise LmforgetError(f"replay example {empty[0]!r} has no trainable tokens; keep it out of the pool")
         self.replay, self.replay_items = replay, items

@@ -30,6 +30,9 @@ from lmforget.replay.mixture import ReplayMixture
 from lmforget.replay.scores import predict_row
 from lmforget.replay.selection import select
 
+LOSS_WEIGHTINGS = ("token", "example")  # how a batch's loss averages: per token or per example
+OBJECTIVES = ("nll", "kl")  # what replayed examples train (lmforget.replay.kl)
+
 
 class MixtureTrainer(Trainer):
     """A Trainer whose training batches are built when they are consumed (no look-ahead).
@@ -44,9 +47,9 @@ class MixtureTrainer(Trainer):
 
     @classmethod
     def weighted(cls, loss_weighting: str, objective: str = "nll") -> type["MixtureTrainer"]:
-        if loss_weighting not in ("token", "example"):
+        if loss_weighting not in LOSS_WEIGHTINGS:
             raise LmforgetError(f"loss weighting must be 'token' or 'example', not {loss_weighting!r}")
-        if objective not in ("nll", "kl"):
+        if objective not in OBJECTIVES:
             raise LmforgetError(f"replay objective must be 'nll' or 'kl', not {objective!r}")
         return type(f"MixtureTrainer_{loss_weighting}_{objective}", (cls,),
                     {"loss_weighting": loss_weighting, "objective": objective})
@@ -142,15 +145,14 @@ class ReplaySwitch(TrainerCallback):
 class OnlineTarget:
     """Everything the switch needs to turn probe measurements into a targeted replay set.
 
-    probe_cols: the fixed probe columns; base_probe_nll: their NLL under the model before training, set by
-    `measure_base` with the very scorer, device and precision the switch then uses (so a probe's forgetting
-    never mixes two precisions); Z_train: the completer's training rows; candidates: the pool columns
-    replay may draw from.
+    probe_cols: the fixed probe columns; Z_train: the completer's training rows; candidates: the pool columns
+    replay may draw from. base_probe_nll (not a parameter): the probes' NLL under the model before training,
+    set by `measure_base` with the very scorer, device and precision the switch then uses (so a probe's
+    forgetting never mixes two precisions).
     """
 
     upstream: Sequence[UpstreamExample]
     probe_cols: np.ndarray
-    base_probe_nll: np.ndarray | None
     Z_train: np.ndarray
     candidates: np.ndarray
     completer: str
@@ -162,6 +164,7 @@ class OnlineTarget:
     temperature: float = 0.1
     group: int = 30
     record: dict = field(default_factory=dict)
+    base_probe_nll: np.ndarray | None = field(default=None, init=False)
 
     def probe_nll(self, model) -> np.ndarray:
         """NLL of the probes under `model` as it is (its device and precision; training mode is kept)."""

@@ -89,7 +89,7 @@ def build_replay_set(matrix_path: str | Path, probe_path: str | Path, data: str,
     if len({_shape(ex) for ex in chosen}) > 1:
         raise LmforgetError(f"--upstream {data}: mixes {' and '.join(sorted({_shape(ex) for ex in chosen}))}; a "
                             "replay set must have one shape (filter the data to one kind)")
-    records = [{**_trainable(ex), "id": ex.id, "score": float(row[c])} for ex, c in zip(chosen, picks)]
+    records = [{**_trainable(ex), "id": ex.id, "score": float(row[c])} for ex, c in zip(chosen, picks, strict=True)]
     return ReplaySet(records, int(len(pool)), len(probe.ids), n_heldout, method, strategy, chosen)
 
 
@@ -103,7 +103,7 @@ def add_kl_targets(replay: ReplaySet, model_name: str, *, k: int = 256, max_leng
 
     model, tokenizer = load_model(model_name, device=device, dtype="float32", seed=0)
     replay.targets = base_targets(model, tokenizer, replay.examples, k=k, max_length=max_length)
-    for rec, ex in zip(replay.records, replay.examples):
+    for rec, ex in zip(replay.records, replay.examples, strict=True):
         enc = encode_upstream(tokenizer, ex, max_length)
         rec.update(input_ids=list(enc.input_ids), completion_mask=[int(m) for m in enc.loss_mask])
     replay.targets_meta = {"model": model_name, "k": k, "max_length": max_length}

@@ -72,7 +72,7 @@ def _quartile_section(results: dict) -> list[str]:
         lines += ["", "| method - random | " + " | ".join(cols) + " |", "|---|" + "---:|" * k]
         for name, d in q["vs_random"].items():
             lines.append(f"| {name} | " + " | ".join(f"{_num(v)} ({w}/{q['n_tasks']})" for v, w in
-                                                     zip(d["mean_difference"], d["wins"])) + " |")
+                                                     zip(d["mean_difference"], d["wins"], strict=True)) + " |")
     return lines
 
 

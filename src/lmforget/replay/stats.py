@@ -143,7 +143,7 @@ def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> di
             "mean_increase": float(means[j]),
             "std_increase": sd,
             "sem_increase": sd / math.sqrt(len(tasks)) if len(tasks) > 1 else math.nan,
-            "per_task": {t: float(v) for t, v in zip(tasks, F[:, j])},
+            "per_task": {t: float(v) for t, v in zip(tasks, F[:, j], strict=True)},
         }
         for ref in ("none", "random"):
             if ref in col:
@@ -161,7 +161,7 @@ def _holm_families(entries: dict, methods: Sequence[str]) -> None:
     """Holm-adjust the t-tests of every other method against random, and (separately) against none."""
     for ref in ("random", "none"):
         family = [m for m in methods if m not in ("none", ref) and f"vs_{ref}" in entries[m]]
-        for m, p in zip(family, holm([entries[m][f"vs_{ref}"]["t_p"] for m in family])):
+        for m, p in zip(family, holm([entries[m][f"vs_{ref}"]["t_p"] for m in family]), strict=True):
             entries[m][f"vs_{ref}"]["t_p_holm"] = p
 
 
@@ -176,7 +176,7 @@ def summarize_gain(G: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) 
         sd = float(G[:, j].std(ddof=1)) if len(tasks) > 1 else math.nan
         entry: dict = {"mean_gain": float(G[:, j].mean()), "std_gain": sd,
                        "sem_gain": sd / math.sqrt(len(tasks)) if len(tasks) > 1 else math.nan,
-                       "per_task": {t: float(v) for t, v in zip(tasks, G[:, j])}}
+                       "per_task": {t: float(v) for t, v in zip(tasks, G[:, j], strict=True)}}
         if "none" in col:
             base = float(G[:, col["none"]].mean())
             entry["retained_vs_none"] = float(G[:, j].mean() / base) if abs(base) > 1e-12 else None

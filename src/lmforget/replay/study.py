@@ -22,7 +22,6 @@ Within a task every replaying method shares the mixture layout, sampler seed and
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from lmforget import __version__
-from lmforget.atomic import finite, write_json
+from lmforget.atomic import finite, read_json, write_json
 from lmforget.config import (
     TRAINING_OBJECTIVE,
     ExecutorConfig,
@@ -48,13 +47,13 @@ from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 from lmforget.replay.heldout import HeldoutSplit, draw_probes, split_heldout
-from lmforget.replay.methods import Method, method_slug, parse_methods
+from lmforget.replay.layout import MANIFEST, cell_file
+from lmforget.replay.methods import Method, parse_methods
 from lmforget.replay.mixture import mixture_steps, n_replay
-from lmforget.runs import Run, task_slug, write_table
+from lmforget.runs import Run, write_table
 from lmforget.seeding import task_seed
 
 Log = Callable[[str], None]
-MANIFEST = "manifest.json"
 _SAME_AS_RUN = ("model", "upstream", "tasks", "finetune", "score", "seed")  # a study's are its run's
 
 
@@ -104,36 +103,6 @@ class Study:
 
     def done(self, task: str, method: Method) -> bool:
         return self.cell_path(task, method, ".json").is_file()
-
-
-# ---------------------------------------------------------------------- layout
-def cell_folder(out: str | Path, task: str) -> Path:
-    return Path(out) / "results" / task_slug(task)
-
-
-def cell_file(out: str | Path, task: str, method: str, suffix: str) -> Path:
-    """A cell's file, from the task and method names (``suffix``: .json, .parquet, .error.json)."""
-    return cell_folder(out, task) / f"{method_slug(method)}{suffix}"
-
-
-def _read_manifest(out: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(out) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def is_study(out: str | Path) -> bool:
-    """Whether `out` holds a replay study (its manifest has replay settings), not a collect run."""
-    manifest = _read_manifest(out) or {}
-    return isinstance(manifest.get("settings"), dict) and "replay" in manifest["settings"]
-
-
-def study_tasks(out: str | Path) -> list[str]:
-    """The test tasks of the study in `out`, from its manifest."""
-    if not is_study(out):
-        raise LmforgetError(f"{out}: not a replay study (no manifest with replay settings)")
-    return list(_read_manifest(out)["settings"]["replay"]["test_tasks"])
 
 
 # ----------------------------------------------------------------------- setup
@@ -283,7 +252,7 @@ def _prepare_out(study: Study) -> None:
     settings = _settings(study.recipe, study.run)
     path = study.out / MANIFEST
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_json(path, "study manifest")
         if old.get("settings") != settings:
             diff = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
             raise LmforgetError(f"{study.out} was made with different {', '.join(diff) or 'settings'}; "
@@ -474,8 +443,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
 
         probe_cols = study.probes
         target = OnlineTarget(
-            upstream=study.upstream.examples, probe_cols=probe_cols,
-            base_probe_nll=None, Z_train=study.train_rows(task_name),
+            upstream=study.upstream.examples, probe_cols=probe_cols, Z_train=study.train_rows(task_name),
             candidates=pool, completer=method.completer, strategy=method.strategy, n=n_rep, seed=seed,
             tokenizer=tokenizer, temperature=cfg.temperature, group=cfg.mir_group,
             score_options={"max_length": study.recipe.score.max_length,
@@ -518,7 +486,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
     replay_scores = [None if not np.isfinite(v) else float(v) for v in pick_scores]
     record.update(
         run_heldout_mean_increase=float(np.nanmean(true_row[study.split.heldout])),
-        replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores)],
+        replay=[{"id": i, "score": s} for i, s in zip(mixture.replay_ids, replay_scores, strict=True)],
         replay_trained=trained,
         # how forgotten the replay examples training read were in the run (targeting should pick high values)
         replay_run_forgetting=float(np.nanmean(true_row[trained_cols])) if len(trained_cols) else None,
@@ -639,7 +607,7 @@ def load_cells(study: Study) -> tuple[list[str], list[str], np.ndarray, dict]:
         for m in study.methods:
             p = study.cell_path(t, m, ".json")
             if p.is_file():
-                records[(t, m.name)] = json.loads(p.read_text(encoding="utf-8"))
+                records[(t, m.name)] = read_json(p, "cell record")
     tasks = [t for t in study.cfg.test_tasks if all((t, n) in records for n in names)]
     F = np.array([[records[(t, n)]["heldout_mean_increase"] for n in names] for t in tasks], dtype=np.float64)
     return tasks, names, F.reshape(len(tasks), len(names)), records

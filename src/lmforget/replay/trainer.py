@@ -40,7 +40,7 @@ class KLReplaySet:
     """Replay examples as token ids with their base-model targets at the completion positions."""
 
     def __init__(self, input_ids: list[list[int]], completion_masks: list[list[int]], targets: list[KLTargets]):
-        for ids, mask, t in zip(input_ids, completion_masks, targets):
+        for ids, mask, t in zip(input_ids, completion_masks, targets, strict=True):
             n = sum(mask[1:])
             if len(ids) != len(mask) or n != len(t) or mask[0]:
                 raise LmforgetError(f"a replay example has {n} completion positions after the first token but "

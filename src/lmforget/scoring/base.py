@@ -43,10 +43,6 @@ class Scorer(Protocol):
 
     def score(self, examples: Sequence[UpstreamExample]) -> list[ScoreResult]: ...
 
-    def settings(self) -> dict:
-        """The knobs that change the numbers (for run-manifest fingerprints)."""
-        ...
-
 
 def results_arrays(results: Sequence[ScoreResult]) -> tuple[np.ndarray, np.ndarray]:
     """(nll float64 [N], n_tokens int64 [N]) in the order of `results`."""

@@ -119,7 +119,7 @@ def greedy_generate(
                     eos_token_id=eos or None, temperature=None, top_p=None, top_k=None, **extra,
                 )
                 texts = tokenizer.batch_decode(out[:, L:], skip_special_tokens=True)
-                for i, t in zip(rows, texts):
+                for i, t in zip(rows, texts, strict=True):
                     outputs[i] = t
     finally:
         model.train(was_training)
@@ -141,5 +141,5 @@ def generate_and_match(
     outs = greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     return [
         GenerationResult(ex.id, out, first_paragraph(out), exact_match(out, gold))
-        for ex, out, gold in zip(examples, outs, golds)
+        for ex, out, gold in zip(examples, outs, golds, strict=True)
     ]

@@ -114,16 +114,13 @@ class HFScorer:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def settings(self) -> dict:
-        return {"backend": "hf", "max_length": self.max_length, "padding": self.padding}
-
     def encode(self, examples: Sequence[UpstreamExample]) -> list[Encoded]:
         return [encode_upstream(self.tokenizer, ex, self.max_length) for ex in examples]
 
     def score(self, examples: Sequence[UpstreamExample]) -> list[ScoreResult]:
         """Mean NLL of each example over its scored tokens, in input order."""
         nll, n = self.score_encoded(self.encode(examples))
-        return [ScoreResult(ex.id, float(v), int(k)) for ex, v, k in zip(examples, nll, n)]
+        return [ScoreResult(ex.id, float(v), int(k)) for ex, v, k in zip(examples, nll, n, strict=True)]
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         """(mean NLL float64 [N], scored-token counts int64 [N]) for pre-encoded inputs, input order."""

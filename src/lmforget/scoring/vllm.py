@@ -87,20 +87,17 @@ class VLLMScorer:
             **llm_options,
         )
 
-    def settings(self) -> dict:
-        return {"backend": "vllm", "max_length": self.max_length, "padding": "none"}
-
     def score(self, examples: Sequence[UpstreamExample]) -> list[ScoreResult]:
         encoded = [encode_upstream(self.tokenizer, ex, self.max_length) for ex in examples]
         todo = [i for i, e in enumerate(encoded) if e.n_scored > 0]
         prompts = [self._prompt(prompt_token_ids=encoded[i].input_ids) for i in todo]
         outputs = self.llm.generate(prompts, self._params, use_tqdm=True) if prompts else []
         nll = {i: math.nan for i in range(len(examples))}
-        for i, out in zip(todo, outputs):
+        for i, out in zip(todo, outputs, strict=True):
             enc = encoded[i]
             total = 0.0
             # prompt_logprobs[t] is None for t = 0, else {token_id: Logprob} holding x_t's own entry.
-            for t, (tok, keep) in enumerate(zip(enc.input_ids, enc.scored)):
+            for t, (tok, keep) in enumerate(zip(enc.input_ids, enc.scored, strict=True)):
                 if keep:
                     total -= out.prompt_logprobs[t][tok].logprob
             nll[i] = total / enc.n_scored
