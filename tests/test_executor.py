@@ -50,14 +50,15 @@ def test_executor_config_from_the_command_line() -> None:
     cfg = executor_config(base, address="127.0.0.1:6379")
     assert (cfg.kind, cfg.address, cfg.cpus_per_task) == ("ray", "127.0.0.1:6379", 2)
     # the executor is no part of the run's fingerprint: kind and resources may change between sessions
+    from lmforget.collect import resolve_recipe
     from lmforget.data.types import TaskExample, TaskSet, UpstreamExample, UpstreamSet
-    from lmforget.runs import _fingerprints
+    from lmforget.identity import run_fingerprints
 
     up = UpstreamSet([UpstreamExample(id="u", text="some text")])
     tasks = [TaskSet("t", "g", [TaskExample.from_prompt("q", "a")])]
     a, b = load_recipe("tiny"), load_recipe("tiny", ["executor.kind=ray", "executor.gpus_per_task=1"])
     def fps(recipe):
-        return _fingerprints(recipe, up, tasks, "m", "float32")
+        return run_fingerprints(resolve_recipe(recipe, ExecutorConfig()), up, tasks)
 
     assert fps(a) == fps(b)
     assert fps(a)["finetune"] != fps(load_recipe("tiny", ["finetune.lr=0.5"]))["finetune"]

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import weakref
 from pathlib import Path
@@ -136,16 +135,13 @@ def test_emulated_bf16_is_not_bf16(monkeypatch) -> None:
     assert resolve_dtype("auto", "cuda") == torch.float32
 
 
-def _digest(data) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
 @pytest.mark.parametrize("manifest", sorted((ROOT / "studies").glob("*/runs/*/manifest.json")),
                          ids=lambda p: p.parent.name)
 def test_committed_runs_keep_their_fingerprints(manifest: Path) -> None:
     """Resolving `auto` settings must not change the fingerprint of a run made with explicit ones."""
     from lmforget.collect import resolve_recipe
     from lmforget.config import recipe_from_dict
+    from lmforget.identity import digest, finetune_fingerprint
 
     data = json.loads(manifest.read_text())
     if "recipe" not in data:
@@ -153,8 +149,8 @@ def test_committed_runs_keep_their_fingerprints(manifest: Path) -> None:
     recipe = recipe_from_dict(data["recipe"])
     resolved = resolve_recipe(recipe, recipe.executor)
     fps = data["fingerprints"]
-    assert _digest({"finetune": resolved.finetune.science(), "seed": resolved.seed}) == fps["finetune"]
-    assert _digest({"score": resolved.score.science()}) == fps["scorer"]
+    assert finetune_fingerprint(resolved.finetune) == fps["finetune"]
+    assert digest({"score": resolved.score.science()}) == fps["scorer"]
     assert resolved.score.dtype == fps["score_dtype"]
 
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from lmforget.errors import LmforgetError
+from lmforget.identity import weights_fingerprint
 from lmforget.models import (
     TINY_ARCHS,
     cache_dir,
     load_model,
     load_tiny_tokenizer,
     load_tokenizer,
-    model_fingerprint,
     resolve_dtype,
 )
 
@@ -67,10 +67,10 @@ def test_local_directory_round_trip(load_tiny, tmp_path) -> None:
         assert torch.allclose(model(ids).logits, loaded(ids).logits)
     assert ltok.pad_token_id == tok.pad_token_id and ltok.chat_template
     assert load_tokenizer(str(tmp_path / "m")).get_vocab() == tok.get_vocab()
-    fp = model_fingerprint(str(tmp_path / "m"))
-    assert fp == model_fingerprint(str(tmp_path / "m"))
+    fp = weights_fingerprint(str(tmp_path / "m"))
+    assert fp == weights_fingerprint(str(tmp_path / "m"))
     (tmp_path / "m" / "config.json").write_text((tmp_path / "m" / "config.json").read_text() + " ")
-    assert model_fingerprint(str(tmp_path / "m")) != fp
+    assert weights_fingerprint(str(tmp_path / "m")) != fp
 
 
 def test_gguf_fingerprint_is_its_content_not_its_mtime(tmp_path) -> None:
@@ -79,11 +79,11 @@ def test_gguf_fingerprint_is_its_content_not_its_mtime(tmp_path) -> None:
 
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF" + bytes(range(256)) * 64)
-    fp = model_fingerprint(str(f))
+    fp = weights_fingerprint(str(f))
     os.utime(f, ns=(1, 1))
-    assert model_fingerprint(str(f)) == fp
+    assert weights_fingerprint(str(f)) == fp
     f.write_bytes(b"GGUF" + bytes(range(256)) * 63 + bytes(256))
-    assert model_fingerprint(str(f)) != fp
+    assert weights_fingerprint(str(f)) != fp
 
 
 def test_dtype_override_and_rules() -> None:
@@ -96,9 +96,9 @@ def test_dtype_override_and_rules() -> None:
 
 
 def test_fingerprints_name_spec_seed_and_config() -> None:
-    fp = model_fingerprint("tiny:llama")
-    assert fp.startswith("tiny:llama@") and fp == model_fingerprint("tiny:llama", seed=0)
-    assert fp != model_fingerprint("tiny:llama", seed=1) != model_fingerprint("tiny:gpt2")
+    fp = weights_fingerprint("tiny:llama")
+    assert fp.startswith("tiny:llama@") and fp == weights_fingerprint("tiny:llama", init_seed=0)
+    assert fp != weights_fingerprint("tiny:llama", init_seed=1) != weights_fingerprint("tiny:gpt2")
 
 
 @pytest.mark.parametrize("spec, message", [

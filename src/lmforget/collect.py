@@ -33,7 +33,7 @@ def load_recipe_upstream(recipe: Recipe, progress: bool = True, log: Log = lambd
     if recipe.upstream.format == "self-sampled":
         from lmforget.sampling import self_sampled_upstream
 
-        return self_sampled_upstream(recipe.upstream, m.name, model_seed=recipe.seed, revision=m.revision,
+        return self_sampled_upstream(recipe.upstream, m.name, init_seed=m.init_seed, revision=m.revision,
                                      trust_remote_code=m.trust_remote_code, device=m.device,
                                      progress=progress, log=log)
     tokenizer = None
@@ -133,25 +133,22 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     """
     from lmforget import launch
     from lmforget.executor import fault_point, open_executor
-    from lmforget.models import model_fingerprint
+    from lmforget.identity import run_fingerprints
     from lmforget.status import Tracker
 
     exe_cfg = executor or recipe.executor
     recipe = resolve_recipe(recipe, exe_cfg)
-    dtype = recipe.score.dtype
     launch.check_launch(recipe, exe_cfg, cuda=launch.units_on_cuda(recipe, exe_cfg))
     state = launch.launch_state()
     launch.prepare_wait()
     failed: dict[str, str] = {}
     with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
         upstream, tasks = load_inputs(recipe, progress, log)
-        model_fp = model_fingerprint(recipe.model.name, seed=recipe.seed, revision=recipe.model.revision)
-        if recipe.model.chat_template != "auto":  # the template changes every encoded example
-            model_fp += f"+template:{recipe.model.chat_template}"
+        fps = run_fingerprints(recipe, upstream, tasks)
         # the main process makes (or checks) the run directory before the others read it
-        run = prepare_run(recipe, run_dir, upstream, tasks, model_fp, dtype) if state.is_main_process else None
+        run = prepare_run(recipe, run_dir, upstream, tasks, fps) if state.is_main_process else None
         state.wait_for_everyone()
-        run = run or prepare_run(recipe, run_dir, upstream, tasks, model_fp, dtype, is_main=False)
+        run = run or prepare_run(recipe, run_dir, upstream, tasks, fps, is_main=False)
         done = set(run.finished())
         todo = [t for t in tasks if t.name not in done]
         from lmforget.data.load import describe_counts

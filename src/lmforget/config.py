@@ -11,17 +11,39 @@ import importlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmforget.data.specs import TaskSpec, UpstreamSpec
 from lmforget.errors import LmforgetError
 
 
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# Field markers (`Annotated[type, MARKER]`), the one way a setting is kept out of a fingerprint
+# (lmforget.identity). NOT_FINGERPRINTED: how the work is laid out (batching, memory, hardware) or identified
+# under its own key, not what is computed, so a run or study resumes with another value. ADDED_LATER: a
+# setting added after runs were made, fingerprinted only away from its default, so those runs keep theirs.
+NOT_FINGERPRINTED = _Marker("NOT_FINGERPRINTED")
+ADDED_LATER = _Marker("ADDED_LATER")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def science(self) -> dict:
+        """The settings that decide what is computed: this section's fingerprinted part (see the markers)."""
+        skip = {name for name, f in type(self).model_fields.items()
+                if NOT_FINGERPRINTED in f.metadata or (ADDED_LATER in f.metadata and getattr(self, name) == f.default)}
+        return self.model_dump(mode="json", exclude=skip)
 
 
 def one_of(module: str, names: str, what: str) -> AfterValidator:
@@ -52,6 +74,15 @@ class ModelConfig(_Strict):
     # How tasks and chats are formatted: auto = the tokenizer's own template, `tulu` when it has none
     # (base models); or tulu / olmo-instruct / chatml / a .jinja file (lmforget.chat_templates).
     chat_template: str = "auto"
+    # Seeds the random initial weights of a tiny model (`tiny:<arch>`), and nothing else: part of a tiny model's
+    # identity only. (Recipes made before it was moved here set it as a top-level `seed:`, still read.)
+    init_seed: int = 0
+
+    def science(self) -> dict:
+        out = super().science()
+        if not self.name.startswith("tiny:"):
+            del out["init_seed"]  # other models' weights are read, not drawn
+        return out
 
     @field_validator("chat_template")
     @classmethod
@@ -85,31 +116,19 @@ class FinetuneConfig(_Strict):
     warmup_steps: int = Field(10, ge=0)
     scheduler: str = "linear"
     effective_batch: int = Field(8, ge=1)  # examples per optimizer step, over all devices
-    batch_size: int = Field(1, ge=1)  # per device; gradient accumulation makes up the rest
+    batch_size: Annotated[int, NOT_FINGERPRINTED] = Field(1, ge=1)  # per device; accumulation makes up the rest
     max_length: int = Field(1024, ge=2)  # keep the END of longer inputs
     optimizer: str = "auto"  # auto = adamw_bnb_8bit with bitsandbytes on CUDA, else adamw_torch (resolved per run)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool | Literal["auto"] = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Annotated[bool, NOT_FINGERPRINTED] = False
     seed: int = 0
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    deepspeed: str | None = None  # a DeepSpeed JSON config path, passed to TrainingArguments
+    deepspeed: Annotated[str | None, NOT_FINGERPRINTED] = None  # a DeepSpeed JSON config path, for TrainingArguments
     # L2-SP: adds l2sp x ||theta - theta_0||^2 (sum over the trained weights) to the loss, a pull towards the
     # weights training starts from (full fine-tuning only). 0 = off.
-    l2sp: float = Field(0.0, ge=0)
-
-    # How the work is laid out on the hardware, not what is computed: left out of run fingerprints, so a
-    # run can be finished with a smaller per-device batch, checkpointing or another ZeRO stage.
-    HARDWARE_ONLY: ClassVar[tuple[str, ...]] = ("batch_size", "gradient_checkpointing", "deepspeed")
-
-    def science(self) -> dict:
-        """The settings that decide what training computes (the fingerprinted part)."""
-        out = self.model_dump(mode="json", exclude=set(self.HARDWARE_ONLY))
-        if not out["l2sp"]:
-            del out["l2sp"]  # added later: runs without it keep their fingerprints
-        return out
-
+    l2sp: Annotated[float, ADDED_LATER] = Field(0.0, ge=0)
 
     def grad_accum(self, world_size: int = 1) -> int:
         """Accumulation steps so that batch_size x devices x steps = effective_batch."""
@@ -126,19 +145,13 @@ class ScoreConfig(_Strict):
     metric: Annotated[str, one_of("lmforget.matrix", "KINDS", "metric")] = "logppl"
     backend: Annotated[str, one_of("lmforget.scoring", "SCORERS", "scoring backend")] = "hf"
     max_length: int = Field(1024, ge=2)
-    token_budget: int = Field(16384, ge=16)
-    batch_size: int = Field(64, ge=1)
+    token_budget: Annotated[int, NOT_FINGERPRINTED] = Field(16384, ge=16)  # batching only
+    batch_size: Annotated[int, NOT_FINGERPRINTED] = Field(64, ge=1)
     max_new_tokens: int = Field(512, ge=1)  # binary metric: greedy generation length
     # Scoring precision, separate from training: auto = bf16 on CUDA, fp32 on CPU. The base model and
-    # every fine-tuned model are cast to it before scoring, so before and after are measured alike.
-    dtype: Annotated[str, one_of("lmforget.models", "DTYPES", "dtype")] = "auto"
-
-    # Batching only (what is computed does not change): left out of run fingerprints. `dtype` is kept
-    # resolved (auto -> bfloat16 or float32) under its own fingerprint key.
-    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("batch_size", "token_budget", "dtype")
-
-    def science(self) -> dict:
-        return self.model_dump(mode="json", exclude=set(self.NOT_FINGERPRINTED))
+    # every fine-tuned model are cast to it before scoring, so before and after are measured alike. Fingerprinted
+    # resolved (auto -> bfloat16 or float32) under its own key, `score_dtype`.
+    dtype: Annotated[str, one_of("lmforget.models", "DTYPES", "dtype"), NOT_FINGERPRINTED] = "auto"
 
 
 class ExecutorConfig(_Strict):
@@ -158,10 +171,13 @@ class ExecutorConfig(_Strict):
 class ReplayConfig(_Strict):
     """The replay study (docs/protocol.md section 6): which run supplies the rows, and the mixture knobs."""
 
-    run: str  # a run directory made by `lmforget collect` with this recipe's model, data and scorer
+    # a run directory made by `lmforget collect` with this recipe's model, data and scorer (identified by its
+    # fingerprints, not its location)
+    run: Annotated[str, NOT_FINGERPRINTED]
     test_tasks: list[str]  # tasks fine-tuned with replay (their rows in `run` serve oracle/offline)
     train_tasks: list[str] | None = None  # completer training rows; None = every other task of the run
-    methods: list[str] = Field(default_factory=lambda: ["none", "random", "oracle", "offline-mf", "online-mf"])
+    methods: Annotated[list[str], NOT_FINGERPRINTED] = Field(
+        default_factory=lambda: ["none", "random", "oracle", "offline-mf", "online-mf"])
     heldout: int = Field(10000, ge=1)  # never replayed; the evaluation set
     rate: float = Field(1 / 32, gt=0, lt=1)  # replay share r: n_rep = floor(n_task * r) + 1
     # how targeted scores pick examples
@@ -178,23 +194,11 @@ class ReplayConfig(_Strict):
     # What replayed examples train (lmforget.replay.kl): nll = next-token loss on their stored tokens; kl =
     # KL(p_base || p_theta) at each of their trained positions, the base as its top `kl_top_k` log-probs
     # plus the rest as one bucket. Sets the default of method names without a `kl-`/`nll-` prefix.
-    objective: Annotated[str, one_of("lmforget.replay.online", "OBJECTIVES", "replay objective")] = "nll"
-    kl_top_k: int = Field(256, ge=1)
+    objective: Annotated[str, one_of("lmforget.replay.online", "OBJECTIVES", "replay objective"), ADDED_LATER] = "nll"
+    kl_top_k: Annotated[int, ADDED_LATER] = Field(256, ge=1)
     # Task gain: exact match of greedy answers is measured when every gold answer of the task's eval split
     # has at most this many tokens (0 = never); the answer NLL always is.
-    task_em_max_tokens: int = Field(32, ge=0)
-
-    # Settings added after studies were made: left out of a study's manifest while at their default, so
-    # those studies keep resuming.
-    LATER: ClassVar[dict] = {"objective": "nll", "kl_top_k": 256, "task_em_max_tokens": 32}
-
-    def settings(self) -> dict:
-        """The fingerprinted settings (not `methods` or `run`: the run is identified by its fingerprints)."""
-        out = self.model_dump(mode="json", exclude={"methods", "run"})
-        for key, default in self.LATER.items():
-            if out[key] == default:
-                del out[key]
-        return out
+    task_em_max_tokens: Annotated[int, ADDED_LATER] = Field(32, ge=0)
 
 
 class Recipe(_Strict):
@@ -207,7 +211,23 @@ class Recipe(_Strict):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     replay: ReplayConfig | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _top_level_seed(cls, data: Any) -> Any:
+        """A top-level `seed:` (deprecated; older recipes and run manifests hold it) is `model.init_seed`: it
+        only ever seeded a tiny model's initial weights."""
+        if not isinstance(data, dict) or "seed" not in data:
+            return data
+        data = dict(data)
+        seed = data.pop("seed")
+        model = data.get("model")
+        if isinstance(model, dict):
+            if model.get("init_seed", seed) != seed:
+                raise ValueError(f"seed={seed} and model.init_seed={model['init_seed']} differ; `seed` is the old "
+                                 "name of model.init_seed: set only model.init_seed")
+            data["model"] = {**model, "init_seed": seed}
+        return data
 
 
 def shipped_recipes() -> list[str]:

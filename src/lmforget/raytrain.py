@@ -58,10 +58,10 @@ def _model_from_state(config, state: dict, trust_remote_code: bool):
 def parameter_count(model: str, *, revision: str | None = None, trust_remote_code: bool = False) -> int | None:
     """The parameters of a hub or local model, from its config alone (no weights loaded); None when the
     config cannot be read (tiny and GGUF models are small, and a load error is reported by the load)."""
-    from lmforget.models import _resolve
+    from lmforget.models import resolve_spec
 
     try:
-        kind, target = _resolve(model)
+        kind, target = resolve_spec(model)
         if kind not in ("hub", "dir"):
             return None
         from accelerate import init_empty_weights

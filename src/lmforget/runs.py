@@ -12,7 +12,8 @@ Layout of RUN_DIR::
     matrix.npz             the forgetting matrix (docs/architecture.md contract)
 
 A killed run loses at most the task in progress; re-running the same command skips finished tasks.
-A directory made from different data, model or settings is refused rather than mixed.
+A directory made from different data, model or settings is refused rather than mixed (what "different"
+means is `lmforget.identity`'s).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ import pandas as pd
 
 from lmforget import __version__
 from lmforget.atomic import atomic_path, read_json, write_json, write_jsonl
-from lmforget.config import TRAINING_OBJECTIVE, Recipe, recipe_from_dict
+from lmforget.config import Recipe, recipe_from_dict
 from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
+from lmforget.identity import IDENTITY_VERSION, check_compatible, weights_fingerprint
 from lmforget.matrix import ForgettingMatrix
+from lmforget.migrate import upgrade_manifest
 
 MANIFEST = "manifest.json"
 
@@ -41,14 +44,6 @@ def task_slug(name: str) -> str:
     """A file-system-safe, collision-free file stem for a task name."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80].strip("._") or "task"
     return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
-def task_fingerprint(task: TaskSet) -> str:
-    h = hashlib.sha256(json.dumps([task.name, task.group], ensure_ascii=False).encode())
-    for split, items in (("train", task.train), ("eval", task.eval)):
-        for ex in items:
-            h.update(json.dumps([split, ex.to_json()], sort_keys=True, ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -135,14 +130,15 @@ class Run:
             raise LmforgetError(f"only self-sampled upstream data is rebuilt from committed files, not "
                                 f"format {spec.format!r}")
         fps = self.manifest.get("fingerprints", {})
-        if not fps.get("model") or not fps.get("upstream"):
-            raise LmforgetError("the manifest records no model or upstream fingerprint to check against")
+        if not fps.get("upstream"):
+            raise LmforgetError("the manifest records no upstream fingerprint to check against")
         from lmforget.sampling import pinned_upstream
 
         here = self.path.resolve()
         m = recipe.model
         try:
-            return pinned_upstream(spec, m.name, fps["model"], fps["upstream"], roots=[here, *here.parents][:5],
+            weights = weights_fingerprint(m.name, init_seed=m.init_seed, revision=m.revision)  # what drew them
+            return pinned_upstream(spec, m.name, weights, fps["upstream"], roots=[here, *here.parents][:5],
                                    revision=m.revision, trust_remote_code=m.trust_remote_code)
         except LmforgetError:
             raise
@@ -233,41 +229,6 @@ def _upstream_from_json(rec: dict) -> UpstreamExample:
     )
 
 
-def _fingerprints(recipe: Recipe, upstream: UpstreamSet, tasks: list[TaskSet], model_fp: str,
-                  score_dtype: str) -> dict:
-    def digest(data) -> str:
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-    return {
-        "model": model_fp,
-        "upstream": upstream.fingerprint()[:16],
-        "scorer": digest({"score": recipe.score.science()}),
-        "finetune": digest({"finetune": recipe.finetune.science(), "seed": recipe.seed}),
-        "objective": TRAINING_OBJECTIVE,
-        "score_dtype": score_dtype,
-        "tasks": {t.name: task_fingerprint(t) for t in tasks},
-    }
-
-
-_FINGERPRINT_LABELS = {"model": "model", "upstream": "upstream data", "scorer": "scorer settings",
-                       "finetune": "fine-tuning settings", "objective": "training objective (loss mask, "
-                       "master weights)", "score_dtype": "scoring precision"}
-
-
-def _check_compatible(path: Path, old: dict, new: dict) -> None:
-    for key, label in _FINGERPRINT_LABELS.items():
-        if key not in old:
-            raise LmforgetError(f"{path} was made by an older lmforget that did not record its {label}; its rows "
-                                "cannot be trusted to match new ones: use a new output directory")
-        if old[key] != new[key]:
-            raise LmforgetError(f"{path} was made with different {label} ({old[key]} != {new[key]}); "
-                                "use a new output directory or restore the original recipe")
-    for name, fp in old.get("tasks", {}).items():
-        if name in new["tasks"] and new["tasks"][name] != fp:
-            raise LmforgetError(f"{path}: task {name!r} has different data than when the run was made; "
-                                "use a new output directory")
-
-
 def _environment() -> dict:
     """Versions of the libraries that make the numbers (a decode or a kernel may change between releases)."""
     import platform
@@ -283,15 +244,22 @@ def _environment() -> dict:
 
 
 def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, tasks: list[TaskSet],
-                model_fp: str, score_dtype: str, is_main: bool = True) -> Run:
-    """Create the run directory, or check that an existing one was made from the same inputs."""
+                fps: dict, is_main: bool = True) -> Run:
+    """Create the run directory, or check that an existing one was made from the same inputs.
+
+    `fps`: `identity.run_fingerprints(recipe, upstream, tasks)`. A manifest of an older identity version is
+    migrated first (`lmforget.migrate`, verified against the fingerprints it stores).
+    """
     path = Path(run_dir)
-    fps = _fingerprints(recipe, upstream, tasks, model_fp, score_dtype)
     mpath = path / MANIFEST
     old: dict | None = None
     if mpath.is_file():
         run = Run.open(path)
-        _check_compatible(path, run.manifest.get("fingerprints", {}), fps)
+        migrated = upgrade_manifest(run.manifest, path) if is_main else None
+        if migrated is not None:
+            write_json(mpath, migrated)
+            run = Run(path, migrated)
+        check_compatible(path, run.manifest.get("fingerprints", {}), fps)
         known = set(run.task_names)
         if all(t.name in known for t in tasks) and len(known) == len(tasks):
             if is_main and not all((path / "data" / f).is_file() for f in ("upstream.jsonl", "tasks.jsonl")):
@@ -303,6 +271,7 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     now, environment = time.strftime("%Y-%m-%dT%H:%M:%S%z"), _environment()
     manifest = {
         "lmforget_version": __version__,
+        "identity_version": IDENTITY_VERSION,
         "created": now,
         "environment": environment,  # provenance only: never compared on resume
         "recipe": recipe.model_dump(mode="json"),
@@ -314,6 +283,8 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
     if old is not None:  # the task list changed: the run keeps its provenance and records the change
         for key in ("lmforget_version", "created", "environment"):
             manifest[key] = old.get(key, manifest[key])
+        if old.get("notes"):
+            manifest["notes"] = old["notes"]
         before, after = [t["name"] for t in old.get("tasks", [])], [t.name for t in tasks]
         manifest["task_changes"] = [*old.get("task_changes", []), {
             "time": now, "added": [t for t in after if t not in before],

@@ -130,7 +130,9 @@ def context_ids(tokenizer, text: str) -> list[int]:
 
 def draw_identity(model_fp: str, prompts: Sequence[Sequence[int]], ids: Sequence[str], new_tokens: int,
                   seed: int) -> dict:
-    """What determines a draw: the cache key is its hash, and a pinned samples file carries it as its header."""
+    """What determines a draw: the cache key is its hash, and a pinned samples file carries it as its header.
+
+    `model_fp` is `identity.weights_fingerprint` of the model drawn from (content, not location)."""
     h = hashlib.sha256()
     for i, p in zip(ids, prompts, strict=True):
         h.update(json.dumps([i, list(p)]).encode())
@@ -148,7 +150,7 @@ def _cache_path(key: str, cache: Path | None) -> Path:
     return (cache if cache is not None else cache_dir() / "self-sampled") / f"{key}.jsonl"
 
 
-def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: str | None = None,
+def self_sampled_upstream(spec, model: str, *, init_seed: int = 0, revision: str | None = None,
                           trust_remote_code: bool = False, device: str = "auto", cache: Path | None = None,
                           progress: bool = True, log=lambda s: None) -> UpstreamSet:
     """The self-sampled upstream set a spec describes, sampled from `model` (or read from the cache).
@@ -156,7 +158,8 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
     `spec.model`, when set, must name `model`: the samples must come from the base model itself.
     """
     from lmforget.data.specs import upstream_spec
-    from lmforget.models import load_model, load_tokenizer, model_fingerprint
+    from lmforget.identity import weights_fingerprint
+    from lmforget.models import load_model, load_tokenizer
     from lmforget.resources import resolve_path
 
     spec = upstream_spec(spec)
@@ -167,7 +170,7 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
                             "upstream data must be drawn from the base model that is fine-tuned")
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=revision)
     contexts, prompts = _contexts(spec, tokenizer)
-    model_fp = model_fingerprint(model, seed=model_seed, revision=revision)
+    model_fp = weights_fingerprint(model, init_seed=init_seed, revision=revision)
     header = draw_identity(model_fp, prompts, contexts.ids, spec.new_tokens, spec.seed)
     path = _cache_path(cache_key(header), cache)
     pinned = Path(resolve_path(spec.samples)) if spec.samples else None  # 'package:' = shipped with lmforget
@@ -179,7 +182,7 @@ def self_sampled_upstream(spec, model: str, *, model_seed: int = 0, revision: st
     if drawn is None:
         log(f"sampling {len(prompts)} continuations of {spec.new_tokens} tokens from {model} (fp32)")
         lm, tok = load_model(model, device=device, dtype="float32", trust_remote_code=trust_remote_code,
-                             seed=model_seed, revision=revision)
+                             seed=init_seed, revision=revision)
         drawn = sample_continuations(lm, prompts, spec.new_tokens, spec.seed, pad_id=tok.pad_token_id or 0,
                                      progress=progress)
         del lm
@@ -220,7 +223,7 @@ def pinned_upstream(spec, model: str, model_fp: str, fingerprint: str, *, roots:
 
     For a run directory without its data/ copy: the contexts are re-read and re-tokenised with the
     run's tokenizer, and the continuations come from a pinned samples file whose header is this draw's
-    identity (`model_fp` is the run's recorded model fingerprint), or from the sampling cache. Pinned
+    identity (`model_fp`: `identity.weights_fingerprint` of the run's model), or from the sampling cache. Pinned
     files are looked for at `spec.samples` (as given, then under each of `roots`) and in the `samples/`
     folder of each root. The rebuilt set is returned (with the file it came from) only when its
     fingerprint starts with the run's recorded `fingerprint`; otherwise one LmforgetError says why.

@@ -85,6 +85,24 @@ def status(
 
 
 @app.command()
+def migrate(
+    dirs: list[Path] = typer.Argument(..., help="Run directories (`lmforget collect`) or replay studies "
+                                                "(`lmforget replay`) made by an older lmforget."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Bring manifests to the current identity version without resuming (collect and replay do it on open):
+    fingerprints are checked with the old formulas, then replaced, with a note in the manifest."""
+    from lmforget.migrate import migrate as migrate_dir
+
+    done = {str(d): migrate_dir(d) for d in dirs}
+    if as_json:
+        print_json({"migrated": [d for d, m in done.items() if m], "current": [d for d, m in done.items() if not m]})
+        return
+    for d, m in done.items():
+        console.print(f"{d}: {'migrated (see notes in its manifest.json)' if m else 'already current'}")
+
+
+@app.command()
 def recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the shipped recipes."""
     from lmforget.config import recipe_summary, shipped_recipes

@@ -45,7 +45,9 @@ from lmforget.config import (
 )
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
+from lmforget.identity import IDENTITY_VERSION, check_study, section_identity, study_settings
 from lmforget.matrix import ForgettingMatrix
+from lmforget.migrate import migrate
 from lmforget.replay.heldout import HeldoutSplit, draw_probes, split_heldout
 from lmforget.replay.layout import MANIFEST, cell_file
 from lmforget.replay.methods import Method, parse_methods
@@ -54,7 +56,7 @@ from lmforget.runs import Run, write_table
 from lmforget.seeding import task_seed
 
 Log = Callable[[str], None]
-_SAME_AS_RUN = ("model", "upstream", "tasks", "finetune", "score", "seed")  # a study's are its run's
+_SAME_AS_RUN = ("model", "upstream", "tasks", "finetune", "score")  # a study's are its run's
 
 
 @dataclass
@@ -106,24 +108,12 @@ class Study:
 
 
 # ----------------------------------------------------------------------- setup
-def _section(recipe: Recipe, name: str):
-    value = getattr(recipe, name)
-    if isinstance(value, dict):
-        return {k: v.model_dump(mode="json") for k, v in value.items()}
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-
-
-def _comparable(recipe: Recipe, name: str):
-    """A section as far as it decides the numbers (batching and hardware layout may differ from the run's)."""
-    if name in ("finetune", "score"):
-        return getattr(recipe, name).science()
-    return _section(recipe, name)
-
-
 def _check_run_matches(recipe: Recipe, run: Run) -> None:
+    """Each section shared with the run must decide the numbers as the run's did (batching and hardware layout
+    may differ)."""
     ran = run.recipe
     for name in _SAME_AS_RUN:
-        if _comparable(ran, name) != _comparable(recipe, name):
+        if section_identity(ran, name) != section_identity(recipe, name):
             raise LmforgetError(f"recipe {recipe.name!r}: its {name!r} section differs from the one run "
                                 f"{run.path} was made with; a replay study uses the run's model, data, "
                                 "fine-tuning and scorer (drop the section, or point replay.run at a matching run)")
@@ -158,7 +148,7 @@ def _open_run(recipe_name: str, cfg: ReplayConfig) -> Run:
 
 def load_study_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
     """A replay recipe (path or shipped name) completed from its run: model, upstream data, tasks,
-    fine-tuning, scoring and seed are taken from the run's manifest, so a replay recipe needs only its
+    fine-tuning and scoring are taken from the run's manifest, so a replay recipe needs only its
     `replay:` section. A section it (or an override) does state must equal the run's, else it is refused."""
     data = load_recipe_data(recipe, overrides)
     if not isinstance(data.get("replay"), dict):
@@ -175,13 +165,6 @@ def load_study_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe
     full = validate_recipe({**merge({k: ran[k] for k in _SAME_AS_RUN}, stated), **rest}, recipe)
     _check_run_matches(full, run)
     return full
-
-
-def _settings(study_recipe: Recipe, run: Run) -> dict:
-    replay = study_recipe.replay.settings()
-    recipe = {k: _comparable(study_recipe, k) for k in ("model", "finetune", "score", "seed")}
-    recipe["score_dtype"] = study_recipe.score.dtype  # pinned to the run's by open_study
-    return {"recipe": recipe, "replay": replay, "run_fingerprints": run.manifest.get("fingerprints", {})}
 
 
 def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None) -> Study:
@@ -249,19 +232,22 @@ def _validate_cells(study: Study) -> None:
 
 
 def _prepare_out(study: Study) -> None:
-    settings = _settings(study.recipe, study.run)
+    """Create the study's directory, or check that an existing one was made with the same settings. Manifests of
+    an older identity version (the study's, and its run's, whose fingerprints it records) are migrated first."""
+    if migrate(study.run.path):
+        study.run = Run.open(study.run.path)
+    # the recipe's score dtype was pinned to the run's recorded precision by open_study
+    settings = study_settings(study.recipe, study.run.manifest.get("fingerprints", {}))
     path = study.out / MANIFEST
     if path.is_file():
-        old = read_json(path, "study manifest")
-        if old.get("settings") != settings:
-            diff = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
-            raise LmforgetError(f"{study.out} was made with different {', '.join(diff) or 'settings'}; "
-                                "use a new output directory or restore the original recipe")
+        migrate(study.out)
+        check_study(study.out, read_json(path, "study manifest").get("settings", {}), settings)
         return
     if study.out.exists() and any(study.out.iterdir()):
         raise LmforgetError(f"{study.out} exists, is not empty and is not a replay study; choose a new -o directory")
-    write_json(path, {"lmforget_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "run": str(study.run.path), "settings": settings})
+    write_json(path, {"lmforget_version": __version__, "identity_version": IDENTITY_VERSION,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": str(study.run.path),
+                      "settings": settings})
 
 
 # ------------------------------------------------------------------- one cell
@@ -671,7 +657,7 @@ def write_results(study: Study) -> dict:
         # the previous run's own rows on the held-out set: what the tasks forgot there, next to `none` here
         "run_heldout_mean_increase": float(np.mean(run_rows)) if run_rows else None,
         "recipe": study.recipe.name, "run": str(study.run.path), "model": study.recipe.model.name,
-        "settings": _settings(study.recipe, study.run)["replay"],
+        "settings": study.recipe.replay.science(),
         "n_test_tasks": len(study.cfg.test_tasks), "complete": len(tasks) == len(study.cfg.test_tasks),
         "n_upstream": len(study.upstream), "n_heldout": int(len(study.split.heldout)),
         "n_pool": int(len(study.split.pool)), **summary,
