@@ -359,7 +359,7 @@ def recipe_error(exc: ValidationError, recipe: str, prefix: str = "") -> Lmforge
     kind = "unknown recipe key" if err["type"] == "extra_forbidden" else "bad recipe value"
     msg = err["msg"].removeprefix("Value error, ")
     hint = f" (set it on the command line: {where}.path=PATH)" if "needs 'path'" in msg else ""
-    return LmforgetError(f"recipe {recipe}: {kind} {where!r}: {msg}{hint}")
+    return LmforgetError(f"recipe {recipe}: {kind}{f' {where!r}' if where else ''}: {msg}{hint}")
 
 
 def validate_recipe(data: dict, recipe: str) -> Recipe:
