@@ -22,7 +22,7 @@ def test_matrix_and_noise_recipes_differ_only_by_seed_and_tasks() -> None:
     assert len(noise.tasks["ni"].tasks) >= 5 and set(noise.tasks["ni"].tasks) <= set(tasks)
     assert noise.finetune.seed != matrix.finetune.seed
     assert noise.finetune.model_copy(update={"seed": matrix.finetune.seed}) == matrix.finetune
-    for section in ("model", "upstream", "score", "seed"):
+    for section in ("model", "upstream", "score"):
         assert getattr(noise, section) == getattr(matrix, section), section
     assert noise.tasks["ni"].model_copy(update={"tasks": tasks}) == matrix.tasks["ni"]
 
@@ -48,7 +48,7 @@ def test_replay_run_differs_from_the_matrix_only_by_task_data_and_steps() -> Non
     assert (run.tasks["ni"].n_train, run.finetune.steps) == (192, 48)  # one pass of 4 per step, as the matrix
     assert run.tasks["ni"].model_copy(update={"n_train": 48}) == matrix.tasks["ni"]
     assert run.finetune.model_copy(update={"steps": 12}) == matrix.finetune
-    for section in ("model", "upstream", "score", "seed"):
+    for section in ("model", "upstream", "score"):
         assert getattr(run, section) == getattr(matrix, section), section
 
 
@@ -56,7 +56,7 @@ def test_wikipedia_recipe_swaps_only_the_upstream_set() -> None:
     matrix = load_recipe(str(STUDY / "matrix.yaml"))
     wiki = load_recipe(str(STUDY / "wikipedia.yaml"))
     assert wiki.upstream.format == "wikipedia" and wiki.upstream.n == 1000 and wiki.upstream.contexts is None
-    for section in ("model", "tasks", "finetune", "score", "seed"):
+    for section in ("model", "tasks", "finetune", "score"):
         assert getattr(wiki, section) == getattr(matrix, section), section
 
 
