@@ -347,20 +347,25 @@ def test_a_changed_task_list_keeps_the_runs_provenance_and_records_the_change(tm
 
     ups = UpstreamSet([UpstreamExample(id=f"u{i}", text=f"text {i}") for i in range(3)])
     task = {n: TaskSet(n, "g", [TaskExample.from_prompt(f"q {n}", "a")], []) for n in ("a", "b", "c")}
-    recipe = load_recipe("tiny")
+    from lmforget.collect import resolve_recipe
+    from lmforget.identity import run_fingerprints
+
+    recipe = resolve_recipe(load_recipe("tiny"), load_recipe("tiny").executor)
 
     def prepare(names: str, env: dict) -> dict:
         monkeypatch.setattr(runs, "_environment", lambda: env)
-        runs.prepare_run(recipe, tmp_path / "run", ups, [task[n] for n in names], model_fp="m", score_dtype="float32")
+        chosen = [task[n] for n in names]
+        runs.prepare_run(recipe, tmp_path / "run", ups, chosen, run_fingerprints(recipe, ups, chosen))
         return json.loads((tmp_path / "run" / "manifest.json").read_text())
 
     first = prepare("ab", {"torch": "1"})
     assert "task_changes" not in first
-    manifest = {**first, "created": "2020-01-01T00:00:00+0000"}  # made long ago
+    manifest = {**first, "created": "2020-01-01T00:00:00+0000", "notes": ["migrated"]}  # made long ago
     (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
     assert prepare("ab", {"torch": "2"}) == manifest  # same tasks: the manifest is left alone
     grown = prepare("abc", {"torch": "2"})
     assert grown["created"] == "2020-01-01T00:00:00+0000" and grown["environment"] == {"torch": "1"}
+    assert grown["notes"] == ["migrated"]
     assert [t["name"] for t in grown["tasks"]] == ["a", "b", "c"] and set(grown["fingerprints"]["tasks"]) == set("abc")
     (change,) = grown["task_changes"]
     assert change["added"] == ["c"] and change["removed"] == [] and change["environment"] == {"torch": "2"}

@@ -116,10 +116,13 @@ def test_minilm_encoder_ranks_paraphrases_above_unrelated_text():
 
 
 def _run_dir(tmp_path, ups, tasks):
-    from lmforget.config import load_recipe
+    from lmforget.collect import resolve_recipe
+    from lmforget.config import ExecutorConfig, load_recipe
+    from lmforget.identity import run_fingerprints
     from lmforget.runs import prepare_run, write_row, write_table
 
-    run = prepare_run(load_recipe("tiny"), tmp_path / "run", ups, tasks, model_fp="test", score_dtype="float32")
+    recipe = resolve_recipe(load_recipe("tiny"), ExecutorConfig())
+    run = prepare_run(recipe, tmp_path / "run", ups, tasks, run_fingerprints(recipe, ups, tasks))
     rng = np.random.default_rng(0)
     base = pd.DataFrame({"id": ups.ids, "nll": rng.uniform(2, 4, len(ups)), "n_tokens": 9})
     write_table(run.path / "base.parquet", base)

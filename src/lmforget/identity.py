@@ -163,7 +163,7 @@ def study_settings(recipe: Recipe, run_fingerprints: dict) -> dict:
     """A replay study's identity: the sections it shares with its run, its replay settings, the run's fingerprints."""
     require_resolved(recipe)
     if recipe.replay is None:
-        raise ValueError("a study recipe has a replay section")
+        raise ValueError("a study's settings need a recipe with a replay section")
     shared = {k: section_identity(recipe, k) for k in ("model", "finetune", "score")}
     shared["score_dtype"] = recipe.score.dtype
     return {"recipe": shared, "replay": recipe.replay.science(), "run_fingerprints": run_fingerprints}

@@ -2,7 +2,8 @@
 
 Version 2 changed two fingerprints (docs/architecture.md, "Run directory"):
 - model: a GGUF file given by path is its content alone, and a model directory its config and weight files'
-  names and sizes: the path (and the files' mtimes) left the fingerprint, so a moved copy resumes;
+  names and sizes: the path (and the files' mtimes) left the fingerprint, so a moved copy resumes; a chat
+  template file is its content, not its path;
 - fine-tuning: the top-level recipe `seed` left it. It is `model.init_seed` now and only ever seeded a tiny
   model's initial weights, which the model fingerprint always held.
 
@@ -36,8 +37,9 @@ from lmforget.identity import (
 MANIFEST = "manifest.json"
 _HARDWARE_ONLY_V1 = ("batch_size", "gradient_checkpointing", "deepspeed")  # left out of v1 fine-tuning fingerprints
 _WHY = ("identity version 2: a model given by path is identified by its content, not its location (a moved copy "
-        "resumes); the recipe's top-level `seed` left the fine-tuning fingerprint (it is model.init_seed, which "
-        "only seeds a tiny model's initial weights and was always in the model fingerprint)")
+        "resumes), and a chat template file by its content; the recipe's top-level `seed` left the fine-tuning "
+        "fingerprint (it is model.init_seed, which only seeds a tiny model's initial weights and was always in the "
+        "model fingerprint)")
 
 
 # ------------------------------------------------------------------------------- legacy formulas (version 1)
