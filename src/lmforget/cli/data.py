@@ -148,9 +148,9 @@ def data_tasks(
     _check_out(out)
     tasks = load_tasks(task_spec(_spec_dict(fmt, path, options)))
     if out is not None:
-        rows = [{"task": t.name, "group": t.group, "split": split, **ex.to_json()}
-                for t in tasks for split, exs in (("train", t.train), ("eval", t.eval)) for ex in exs]
-        write_jsonl(out, rows)
+        from lmforget.data.records import task_rows
+
+        write_jsonl(out, task_rows(tasks))
     listing = [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval),
                 **{k: t.meta[k] for k in ("n_available", "license", "kind") if k in t.meta}} for t in tasks]
     if as_json:

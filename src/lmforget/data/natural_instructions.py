@@ -16,11 +16,10 @@ import tarfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from lmforget.data.readers import require
 from lmforget.data.registry import RawTask, register_tasks, skipped
 from lmforget.data.select import sample, task_rng
 from lmforget.data.specs import TaskSpec
-from lmforget.data.types import TaskExample
+from lmforget.data.types import TaskExample, require
 from lmforget.errors import LmforgetError
 
 MEMBER = re.compile(r"(?:^|/)natural_instructions/(subtask\d+_[^/]+)/task\.json$")

@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import orjson
 
-from lmforget.data.readers import LineGate, expand_paths, hub_snapshot, is_saved_dataset, line_gate, snapshot_files
+from lmforget.data.files import LineGate, expand_paths, is_saved_dataset, line_gate
+from lmforget.data.hub import hub_snapshot, snapshot_files
 from lmforget.data.select import first_n
 from lmforget.data.specs import UpstreamSpec
 from lmforget.data.types import UpstreamExample

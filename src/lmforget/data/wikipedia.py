@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from lmforget.data.readers import json_rows
+from lmforget.data.files import json_rows
 from lmforget.data.registry import register_upstream
 from lmforget.data.select import slug
 from lmforget.data.specs import UpstreamSpec
