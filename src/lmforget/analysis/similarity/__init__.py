@@ -28,8 +28,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from lmforget.analysis.similarity.correlation import align, correlate
 from lmforget.analysis.similarity.embedding import (
     MINILM_PACKAGE,
@@ -55,26 +53,22 @@ def similarity_vs_forgetting(matrix, model, tokenizer, upstream: UpstreamSet, ta
                              max_task_examples: int | None = 64, columns: int | None = None) -> dict[str, Any]:
     """Compute the requested similarity measures for the matrix's tasks and examples; correlate with Z.
 
-    Only tasks that are rows of the matrix are used; `columns` limits the upstream examples to a seeded
-    random subset of the matrix's complete columns (the cost is linear in the number of examples).
+    Only tasks that are rows of the matrix are used, on `matrix.complete(columns, seed)`: `columns` limits the
+    upstream examples to a seeded random subset of the complete columns (the cost is linear in their number).
     """
     unknown = [m for m in measures if m not in ("embedding", "gradient")]
     if unknown or not measures:
         raise LmforgetError(f"unknown similarity measure(s) {unknown}; use embedding and/or gradient")
+    matrix, _ = matrix.complete(columns, seed)  # the matrix analyze and predict use too
     rows_known = set(matrix.tasks.tolist())
     tasks = [t for t in tasks if t.name in rows_known]
-    complete = matrix.complete_columns()
-    wanted = np.flatnonzero(complete)
-    if columns is not None and columns < len(wanted):
-        wanted = np.sort(np.random.default_rng(seed).choice(wanted, size=columns, replace=False))
-    ids = set(matrix.examples[wanted].tolist())
+    ids = set(matrix.examples.tolist())
     ups = [e for e in upstream.examples if e.id in ids]
     if not tasks or not ups:
         raise LmforgetError("no task or upstream example of the run matches the matrix; nothing to compare")
     upstream = UpstreamSet(ups, name=upstream.name)
     task_names = [t.name for t in tasks]
-    row_idx = matrix.rows(task_names)
-    Z = matrix.Z[np.ix_(row_idx, wanted)]
+    Z = matrix.Z[matrix.rows(task_names)]
     result: dict[str, Any] = {"shape": [len(tasks), len(ups)], "seed": seed, "measures": {}}
     for measure in measures:
         if measure == "embedding":
@@ -84,7 +78,7 @@ def similarity_vs_forgetting(matrix, model, tokenizer, upstream: UpstreamSet, ta
             S, how = gradient_similarity(model, tokenizer, upstream, tasks, dim=dim, seed=seed,
                                          projection=projection, max_length=max_length,
                                          max_task_examples=max_task_examples)
-        S = align(S, task_names, upstream.ids, task_names, matrix.examples[wanted].tolist())
+        S = align(S, task_names, upstream.ids, task_names, matrix.examples.tolist())
         result["measures"][measure] = {"method": how, **correlate(S, Z)}
     return result
 
