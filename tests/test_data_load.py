@@ -7,8 +7,8 @@ import pytest
 
 from lmforget.cli import main
 from lmforget.data import TaskSpec, UpstreamSpec, load_tasks, load_upstream, task_spec, upstream_spec
-from lmforget.data.sampling import sample_stream
-from lmforget.data.select import cut_chars, cut_tokens, cut_words
+from lmforget.data.cuts import cut_chars, cut_tokens, cut_words
+from lmforget.data.subsample import sample_stream
 from lmforget.errors import LmforgetError
 
 FIX = Path(__file__).parent / "fixtures" / "data"

@@ -128,7 +128,7 @@ class Run:
         fps = self.manifest.get("fingerprints", {})
         if not fps.get("model") or not fps.get("upstream"):
             raise LmforgetError("the manifest records no model or upstream fingerprint to check against")
-        from lmforget.sampling import pinned_upstream
+        from lmforget.self_sampling import pinned_upstream
 
         here = self.path.resolve()
         m = recipe.model

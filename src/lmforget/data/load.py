@@ -31,12 +31,14 @@ from lmforget.data import (  # noqa: F401
     tulu,
     wikipedia,
 )
+from lmforget.data.cuts import chunk_words, cut_chars, cut_tokens, cut_words
+from lmforget.data.pools import sample, split_pool
 from lmforget.data.registry import TASKS, UPSTREAM, RawTask
-from lmforget.data.sampling import select_upstream
-from lmforget.data.select import chunk_words, cut_chars, cut_tokens, cut_words, sample, split_pool, task_rng
 from lmforget.data.specs import TaskSpec, UpstreamSpec, task_spec, upstream_spec
+from lmforget.data.subsample import select_upstream
 from lmforget.data.types import TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
+from lmforget.seeding import task_rng
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ class UpstreamSpec(_Source):
     max_words: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="cut with the model's tokenizer")
     name: str | None = None
-    # self-sampled only: contexts continued by the base model itself (lmforget.sampling)
+    # self-sampled only: contexts continued by the base model itself (lmforget.self_sampling)
     contexts: "UpstreamSpec | None" = Field(None, description="self-sampled: where the contexts come from")
     context_sentences: int | None = Field(None, ge=1, description="self-sampled: keep a context's first sentences")
     new_tokens: int | None = Field(None, ge=1, description="self-sampled: exactly this many sampled tokens")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from lmforget.data.cuts import slug
 from lmforget.data.pools import TaskPools
 from lmforget.data.registry import RawTask, records, register_tasks
-from lmforget.data.select import slug
 from lmforget.data.specs import TaskSpec
 from lmforget.data.types import TaskExample, require
 

@@ -15,7 +15,7 @@ from lmforget.data.records import read_upstream_file, upstream_example
 from lmforget.data.types import UpstreamExample, UpstreamSet
 from lmforget.encoding import encode_upstream
 from lmforget.errors import LmforgetError
-from lmforget.sampling import first_sentences, sample_continuations, self_sampled_upstream
+from lmforget.self_sampling import first_sentences, sample_continuations, self_sampled_upstream
 
 
 def _peaky(model, scale: float = 25.0):
