@@ -7,17 +7,17 @@ YAML-typed values. Unknown keys are errors: a typo must never be silently ignore
 
 from __future__ import annotations
 
-import importlib
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmforget.data.specs import TaskSpec, UpstreamSpec
 from lmforget.errors import LmforgetError
+from lmforget.registry import one_of
 
 
 class _Marker:
@@ -44,19 +44,6 @@ class _Strict(BaseModel):
         skip = {name for name, f in type(self).model_fields.items()
                 if NOT_FINGERPRINTED in f.metadata or (ADDED_LATER in f.metadata and getattr(self, name) == f.default)}
         return self.model_dump(mode="json", exclude=skip)
-
-
-def one_of(module: str, names: str, what: str) -> AfterValidator:
-    """A closed set of choices defined once, as `module.names` next to what implements them (a tuple or a
-    `Registry`); imported when a value is checked, so a recipe module does not load every implementation."""
-
-    def check(value: str) -> str:
-        choices = getattr(importlib.import_module(module), names)
-        if value not in choices:
-            raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-        return value
-
-    return AfterValidator(check)
 
 
 class ModelConfig(_Strict):

@@ -521,7 +521,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     `report_only`: run nothing; write the results of the tasks whose cells are all finished (an interim
     report of a study still running; the report says how many tasks it covers).
     """
-    from lmforget.executor import open_executor, single_gpu
+    from lmforget.executor import one_gpu_per_unit, open_executor
     from lmforget.launch import close_vllm_engine
     from lmforget.status import Tracker
 
@@ -537,7 +537,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     log(f"{len(study.cfg.test_tasks)} test tasks x {len(study.methods)} methods; held-out {len(study.split.heldout)}, "
         f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
         f"{len(cells) - len(todo)} cells already done -> {study.out}")
-    exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
+    exe_cfg = one_gpu_per_unit(executor or recipe.executor)  # a cell trains and scores in one process
     # one unit per task x trained arm: an arm's WiSE-FT cells share its training (they cost only scoring)
     units: dict[str, tuple[str, list[Method]]] = {}
     for t, m in todo:
