@@ -161,7 +161,7 @@ def test_failing_task_is_recorded_others_finish_and_rerun_retries_only_it(ray_cl
 def test_killed_driver_resumes_without_recomputing_rows(ray_cluster, tmp_path, capsys) -> None:
     out, marker = tmp_path / "run", tmp_path / "driver-killed"
     args = ["collect", "tiny", "-o", str(out), "-q", "--address", ray_cluster]
-    env = {**os.environ, "PYTHONPATH": str(SRC), "LMFORGET_FAULT": f"driver.row_written:{marker}"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "LMFORGET_FAULT": f"driver.unit_written:{marker}"}
     killed = subprocess.run([sys.executable, "-m", "lmforget", *args], capture_output=True, text=True, env=env,
                             timeout=300)
     assert killed.returncode == -9 and marker.exists(), killed.stderr
@@ -180,7 +180,8 @@ def test_killed_driver_resumes_without_recomputing_rows(ray_cluster, tmp_path, c
 
 def test_replay_cells_and_similarity_measures_run_as_ray_tasks(ray_cluster, local_tiny, tmp_path) -> None:
     from lmforget.analysis.similarity import similarity_for_run
-    from lmforget.replay.study import load_study_recipe, run_study
+    from lmforget.replay.study import run_study
+    from lmforget.replay.study_setup import load_study_recipe
 
     run_dir = local_tiny.meta["run_dir"]
     ray_cfg = ExecutorConfig(kind="ray")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +32,7 @@ from lmforget.config import TRAINING_OBJECTIVE, Recipe, recipe_from_dict
 from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
-
-MANIFEST = "manifest.json"
-
-
-def task_slug(name: str) -> str:
-    """A file-system-safe, collision-free file stem for a task name."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80].strip("._") or "task"
-    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+from lmforget.workdir import WorkDir, open_or_create, unit_file
 
 
 def task_fingerprint(task: TaskSet) -> str:
@@ -78,11 +70,12 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path) -> "Run":
-        path = Path(path)
-        mpath = path / MANIFEST
-        if not mpath.is_file():
-            raise LmforgetError(f"{path}: not a run directory (no {MANIFEST}); create one with `lmforget collect`")
-        return cls(path, read_json(mpath, "run manifest"))
+        wd = WorkDir.open(path, "run")
+        return cls(wd.path, wd.manifest)
+
+    @property
+    def workdir(self) -> WorkDir:
+        return WorkDir(self.path, "run", self.manifest)
 
     @property
     def recipe(self) -> Recipe:
@@ -165,17 +158,16 @@ class Run:
         return pd.read_parquet(p) if p.is_file() else None
 
     def row_path(self, task: str) -> Path:
-        return self.path / "rows" / f"{task_slug(task)}.parquet"
+        return unit_file(self.path, "run", task, ".parquet")
 
     def error_path(self, task: str) -> Path:
-        return self.path / "rows" / f"{task_slug(task)}.error.json"
+        return unit_file(self.path, "run", task, ".error.json")
 
     def finished(self) -> list[str]:
         return [t for t in self.task_names if self.row_path(t).is_file()]
 
     def row_log(self, task: str) -> dict | None:
-        p = self.path / "rows" / f"{task_slug(task)}.json"
-        return read_json(p, "row log", missing=None)
+        return read_json(unit_file(self.path, "run", task, ".json"), "row log", missing=None)
 
     def matrix(self, require_all: bool = False) -> ForgettingMatrix:
         """Assemble Z from the finished rows (unfinished tasks are left out, or refused)."""
@@ -284,46 +276,34 @@ def _environment() -> dict:
 
 def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, tasks: list[TaskSet],
                 model_fp: str, score_dtype: str, is_main: bool = True) -> Run:
-    """Create the run directory, or check that an existing one was made from the same inputs."""
-    path = Path(run_dir)
+    """Create the run directory, or check that an existing one was made from the same inputs.
+
+    A changed task list is written to the manifest and recorded in `task_changes`; the run keeps its
+    provenance (`created`, `environment`, the version that made its first rows)."""
     fps = _fingerprints(recipe, upstream, tasks, model_fp, score_dtype)
-    mpath = path / MANIFEST
-    old: dict | None = None
-    if mpath.is_file():
-        run = Run.open(path)
-        _check_compatible(path, run.manifest.get("fingerprints", {}), fps)
-        known = set(run.task_names)
-        if all(t.name in known for t in tasks) and len(known) == len(tasks):
-            if is_main and not all((path / "data" / f).is_file() for f in ("upstream.jsonl", "tasks.jsonl")):
-                _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
-            return run
-        old = run.manifest
-    elif path.exists() and any(path.iterdir()):
-        raise LmforgetError(f"{path} exists, is not empty and is not a run directory; choose a new -o directory")
-    now, environment = time.strftime("%Y-%m-%dT%H:%M:%S%z"), _environment()
-    manifest = {
-        "lmforget_version": __version__,
-        "created": now,
-        "environment": environment,  # provenance only: never compared on resume
-        "recipe": recipe.model_dump(mode="json"),
-        "fingerprints": fps,
-        "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
-                  for t in tasks],
-        "n_upstream": len(upstream),
-    }
-    if old is not None:  # the task list changed: the run keeps its provenance and records the change
-        for key in ("lmforget_version", "created", "environment"):
-            manifest[key] = old.get(key, manifest[key])
-        before, after = [t["name"] for t in old.get("tasks", [])], [t.name for t in tasks]
-        manifest["task_changes"] = [*old.get("task_changes", []), {
-            "time": now, "added": [t for t in after if t not in before],
-            "removed": [t for t in before if t not in after], "lmforget_version": __version__,
-            "environment": environment}]
-    if is_main:
-        path.mkdir(parents=True, exist_ok=True)
-        _write_data(path, upstream, tasks)
-        write_json(mpath, manifest)  # last: the manifest marks a complete directory
-    return Run(path, manifest)
+    described = {"recipe": recipe.model_dump(mode="json"),
+                 "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
+                           for t in tasks],
+                 "n_upstream": len(upstream)}
+    wd = open_or_create(run_dir, "run", fps, check=_check_compatible, write=is_main,
+                        fields={"environment": _environment(), **described})  # provenance only: never compared
+    old, path = wd.manifest, wd.path
+    before, after = [t["name"] for t in old["tasks"]], [t.name for t in tasks]
+    changed = set(before) != set(after) or len(before) != len(after)
+    if changed:
+        change = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": [t for t in after if t not in before],
+                  "removed": [t for t in before if t not in after], "lmforget_version": __version__,
+                  "environment": _environment()}
+        manifest = {**old, **described, "fingerprints": fps,
+                    "task_changes": [*old.get("task_changes", []), change]}
+        if is_main:
+            wd.write_manifest(manifest)
+        else:
+            wd.manifest = manifest
+    data = [path / "data" / f for f in ("upstream.jsonl", "tasks.jsonl")]
+    if is_main and (wd.new or changed or not all(p.is_file() for p in data)):
+        _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
+    return Run(path, wd.manifest)
 
 
 def _write_data(path: Path, upstream: UpstreamSet, tasks: list[TaskSet]) -> None:
@@ -335,7 +315,7 @@ def _write_data(path: Path, upstream: UpstreamSet, tasks: list[TaskSet]) -> None
 
 
 def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:
-    write_json(run.path / "rows" / f"{task_slug(task)}.json", log)
+    write_json(unit_file(run.path, "run", task, ".json"), log)
     write_table(run.row_path(task), scores)  # last: its presence marks the task finished
     run.error_path(task).unlink(missing_ok=True)  # an earlier failure of this task is now history
 
