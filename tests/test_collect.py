@@ -315,13 +315,14 @@ def test_a_task_unit_frees_its_model_before_returning(monkeypatch) -> None:
     import weakref
 
     import lmforget.collect as collect_mod
+    import lmforget.unit as unit_mod
     from lmforget.config import load_recipe
 
     recipe = load_recipe("tiny", ["finetune.steps=1"])
     recipe = collect_mod.resolve_recipe(recipe, recipe.executor)
     upstream, tasks = collect_mod.load_inputs(recipe, progress=False)
     loaded, alive_at_free = [], []
-    real_load = collect_mod.load_recipe_model
+    real_load = unit_mod.load_recipe_model
 
     def load(*args, **kwargs):
         model, tokenizer = real_load(*args, **kwargs)
@@ -332,8 +333,8 @@ def test_a_task_unit_frees_its_model_before_returning(monkeypatch) -> None:
         gc.collect()
         alive_at_free.append(loaded[-1]() is not None)
 
-    monkeypatch.setattr(collect_mod, "load_recipe_model", load)
-    monkeypatch.setattr(collect_mod, "free_memory", free_memory)
+    monkeypatch.setattr(unit_mod, "load_recipe_model", load)
+    monkeypatch.setattr(unit_mod, "free_memory", free_memory)
     assert collect_mod.finetune_and_score(recipe, upstream, tasks[0]) is not None
     assert alive_at_free == [False]
 

@@ -158,8 +158,8 @@ def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
 def test_status_names_a_corrupt_cell_record_instead_of_counting_it_finished(study, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from lmforget.workdir import cell_file
     from lmforget.status import run_status
+    from lmforget.workdir import cell_file
 
     out = tmp_path / "study"
     shutil.copytree(study[0], out)

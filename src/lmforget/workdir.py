@@ -160,6 +160,8 @@ def open_or_create(path: str | Path, kind: Kind, identity: dict, *,
     else in the way is refused. `write=False` (the other ranks of a launch) writes nothing.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LmforgetError(f"{path} exists and is not a directory; choose a new output directory")
     manifest = read_manifest(path)
     if manifest is not None and kind_of(manifest) == kind:
         wd = WorkDir(path, kind, manifest)
@@ -169,7 +171,7 @@ def open_or_create(path: str | Path, kind: Kind, identity: dict, *,
         return wd
     if manifest is not None and kind_of(manifest) is not None:
         raise LmforgetError(f"{path} holds a {kind_of(manifest)}, not a {kind}; choose a new output directory")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and any(path.iterdir()):
         raise LmforgetError(f"{path} exists, is not empty and is not a {kind} directory; choose a new output "
                             "directory")
     wd = WorkDir(path, kind, {}, new=True)
