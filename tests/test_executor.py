@@ -161,7 +161,7 @@ def test_failing_task_is_recorded_others_finish_and_rerun_retries_only_it(ray_cl
 def test_killed_driver_resumes_without_recomputing_rows(ray_cluster, tmp_path, capsys) -> None:
     out, marker = tmp_path / "run", tmp_path / "driver-killed"
     args = ["collect", "tiny", "-o", str(out), "-q", "--address", ray_cluster]
-    env = {**os.environ, "PYTHONPATH": str(SRC), "LMFORGET_FAULT": f"driver.unit_written:{marker}"}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "LMFORGET_FAULT": f"driver.row_written:{marker}"}
     killed = subprocess.run([sys.executable, "-m", "lmforget", *args], capture_output=True, text=True, env=env,
                             timeout=300)
     assert killed.returncode == -9 and marker.exists(), killed.stderr

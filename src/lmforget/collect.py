@@ -104,7 +104,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     """
     from lmforget import launch
     from lmforget.driver import Unit, drive
-    from lmforget.executor import open_executor
+    from lmforget.executor import fault_point, open_executor
     from lmforget.models import model_fingerprint
 
     exe_cfg = executor or recipe.executor
@@ -143,6 +143,7 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
                 return [key]
             scores, info = value
             write_row(run, key, scores, info)
+            fault_point("driver.row_written")
             log(f"finished {key}: {info['steps']} steps, loss {info['train_loss']:.4f}, {info['seconds']:.0f}s")
             return [key]
 

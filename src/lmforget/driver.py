@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from lmforget.errors import LmforgetError
-from lmforget.executor import Executor, fault_point
+from lmforget.executor import Executor
 from lmforget.status import Tracker
 from lmforget.workdir import WorkDir
 
@@ -58,7 +58,6 @@ def drive(workdir: WorkDir | None, ex: Executor, fn: Callable, units: list[Unit]
             else:
                 for part in write(out.key, out.value):
                     tracker.finished(part)
-                fault_point("driver.unit_written")
             after_each()
     finally:
         tracker.close()
