@@ -10,6 +10,7 @@ import yaml
 from lmforget.config import load_recipe
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "smollm2-ni"
+COMMON = STUDY.parent / "common"  # the analysis scripts both studies use
 
 
 def test_matrix_and_noise_recipes_differ_only_by_seed_and_tasks() -> None:
@@ -112,7 +113,8 @@ def _script(name: str, *args: str) -> str:
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(STUDY.parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(STUDY / name), *args], env=env, capture_output=True, text=True,
+    script = COMMON / name if (COMMON / name).is_file() else STUDY / name
+    done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -222,3 +224,49 @@ def test_analyze_script_compares_two_runs_of_the_same_tasks(tmp_path: Path) -> N
     cmp = json.loads((tmp_path / "out2" / "r2_bootstrap.json").read_text())["compare"]
     assert abs(cmp["pearson"]) < 0.1 and abs(cmp["column_mean_pearson"]) < 0.3
     assert "Against the other run (16 shared tasks" in (tmp_path / "out2" / "r2_bootstrap.md").read_text()
+
+
+def _study2_report():
+    import importlib.util
+
+    path = STUDY.parent / "smollm2-evals" / "report.py"
+    spec = importlib.util.spec_from_file_location("study2_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study2_select_rule_picks_least_forgetting_among_settings_keeping_95_percent() -> None:
+    report = _study2_report()
+    forgetting = {"none": 0.10, "l2-sp@0.1": 0.08, "l2-sp@1": 0.05, "l2-sp@10": 0.01,
+                  "wise-ft@0.25": 0.01, "wise-ft@0.5": 0.03, "wise-ft@0.75": 0.07}
+    gain = {"none": 1.0, "l2-sp@0.1": 0.99, "l2-sp@1": 0.96, "l2-sp@10": 0.5,
+            "wise-ft@0.25": 0.3, "wise-ft@0.5": 0.94, "wise-ft@0.75": 0.97}
+    results = {"methods": {m: {"mean_increase": f, "reduction_vs_none": 1 - f / 0.1} for m, f in forgetting.items()},
+               "task_gain": {"methods": {m: {"mean_gain": g} for m, g in gain.items()}}}
+    assert report.choose(results, "l2-sp@")["chosen"] == "l2-sp@1"  # l2-sp@10 forgets least but keeps 50%
+    wise = report.choose(results, "wise-ft@")
+    assert wise["chosen"] == "wise-ft@0.75" and wise["kept_95"]
+    gain.update({"wise-ft@0.75": 0.9})  # none keeps 95%: the one that keeps the most
+    results["task_gain"]["methods"]["wise-ft@0.75"]["mean_gain"] = 0.9
+    wise = report.choose(results, "wise-ft@")
+    assert wise["chosen"] == "wise-ft@0.5" and not wise["kept_95"]
+
+
+def test_study2_goal_check_needs_both_the_cut_and_the_gain_significant() -> None:
+    import numpy as np
+
+    report = _study2_report()
+    tasks = [f"t{i}" for i in range(12)]
+    rng = np.random.default_rng(0)
+    f_none = rng.uniform(0.08, 0.12, 12)
+    g_none = rng.uniform(0.9, 1.1, 12)
+    per = {"none": (f_none, g_none), "good": (0.05 * f_none, g_none * 1.0),
+           "learns_less": (0.05 * f_none, g_none * 0.5), "cuts_half": (0.5 * f_none, g_none)}
+    results = {"methods": {m: {"per_task": dict(zip(tasks, f.tolist(), strict=True))} for m, (f, _) in per.items()},
+               "task_gain": {"tasks": tasks, "methods": {m: {"per_task": dict(zip(tasks, g.tolist(), strict=True))}
+                                                         for m, (_, g) in per.items()}}}
+    goal = report.goal_check(results)["methods"]
+    assert goal["good"]["met"] and goal["good"]["reduction_vs_none"] == pytest.approx(0.95)
+    assert not goal["learns_less"]["met"] and goal["learns_less"]["kept"] == pytest.approx(0.5)
+    assert not goal["cuts_half"]["met"]

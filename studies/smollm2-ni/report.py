@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from analyze import render as render_r2  # this folder's scripts (the script's folder is on sys.path)
-from predict import render as render_prediction
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))  # the analysis scripts both studies use
+from analyze import render as render_r2  # noqa: E402
+from predict import render as render_prediction  # noqa: E402
 
 from lmforget.atomic import write_json, write_text
 

@@ -23,9 +23,9 @@ mkdir -p "$here/logs" "$runs" "$results"
 case "$part" in
   matrix)  cmd=("$py" -m lmforget collect "$here/matrix.yaml" -o "$runs/matrix") ;;
   noise)   cmd=("$py" -m lmforget collect "$here/noise.yaml" -o "$runs/noise") ;;
-  analyze) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --out "$rel/results") ;;
-  analyze-replay-run) cmd=("$py" "$rel/analyze.py" --runs "$rel/runs" --run replay-run --compare matrix --out "$rel/results/replay-run") ;;
-  predict) cmd=("$py" "$rel/predict.py" --runs "$rel/runs" --out "$rel/results/prediction") ;;
+  analyze) cmd=("$py" studies/common/analyze.py --runs "$rel/runs" --out "$rel/results") ;;
+  analyze-replay-run) cmd=("$py" studies/common/analyze.py --runs "$rel/runs" --run replay-run --compare matrix --out "$rel/results/replay-run") ;;
+  predict) cmd=("$py" studies/common/predict.py --runs "$rel/runs" --out "$rel/results/prediction") ;;
   sweep)   cmd=("$py" "$rel/sweep.py" --runs "$rel/runs" --out "$rel/runs/sweep") ;;
   replay-run) cmd=("$py" -m lmforget collect "$here/replay-run.yaml" -o "$runs/replay-run") ;;
   replay)  cmd=("$py" -m lmforget replay "$here/replay.yaml" -o "$runs/replay") ;;

@@ -1,6 +1,6 @@
 """Prediction part of the study: matrix completion for unseen tasks, next to the replicate noise floor.
 
-    python studies/smollm2-ni/predict.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results/prediction
+    python studies/common/predict.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results/prediction
 
 docs/protocol.md section 5 on the study's matrix: colmean, additive, knn, mf, lowrank; k revealed entries
 per test row (without replacement), 10 seeds, mean +- std of the pooled RMSE of the unrevealed entries:

@@ -1,9 +1,9 @@
 """Matrix part of the study: save the matrices, analyse them, R^2 by rank with bootstrap CIs over columns.
 
-    python studies/smollm2-ni/analyze.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results
-    python studies/smollm2-ni/analyze.py --runs studies/smollm2-ni/runs --run replay-run \
+    python studies/common/analyze.py --runs studies/smollm2-ni/runs --out studies/smollm2-ni/results
+    python studies/common/analyze.py --runs studies/smollm2-ni/runs --run replay-run \
         --compare matrix --out studies/smollm2-ni/results/replay-run            # the second matrix
-    python studies/smollm2-ni/analyze.py --matrix Z.npz --out /tmp/x          # any matrix file
+    python studies/common/analyze.py --matrix Z.npz --out /tmp/x          # any matrix file
 
 Writes OUT/matrix.npz (and OUT/noise.npz when the noise run is finished), OUT/analysis/ (lmforget
 analyze: report.md, figures) and OUT/r2_bootstrap.json + .md: R^2 of the rank-1..10 truncated SVD and of
@@ -60,7 +60,7 @@ def bootstrap(Z: np.ndarray, ranks: int, n_boot: int, seed: int) -> dict[str, di
 
 def against_replicate(matrix: ForgettingMatrix, noise: ForgettingMatrix, ranks: int) -> dict:
     """Noise ceiling of R^2, and each model's RMSE against the replicate run on the replicated rows."""
-    from predict import replicate_rmse  # this folder's predict.py: checks the runs match, finds the shared tasks
+    from predict import replicate_rmse  # predict.py next to this script: checks the runs match, finds the shared tasks
 
     common = replicate_rmse(matrix, noise)["tasks"]
     cols = ~np.isnan(matrix.Z).any(axis=0) & ~np.isnan(noise.Z).any(axis=0)

@@ -1,0 +1,244 @@
+"""Assemble study 2's results: results/results.json and results/report.md from every finished part.
+
+    python studies/smollm2-evals/report.py                      # after any part; recomputes no model output
+    python studies/smollm2-evals/report.py --select-only        # print the chosen --methods for the replay part
+
+Reads what the parts wrote (studies/common/analyze.py: results/r2_bootstrap.json; studies/common/predict.py:
+results/prediction/prediction.json; the replay studies runs/select, runs/replay, runs/replay-33:
+results.json and report.md), puts study 1's matrix and prediction numbers next to study 2's, applies the
+lambda / alpha rule to runs/select (results/select.json) and checks the mitigation goal on runs/replay.
+
+The selection rule (fixed in select.yaml before any select cell ran): per setting, the mean over the select
+tasks of held-out forgetting and of task gain (answer NLL decrease, the gain every cell measures); lambda
+(L2-SP) and alpha (WiSE-FT) = the setting with the lowest forgetting among those that keep >= 95% of none's
+task gain; when no setting keeps 95%, the one that keeps the most.
+
+The goal (issue 23): cut held-out forgetting by >= 80% of none's while keeping >= 95% of none's task gain,
+significant over the test tasks. Per method two one-sided paired tests over tasks: forgetting,
+F_method < 0.2 x F_none (t-test and Wilcoxon), and gain non-inferiority, G_method > 0.95 x G_none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "common"))  # the analysis scripts both studies use
+from analyze import render as render_r2  # noqa: E402
+from predict import render as render_prediction  # noqa: E402
+
+from lmforget.atomic import write_json, write_text  # noqa: E402
+
+R2_ROWS = ["rank-1", "rank-2", "rank-3", "rank-5", "rank-10", "additive", "example_only", "task_only"]
+STUDY1 = HERE.parent / "smollm2-ni" / "results"
+CUT, KEEP = 0.8, 0.95
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# ------------------------------------------------------------------ lambda and alpha
+def choose(results: dict, prefix: str) -> dict | None:
+    """The select rule for one family of settings (`l2-sp@` or `wise-ft@`) on a select study's results."""
+    gains = results.get("task_gain", {}).get("methods")
+    if not gains or "none" not in gains:
+        return None
+    base = gains["none"]["mean_gain"]
+    rows = []
+    for name, m in results["methods"].items():
+        if not name.startswith(prefix):
+            continue
+        kept = gains[name]["mean_gain"] / base if abs(base) > 1e-12 else math.nan
+        rows.append({"method": name, "value": float(name.split("@", 1)[1]), "forgetting": m["mean_increase"],
+                     "reduction_vs_none": m.get("reduction_vs_none"), "gain": gains[name]["mean_gain"],
+                     "kept": kept})
+    if not rows:
+        return None
+    keeping = [r for r in rows if r["kept"] >= KEEP]
+    chosen = min(keeping, key=lambda r: r["forgetting"]) if keeping else max(rows, key=lambda r: r["kept"])
+    return {"chosen": chosen["method"], "value": chosen["value"], "kept_95": bool(keeping),
+            "none": {"forgetting": results["methods"]["none"]["mean_increase"], "gain": base},
+            "settings": sorted(rows, key=lambda r: r["value"])}
+
+
+def select_section(select: dict | None) -> tuple[list[str], dict | None]:
+    title = "## Choosing lambda (L2-SP) and alpha (WiSE-FT)"
+    if select is None or not select.get("complete"):
+        return [title, "", "Not finished yet.", ""], None
+    picks = {"l2-sp": choose(select, "l2-sp@"), "wise-ft": choose(select, "wise-ft@")}
+    tasks = ", ".join(select["tasks"])
+    lines = [title, "", f"On {tasks} (not test tasks); means over the {len(select['tasks'])} tasks. Rule, fixed "
+             "before running: the lowest held-out forgetting among the settings that keep >= 95% of none's task "
+             "gain (answer-NLL decrease).", "",
+             "| setting | held-out forgetting | cut vs none | task gain | kept of none's |",
+             "|---|---:|---:|---:|---:|"]
+    none = select["methods"]["none"]["mean_increase"]
+    base = select["task_gain"]["methods"]["none"]["mean_gain"]
+    lines.append(f"| none | {none:+.4f} | | {base:.3f} | 100% |")
+    for fam in picks.values():
+        for r in fam["settings"] if fam else []:
+            mark = " (chosen)" if r["method"] == fam["chosen"] else ""
+            lines.append(f"| {r['method']}{mark} | {r['forgetting']:+.4f} | {100 * (r['reduction_vs_none'] or 0):.1f}% "
+                         f"| {r['gain']:.3f} | {100 * r['kept']:.1f}% |")
+    for name, fam in picks.items():
+        if fam and not fam["kept_95"]:
+            lines += ["", f"No {name} setting kept 95% of none's gain; the one that kept the most is used."]
+    chosen = {k: v["chosen"] for k, v in picks.items() if v}
+    if "wise-ft" in chosen:
+        chosen["kl-random+wise-ft"] = "kl-random+" + chosen["wise-ft"]
+    return lines + [""], {"picks": picks, "methods": list(chosen.values())}
+
+
+# ------------------------------------------------------------------ the goal
+def _one_sided(diff: np.ndarray) -> dict:
+    """p-values that the mean (t) / median (Wilcoxon) of `diff` is below 0."""
+    from scipy import stats
+
+    out = {"t_p": math.nan, "wilcoxon_p": math.nan}
+    if len(diff) >= 2 and np.any(diff):
+        out["t_p"] = float(stats.ttest_1samp(diff, 0.0, alternative="less").pvalue)
+        try:
+            out["wilcoxon_p"] = float(stats.wilcoxon(diff, alternative="less").pvalue)
+        except ValueError:
+            pass
+    return out
+
+
+def goal_check(results: dict) -> dict | None:
+    """Per method: cut of forgetting and share of gain kept vs none, with the two one-sided tests per task."""
+    gains = results.get("task_gain", {}).get("methods")
+    methods = results.get("methods", {})
+    if not gains or "none" not in methods:
+        return None
+    tasks = results["task_gain"]["tasks"]
+    f_none = np.array([methods["none"]["per_task"][t] for t in tasks])
+    g_none = np.array([gains["none"]["per_task"][t] for t in tasks])
+    out = {}
+    for name, m in methods.items():
+        if name == "none" or name not in gains:
+            continue
+        f = np.array([m["per_task"][t] for t in tasks])
+        g = np.array([gains[name]["per_task"][t] for t in tasks])
+        cut, kept = _one_sided(f - (1 - CUT) * f_none), _one_sided((KEEP * g_none) - g)
+        out[name] = {"reduction_vs_none": 1 - f.mean() / f_none.mean(), "kept": g.mean() / g_none.mean(),
+                     "cut_80_p": cut, "keep_95_p": kept,
+                     "met": bool(cut["t_p"] < 0.05 and kept["t_p"] < 0.05 and cut["wilcoxon_p"] < 0.05
+                                 and kept["wilcoxon_p"] < 0.05)}
+    return {"tasks": tasks, "methods": out}
+
+
+def goal_lines(goal: dict | None) -> list[str]:
+    if not goal:
+        return []
+    lines = ["### The goal: >= 80% less forgetting than none, >= 95% of its task gain", "",
+             f"One-sided paired tests over the {len(goal['tasks'])} test tasks: forgetting below 20% of none's "
+             "(F - 0.2 F_none < 0) and gain above 95% of none's (0.95 G_none - G < 0); met = both p < 0.05 by "
+             "the t-test and by Wilcoxon.", "",
+             "| method | cut vs none | gain kept | p (cut >= 80%) t / W | p (kept >= 95%) t / W | met |",
+             "|---|---:|---:|---|---|---|"]
+    for name, r in sorted(goal["methods"].items(), key=lambda kv: -kv[1]["reduction_vs_none"]):
+        c, k = r["cut_80_p"], r["keep_95_p"]
+        lines.append(f"| {name} | {100 * r['reduction_vs_none']:.1f}% | {100 * r['kept']:.1f}% | "
+                     f"{c['t_p']:.3g} / {c['wilcoxon_p']:.3g} | {k['t_p']:.3g} / {k['wilcoxon_p']:.3g} | "
+                     f"{'yes' if r['met'] else 'no'} |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------ side by side
+def side_by_side(r2: dict | None, pred: dict | None) -> list[str]:
+    """Study 1's and study 2's matrix and prediction numbers in one table."""
+    one_r2, one_pred = _read(STUDY1 / "r2_bootstrap.json"), _read(STUDY1 / "prediction" / "prediction.json")
+    if r2 is None or one_r2 is None:
+        return []
+    studies = [("study 1, 48 examples x 12 steps", one_r2, one_pred),
+               ("study 1, 192 x 48 (replay run)", _read(STUDY1 / "replay-run" / "r2_bootstrap.json"), None),
+               ("study 2, 192 x 48", r2, pred)]
+    lines = ["## Side by side with study 1", "",
+             "Same model and the same 1,000 upstream examples. Study 1: Natural-Instructions tasks; its main matrix "
+             "trained 48 examples for 12 steps, its replay run 192 examples for 48 steps (study 2's regime). "
+             "Study 2: eval-suite tasks. Empty: not measured.", "",
+             "| | " + " | ".join(s[0] for s in studies) + " |", "|---|" + "---:|" * len(studies)]
+
+    def row(label, get):
+        vals = []
+        for _, a, p in studies:
+            try:
+                vals.append(get(a, p))
+            except (KeyError, TypeError):  # a part that study did not measure
+                vals.append("")
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+
+    row("tasks x examples", lambda a, p: f"{a['shape'][0]} x {a['shape'][1]}")
+    row("mean forgetting (nats/token)", lambda a, p: f"{a['mean_forgetting']:+.4f}")
+    row("entries > 0", lambda a, p: f"{100 * a['share_positive']:.1f}%")
+    for k in ("rank-1", "rank-2", "rank-3", "rank-5", "additive", "example_only", "task_only"):
+        row(f"R^2 {k}", lambda a, p, k=k: f"{a['r2'][k]['r2']:.3f} [{a['r2'][k]['ci_low']:.3f}, "
+                                        f"{a['r2'][k]['ci_high']:.3f}]")
+    row("noise ceiling of R^2", lambda a, p: f"{a['noise']['r2_ceiling']:.3f}")
+    row("singular values above the noise edge", lambda a, p: f"{a['noise']['n_above_noise_edge']}")
+    for method in ("colmean", "additive", "knn", "mf", "lowrank"):
+        row(f"prediction RMSE, {method} (5-fold, k = 30)",
+            lambda a, p, m=method: f"{p['cv'][m]['rmse_mean']:.4f}")
+    row("replicate RMSE (noise floor)", lambda a, p: f"{p['noise']['replicate_rmse']:.4f}")
+    return lines + [""]
+
+
+def included(title: str, md: Path, missing: str) -> list[str]:
+    """A part's own Markdown report under `title`, its other headings one level down."""
+    if not md.is_file():
+        return [f"## {title}", "", missing, ""]
+    lines = [("#" + line if line.startswith("#") else line) for line in md.read_text(encoding="utf-8").splitlines()]
+    if lines and lines[0].startswith("## "):
+        lines[0] = f"## {title}"
+    return lines + [""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=Path, default=HERE / "runs")
+    ap.add_argument("--results", type=Path, default=HERE / "results")
+    ap.add_argument("--select-only", action="store_true", help="print the replay part's chosen --methods")
+    args = ap.parse_args()
+    select_lines, chosen = select_section(_read(args.runs / "select" / "results.json"))
+    if args.select_only:
+        if chosen is None:
+            raise SystemExit("runs/select is not finished: run `studies/smollm2-evals/run.sh select` first")
+        print(",".join(chosen["methods"]))
+        return
+    r2 = _read(args.results / "r2_bootstrap.json")
+    pred = _read(args.results / "prediction" / "prediction.json")
+    replay = _read(args.runs / "replay" / "results.json")
+    goal = goal_check(replay) if replay else None
+    lines = ["# Study 2: SmolLM2-135M-Instruct x eval-suite tasks: results", "",
+             "Assembled by `report.py` from the parts' outputs; see README.md for the settings and commands.", ""]
+    if r2 is None:
+        lines += ["## Forgetting matrix", "", "Not analysed yet (`run.sh analyze` after the matrix).", ""]
+    else:
+        lines += ["## Forgetting matrix", "", f"{r2['shape'][0]} tasks x {r2['shape'][1]} upstream examples.", "",
+                  *render_r2(r2, [k for k in R2_ROWS if k in r2["r2"]]), ""]
+    lines += (render_prediction(pred, level=2).splitlines() + [""]) if pred else \
+        ["## Predicting forgetting of unseen tasks", "", "Not run yet.", ""]
+    lines += side_by_side(r2, pred)
+    lines += select_lines
+    lines += included("Mitigation", args.runs / "replay" / "report.md", "Not finished yet.")
+    lines += goal_lines(goal)
+    lines += included("KL replay with 33 replayed examples", args.runs / "replay-33" / "report.md", "Not run yet.")
+    parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal,
+             "replay": {k: v for k, v in replay.items() if k != "cells"} if replay else None}
+    args.results.mkdir(parents=True, exist_ok=True)
+    if chosen is not None:
+        write_json(args.results / "select.json", chosen)
+    write_json(args.results / "results.json", {k: v for k, v in parts.items() if v is not None})
+    write_text(args.results / "report.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
