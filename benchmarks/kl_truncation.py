@@ -38,7 +38,7 @@ def main() -> None:
     tuned = train(copy.deepcopy(base), tok, build_train_set(tok, task, cfg), cfg, max_steps=args.steps,
                   progress=False).model
     if args.upstream.endswith(".yaml"):
-        from lmforget.sampling import self_sampled_upstream
+        from lmforget.self_sampling import self_sampled_upstream
 
         spec = load_recipe(args.upstream).upstream
         up = self_sampled_upstream(spec, args.model, progress=False) if spec.format == "self-sampled" \

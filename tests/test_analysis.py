@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lmforget.analysis import analyze, clean_matrix, lowrank, write_report
+from lmforget.analysis import analyze, lowrank, write_report
 from lmforget.analysis.attribution import source_enrichment, two_proportion_ztest
 from lmforget.cli import main
 from lmforget.errors import LmforgetError
@@ -153,9 +153,9 @@ def test_nan_policy_drops_columns_and_empty_rows():
 
 def test_column_subsample_is_reproducible():
     matrix = make_matrix(planted(5, 400, rank=2, noise=0.5))
-    a = clean_matrix(matrix, columns=50, seed=7)
-    b = clean_matrix(matrix, columns=50, seed=7)
-    c = clean_matrix(matrix, columns=50, seed=8)
+    a, _ = matrix.complete(columns=50, seed=7)
+    b, _ = matrix.complete(columns=50, seed=7)
+    c, _ = matrix.complete(columns=50, seed=8)
     assert a.Z.shape == (5, 50)
     assert (a.examples == b.examples).all() and not (a.examples == c.examples).all()
 

@@ -7,8 +7,8 @@ import pytest
 
 from lmforget.cli import main
 from lmforget.data import TaskSpec, UpstreamSpec, load_tasks, load_upstream, task_spec, upstream_spec
-from lmforget.data.sampling import sample_stream
-from lmforget.data.select import cut_chars, cut_tokens, cut_words
+from lmforget.data.cuts import cut_chars, cut_tokens, cut_words
+from lmforget.data.subsample import sample_stream
 from lmforget.errors import LmforgetError
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -17,7 +17,7 @@ FIX = Path(__file__).parent / "fixtures" / "data"
 def test_unknown_spec_key_and_unknown_format_are_one_line_errors():
     with pytest.raises(LmforgetError, match="upstream spec: unknown key 'n_exampels'"):
         upstream_spec({"format": "dolma", "path": "x", "n_exampels": 3})
-    with pytest.raises(LmforgetError, match="task spec: format: Input should be 'records', .*'natural-instructions'"):
+    with pytest.raises(LmforgetError, match="task spec: format: unknown task format 'alpaca'; choose from .*olmo-eval"):
         task_spec({"format": "alpaca", "path": "x"})
     with pytest.raises(LmforgetError, match="needs 'path'"):
         upstream_spec({"format": "dolma"})
@@ -138,7 +138,7 @@ def test_cli_data_tasks_export_round_trip(tmp_path, capsys):
     (["data", "upstream", "records", str(FIX / "upstream_bad.jsonl")], "upstream_bad.jsonl, line 3: malformed JSON"),
     (["data", "upstream", "records", "/no/such/file.jsonl"], "no such file"),
     (["data", "upstream", "records", str(FIX / "upstream.jsonl"), "-s", "colour=red"], "unknown key 'colour'"),
-    (["data", "tasks", "alpaca", "x.jsonl"], "format: Input should be"),
+    (["data", "tasks", "alpaca", "x.jsonl"], "format: unknown task format 'alpaca'"),
     (["data", "tasks", "records", str(FIX / "tasks_only_eval.jsonl")], "has no training examples"),
     (["data", "upstream", "records", str(FIX / "upstream_missing_text.jsonl")], "missing required field 'text'"),
 ])
@@ -150,11 +150,17 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, args, 
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_every_spec_format_has_an_adapter():
-    from typing import get_args
+def test_a_spec_format_is_a_registered_adapter_name(monkeypatch):
+    """The adapter registries are the one list of formats: a newly registered adapter is a valid spec format
+    at once, and an unknown name is refused with the registry's choices."""
+    from lmforget.data import TASKS, UPSTREAM, task_spec, upstream_spec
+    from lmforget.data.registry import register_upstream
 
-    from lmforget.data import TASKS, UPSTREAM
-    from lmforget.data.specs import TaskFormat, UpstreamFormat
-
-    assert set(UPSTREAM) == set(get_args(UpstreamFormat))
-    assert set(TASKS) == set(get_args(TaskFormat))
+    assert "pile" in UPSTREAM and "flan" in TASKS and "flan" not in UPSTREAM
+    with pytest.raises(LmforgetError, match=r"format: unknown upstream format 'flan'; choose from dolma, pile"):
+        upstream_spec({"format": "flan", "path": "x"})
+    with pytest.raises(LmforgetError, match="unknown task format 'pile'"):
+        task_spec({"format": "pile", "path": "x"})
+    monkeypatch.setattr(UPSTREAM, "_items", dict(UPSTREAM._items))  # the registration is undone afterwards
+    register_upstream("my-corpus")(lambda spec: iter(()))
+    assert upstream_spec({"format": "my-corpus", "path": "x"}).format == "my-corpus"

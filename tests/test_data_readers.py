@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforget.data.readers import expand_paths, file_type, iter_jsonl, iter_path, read_records, require
+from lmforget.data.files import expand_paths, file_type, iter_jsonl, iter_path, read_records
+from lmforget.data.types import require
 from lmforget.errors import LmforgetError
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -94,7 +95,7 @@ def test_saved_to_disk_dataset_is_read(tmp_path):
 
 def test_hub_failure_is_one_clear_error(monkeypatch):
     datasets = pytest.importorskip("datasets")
-    from lmforget.data.readers import iter_hub
+    from lmforget.data.hub import iter_hub
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'x/y' on the Hub (LocalEntryNotFoundError)")
@@ -106,7 +107,7 @@ def test_hub_failure_is_one_clear_error(monkeypatch):
 
 def test_hub_rows_stream_with_positions(monkeypatch):
     datasets = pytest.importorskip("datasets")
-    from lmforget.data.readers import iter_hub
+    from lmforget.data.hub import iter_hub
 
     calls = {}
 
@@ -128,7 +129,7 @@ def test_hub_snapshot_is_none_only_when_there_is_no_local_copy(monkeypatch, tmp_
     """Not cached or not a hub repo id: None (the hub is tried next). Any other failure, e.g. an unreadable
     cache, is not mistaken for 'not cached'."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    from lmforget.data.readers import hub_snapshot
+    from lmforget.data.hub import hub_snapshot
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmforget.data import load_tasks, load_upstream
-from lmforget.data.readers import iter_path, read_records
+from lmforget.data.files import iter_path, read_records
 from lmforget.errors import LmforgetError
 
 # The samples live outside the project (never copied in); LMFORGET_REALFORMATS points elsewhere.

@@ -161,7 +161,7 @@ def test_one_value_grammar_for_every_key_value_argument() -> None:
 def test_reservoir_keeps_stream_order_and_builds_only_kept_items() -> None:
     import numpy as np
 
-    from lmforget.data.select import Reservoir, reservoir
+    from lmforget.data.pools import Reservoir, reservoir
 
     built = []
 
@@ -252,7 +252,7 @@ def _imported_modules(module: str) -> set[str]:
     return {m for m in out if m.startswith("lmforget")}
 
 
-@pytest.mark.parametrize(("low", "high"), [("lmforget.data.sampling", "lmforget.data.load"),
+@pytest.mark.parametrize(("low", "high"), [("lmforget.data.subsample", "lmforget.data.load"),
                                            ("lmforget.status", "lmforget.driver")])
 def test_no_import_cycle_between(low: str, high: str) -> None:
     """`high` uses `low`; `low` must not reach back (sampling is handed its stream; status reads a work

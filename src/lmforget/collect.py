@@ -32,7 +32,7 @@ def load_recipe_upstream(recipe: Recipe, progress: bool = True, log: Log = lambd
     """The recipe's upstream set; self-sampled data is drawn from the recipe's model (or its cache)."""
     m = recipe.model
     if recipe.upstream.format == "self-sampled":
-        from lmforget.sampling import self_sampled_upstream
+        from lmforget.self_sampling import self_sampled_upstream
 
         return self_sampled_upstream(recipe.upstream, m.name, model_seed=recipe.seed, revision=m.revision,
                                      trust_remote_code=m.trust_remote_code, device=m.device,

@@ -7,34 +7,21 @@ YAML-typed values. Unknown keys are errors: a typo must never be silently ignore
 
 from __future__ import annotations
 
-import importlib
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lmforget.data.specs import TaskSpec, UpstreamSpec
 from lmforget.errors import LmforgetError
+from lmforget.registry import one_of
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def one_of(module: str, names: str, what: str) -> AfterValidator:
-    """A closed set of choices defined once, as `module.names` next to what implements them (a tuple or a
-    `Registry`); imported when a value is checked, so a recipe module does not load every implementation."""
-
-    def check(value: str) -> str:
-        choices = getattr(importlib.import_module(module), names)
-        if value not in choices:
-            raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-        return value
-
-    return AfterValidator(check)
 
 
 class ModelConfig(_Strict):

@@ -231,7 +231,7 @@ def open_executor(cfg: ExecutorConfig | None) -> Iterator[Executor]:
         ex.close()
 
 
-def single_gpu(cfg: ExecutorConfig) -> ExecutorConfig:
+def one_gpu_per_unit(cfg: ExecutorConfig) -> ExecutorConfig:
     """The same executor with at most one GPU per unit (units that have no Ray Train path)."""
     return cfg.model_copy(update={"gpus_per_task": min(cfg.gpus_per_task, 1)})
 

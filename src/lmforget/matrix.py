@@ -22,6 +22,20 @@ from lmforget.errors import LmforgetError
 
 KINDS = ("logppl", "binary")
 REQUIRED_KEYS = ("Z", "tasks", "task_groups", "examples", "example_sources", "kind", "meta")
+NAN_POLICY = ("infinite entries are refused; rows that are entirely NaN (tasks never measured) are dropped; then "
+              "every column with a NaN in a remaining row is dropped; a seeded column subsample may follow; all "
+              "numbers use the remaining complete matrix")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What `ForgettingMatrix.complete` kept and left out, for reports and for callers that must refuse it."""
+
+    rows: np.ndarray  # indices of the rows kept
+    columns: np.ndarray  # indices of the columns kept, ascending
+    rows_dropped: list[str]  # tasks never measured (every entry NaN), by name
+    columns_dropped_nan: int  # upstream examples with a NaN in a measured row
+    columns_available: int  # complete columns before the subsample
 
 
 @dataclass
@@ -128,26 +142,54 @@ class ForgettingMatrix:
             meta=dict(self.meta),
         )
 
-    def complete_columns(self) -> np.ndarray:
-        """Boolean mask of columns with no NaN in any row (the NaN policy: drop such columns)."""
-        return ~np.isnan(self.Z).any(axis=0)
+    def complete(self, columns: int | None = None, seed: int = 0) -> tuple["ForgettingMatrix", Completion]:
+        """The matrix every number is computed on (NAN_POLICY), and what was left out to get it.
+
+        NaN marks an entry not measured: a task whose fine-tuning never finished (a whole row) or an
+        example nothing of which could be scored (a whole column). Rows without any measured entry are
+        dropped first, so that one such task does not empty the matrix; then every column with a NaN in a
+        remaining row, so that every statistic and model sees the same entries. `columns` keeps a seeded
+        random subset of the complete columns (in their order), the same one for the same seed.
+        """
+        Z = self.Z
+        if Z.size and np.isinf(Z).any():
+            i, j = np.argwhere(np.isinf(Z))[0]
+            raise LmforgetError(f"Z holds an infinite value at row {i} ({self.tasks[i]}), column {j}; "
+                                "use NaN for unmeasured entries")
+        nan = np.isnan(Z)
+        if nan.all():
+            raise LmforgetError("Z has no measured entry (it is empty or entirely NaN)")
+        empty = nan.all(axis=1)
+        rows = np.flatnonzero(~empty)
+        complete = ~nan[rows].any(axis=0)
+        if not complete.any():
+            raise LmforgetError("every column of Z has a NaN in some measured row: no complete columns "
+                                "(drop the rows with missing scores or re-score them)")
+        cols = np.flatnonzero(complete)
+        if columns is not None:
+            if columns < 2:
+                raise LmforgetError(f"--columns must be at least 2, got {columns}")
+            if columns < cols.size:
+                cols = np.sort(np.random.default_rng(seed).choice(cols, size=columns, replace=False))
+        how = Completion(rows=rows, columns=cols, rows_dropped=[str(t) for t in self.tasks[empty]],
+                         columns_dropped_nan=int(Z.shape[1] - complete.sum()), columns_available=int(complete.sum()))
+        return self.subset(rows, cols), how
 
     def summary(self) -> dict[str, Any]:
-        """Headline numbers: mean forgetting, share of entries forgotten, most/least harmful task."""
-        with np.errstate(all="ignore"):
-            row_means = np.nanmean(self.Z, axis=1) if self.Z.size else np.array([])
-            finite = self.Z[np.isfinite(self.Z)]
-        if finite.size == 0:
-            raise LmforgetError("the matrix has no measured entry")
-        order = np.argsort(-np.nan_to_num(row_means, nan=-np.inf))
+        """Headline numbers of the complete matrix (`complete`): mean forgetting, share of entries
+        forgotten, most/least harmful task."""
+        sub = self.complete()[0]
+        Z = sub.Z
+        row_means = Z.mean(axis=1, dtype=np.float64)
+        order = np.argsort(-row_means)
         return {
             "shape": list(self.shape),
             "kind": self.kind,
-            "mean": float(finite.mean()),
-            "share_positive": float((finite > 0).mean()),  # entries > 0 (forgotten): one name everywhere
-            "most_harmful_task": {"task": str(self.tasks[order[0]]), "mean": float(row_means[order[0]])},
-            "least_harmful_task": {"task": str(self.tasks[order[-1]]), "mean": float(row_means[order[-1]])},
-            "task_means": {str(t): float(v) for t, v in zip(self.tasks, row_means, strict=True)},
+            "mean": float(Z.mean(dtype=np.float64)),
+            "share_positive": float((Z > 0).mean()),  # entries > 0 (forgotten): one name everywhere
+            "most_harmful_task": {"task": str(sub.tasks[order[0]]), "mean": float(row_means[order[0]])},
+            "least_harmful_task": {"task": str(sub.tasks[order[-1]]), "mean": float(row_means[order[-1]])},
+            "task_means": {str(t): float(v) for t, v in zip(sub.tasks, row_means, strict=True)},
         }
 
     # --------------------------------------------------------------------- io

@@ -2,12 +2,17 @@
 
 Each kind of plug-in keeps one `Registry`; implementations add themselves with the `register(name)`
 decorator in their own module, and the package that owns the registry imports those modules once.
-Looking up an unknown name is an input error (LmforgetError) that lists the choices.
+Looking up an unknown name is an input error (LmforgetError) that lists the choices. `one_of` checks a
+typed setting (a recipe field, a data spec's format) against such a closed set where it is defined, so
+adding a choice is one edit.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, Iterator, TypeVar
+
+from pydantic import AfterValidator
 
 from lmforget.errors import LmforgetError
 
@@ -54,3 +59,16 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def one_of(module: str, names: str, what: str) -> AfterValidator:
+    """A closed set of choices defined once, as `module.names` next to what implements them (a tuple or a
+    `Registry`); imported when a value is checked, so a recipe module does not load every implementation."""
+
+    def check(value: str) -> str:
+        choices = getattr(importlib.import_module(module), names)
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)

@@ -29,7 +29,8 @@ import pandas as pd
 from lmforget import __version__
 from lmforget.atomic import atomic_path, read_json, write_json, write_jsonl
 from lmforget.config import TRAINING_OBJECTIVE, Recipe, recipe_from_dict
-from lmforget.data.types import Message, TaskExample, TaskSet, UpstreamExample, UpstreamSet
+from lmforget.data.records import read_task_file, read_upstream_file, task_rows
+from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.matrix import ForgettingMatrix
 from lmforget.workdir import WorkDir, open_or_create, unit_file
@@ -41,16 +42,6 @@ def task_fingerprint(task: TaskSet) -> str:
         for ex in items:
             h.update(json.dumps([split, ex.to_json()], sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        # data/ is not committed with a run's results; `collect` rebuilds it from the recipe.
-        run_dir = path.parent.parent
-        raise LmforgetError(f"{path}: missing; rebuild the run's data with "
-                            f"`lmforget collect RECIPE -o {run_dir}` (finished rows are not redone)")
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:
@@ -93,7 +84,7 @@ class Run:
             return self._upstream
         path = self.path / "data" / "upstream.jsonl"
         if path.is_file():
-            self._upstream = UpstreamSet([_upstream_from_json(r) for r in _read_jsonl(path)])
+            self._upstream = read_upstream_file(path)
             return self._upstream
         if self._upstream_error is None:
             try:
@@ -130,7 +121,7 @@ class Run:
         fps = self.manifest.get("fingerprints", {})
         if not fps.get("model") or not fps.get("upstream"):
             raise LmforgetError("the manifest records no model or upstream fingerprint to check against")
-        from lmforget.sampling import pinned_upstream
+        from lmforget.self_sampling import pinned_upstream
 
         here = self.path.resolve()
         m = recipe.model
@@ -144,14 +135,13 @@ class Run:
             raise LmforgetError(f"{type(exc).__name__}: {first}") from None
 
     def tasks(self) -> list[TaskSet]:
-        examples: dict[str, dict[str, list[TaskExample]]] = {}
-        groups: dict[str, str] = {}
-        for rec in _read_jsonl(self.path / "data" / "tasks.jsonl"):
-            ex = TaskExample(tuple(Message(m["role"], m["content"]) for m in rec["messages"]))
-            groups[rec["task"]] = rec["group"]
-            examples.setdefault(rec["task"], {"train": [], "eval": []})[rec["split"]].append(ex)
-        return [TaskSet(n, groups[n], examples[n]["train"], examples[n]["eval"])
-                for n in self.task_names if n in examples]
+        """The run's tasks from data/tasks.jsonl, in manifest order."""
+        path = self.path / "data" / "tasks.jsonl"
+        if not path.is_file():  # data/ is not committed with a run's results; `collect` rebuilds it
+            raise LmforgetError(f"{path}: missing; rebuild the run's data with "
+                                f"`lmforget collect RECIPE -o {self.path}` (finished rows are not redone)")
+        by_name = {t.name: t for t in read_task_file(path)}
+        return [by_name[n] for n in self.task_names if n in by_name]
 
     def base_scores(self) -> pd.DataFrame | None:
         p = self.path / "base.parquet"
@@ -210,19 +200,6 @@ class Run:
                                          examples=ids, example_sources=sources, kind=kind, meta=meta)
         m.meta["n_undefined"] = int(np.isnan(m.Z).any(axis=0).sum()) if m.Z.size else 0
         return m
-
-def _upstream_from_json(rec: dict) -> UpstreamExample:
-    msgs = rec.get("messages")
-    ids = rec.get("input_ids")
-    return UpstreamExample(
-        id=str(rec["id"]),
-        text=rec.get("text"),
-        messages=tuple(Message(m["role"], m["content"]) for m in msgs) if msgs is not None else None,
-        source=rec.get("source", ""),
-        answer=rec.get("answer"),
-        input_ids=tuple(int(t) for t in ids) if ids is not None else None,
-        prompt_len=int(rec.get("prompt_len", 0)),
-    )
 
 
 def _fingerprints(recipe: Recipe, upstream: UpstreamSet, tasks: list[TaskSet], model_fp: str,
@@ -309,9 +286,7 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
 def _write_data(path: Path, upstream: UpstreamSet, tasks: list[TaskSet]) -> None:
     """The run's copies of its inputs (data/), which `Run.upstream` and `Run.tasks` read back."""
     write_jsonl(path / "data" / "upstream.jsonl", (ex.to_json() for ex in upstream))
-    write_jsonl(path / "data" / "tasks.jsonl", (
-        {"task": t.name, "group": t.group, "split": split, **ex.to_json()}
-        for t in tasks for split, items in (("train", t.train), ("eval", t.eval)) for ex in items))
+    write_jsonl(path / "data" / "tasks.jsonl", task_rows(tasks))
 
 
 def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:

@@ -163,7 +163,7 @@ def main() -> None:
     noise_file = args.noise if args.noise is not None else args.out / "noise.npz"
     source = args.matrix if args.matrix is not None else args.out / "matrix.npz"
     analyze_file(source, args.out / "analysis", ranks=args.ranks)
-    Z = matrix.Z[:, ~np.isnan(matrix.Z).any(axis=0)].astype(np.float64)
+    Z = matrix.complete()[0].Z.astype(np.float64)  # the entries `lmforget analyze` uses
     table = bootstrap(Z, min(args.ranks, Z.shape[0]), args.boot, seed=0)
     result = {"shape": list(Z.shape), "n_boot": args.boot, "mean_forgetting": float(Z.mean()),
               "std": float(Z.std()), "share_positive": float((Z > 0).mean()), "r2": table}

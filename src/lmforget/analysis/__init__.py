@@ -20,7 +20,7 @@ vectors the report's figures are drawn from (`.cleaned`, `.U`, `.V`). `lmforget.
 task-example similarity measures compared against Z (the paper's Table 2).
 """
 
-from lmforget.analysis.pipeline import Analysis, analyze, clean_matrix
+from lmforget.analysis.pipeline import Analysis, analyze
 from lmforget.analysis.report import analyze_file, write_report
 
-__all__ = ["Analysis", "analyze", "analyze_file", "clean_matrix", "write_report"]
+__all__ = ["Analysis", "analyze", "analyze_file", "write_report"]

@@ -1,15 +1,14 @@
 """One call from a ForgettingMatrix to every number of the low-rank analysis (docs/protocol.md section 4).
 
-NaN policy, applied identically everywhere: rows that are entirely NaN (tasks never measured) are
-dropped and named; then every column (upstream example) with any NaN left is dropped and counted.
-All statistics, R^2 values and figures use the remaining complete matrix, so every model is fitted
-on exactly the same entries. An optional reproducible column subsample (`columns`, `seed`) follows.
+Every number is computed on `ForgettingMatrix.complete` (its NAN_POLICY, the one that predict and
+similarity apply too): tasks never measured are dropped and named, columns with a NaN left are dropped
+and counted, and an optional seeded column subsample (`columns`, `seed`) follows, so every model is fitted
+on exactly the same entries.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,88 +16,34 @@ import numpy as np
 from lmforget.analysis import attribution, lowrank, stats
 from lmforget.atomic import finite
 from lmforget.errors import LmforgetError
-from lmforget.matrix import ForgettingMatrix
+from lmforget.matrix import NAN_POLICY, Completion, ForgettingMatrix
 
 SCHEMA = 1
-NAN_POLICY = ("rows that are entirely NaN are dropped; then every column with any NaN is dropped; "
-              "all numbers use the remaining complete matrix")
-
-
-@dataclass
-class Cleaned:
-    """The complete (NaN-free) float32 matrix analysed, with the labels of its rows and columns."""
-
-    Z: np.ndarray
-    tasks: np.ndarray
-    task_groups: np.ndarray
-    examples: np.ndarray
-    example_sources: np.ndarray
-    rows_dropped: list[str]
-    columns_dropped_nan: int
-    columns_available: int
-    base_nll: np.ndarray | None = None  # the base model's NLL of each kept column, when the matrix has it
-
-    @property
-    def groups(self) -> dict[str, np.ndarray]:
-        """Row indices of each task group, groups in order of first appearance."""
-        names = list(dict.fromkeys(self.task_groups.tolist()))
-        return {g: np.flatnonzero(self.task_groups == g) for g in names}
 
 
 class Analysis(dict):
     """What `analyze` returns: the JSON-ready numbers (this dict, exactly what analysis.json holds),
     plus the arrays the figures are drawn from, so a report never re-cleans Z or recomputes its SVD.
 
-    `cleaned` is the matrix analysed; `U` [M, k] and `V` [k, N] are the first k = settings.components
+    `cleaned` is the complete matrix analysed; `U` [M, k] and `V` [k, N] are the first k = settings.components
     left and right singular vectors of `cleaned.Z` (V as rows), with the signs of `components`.
     """
 
-    def __init__(self, numbers: dict[str, Any], cleaned: Cleaned, U: np.ndarray, V: np.ndarray) -> None:
+    def __init__(self, numbers: dict[str, Any], cleaned: ForgettingMatrix, U: np.ndarray, V: np.ndarray) -> None:
         super().__init__(numbers)
         self.cleaned, self.U, self.V = cleaned, U, V
 
 
-def clean_matrix(matrix: ForgettingMatrix, columns: int | None = None, seed: int = 0) -> Cleaned:
-    """Apply the NaN policy and the optional column subsample; refuse matrices with nothing to analyse."""
-    Z = np.asarray(matrix.Z)
-    if Z.dtype.kind != "f":
-        raise LmforgetError(f"Z has dtype {Z.dtype}; expected float32")
-    if Z.ndim != 2 or Z.size == 0:
-        raise LmforgetError(f"Z has shape {Z.shape}; expected a non-empty 2-D [tasks, examples] matrix")
-    if np.isinf(Z).any():
-        i, j = np.argwhere(np.isinf(Z))[0]
-        raise LmforgetError(f"Z holds an infinite value at row {i} ({matrix.tasks[i]}), column {j}; "
-                            "use NaN for unmeasured entries")
-    nan = np.isnan(Z)
-    if nan.all():
-        raise LmforgetError("Z is entirely NaN: no measured entries to analyse")
-    empty_rows = nan.all(axis=1)
-    keep_rows = np.flatnonzero(~empty_rows)
-    col_ok = ~nan[keep_rows].any(axis=0)
-    if not col_ok.any():
-        raise LmforgetError("every column of Z has a NaN in some measured row: no complete columns to "
-                            "analyse (drop the rows with missing scores or re-score them)")
-    cols = np.flatnonzero(col_ok)
-    available = len(cols)
-    if columns is not None:
-        if columns < 2:
-            raise LmforgetError(f"--columns must be at least 2, got {columns}")
-        if columns < available:
-            rng = np.random.default_rng(seed)
-            cols = np.sort(rng.choice(cols, size=columns, replace=False))
-    if len(keep_rows) < 2 or len(cols) < 2:
-        raise LmforgetError(f"after dropping NaN, Z is {len(keep_rows)} x {len(cols)}; "
-                            "the analysis needs at least 2 tasks and 2 examples")
-    sub = np.ascontiguousarray(Z[np.ix_(keep_rows, cols)], dtype=np.float32)
-    if float(sub.std(dtype=np.float64)) == 0.0:
+def analysable(matrix: ForgettingMatrix, columns: int | None = None,
+               seed: int = 0) -> tuple[ForgettingMatrix, Completion]:
+    """`matrix.complete(columns, seed)`, refused when it leaves nothing to analyse."""
+    c, how = matrix.complete(columns, seed)
+    m, n = c.shape
+    if m < 2 or n < 2:
+        raise LmforgetError(f"after dropping NaN, Z is {m} x {n}; the analysis needs at least 2 tasks and 2 examples")
+    if float(c.Z.std(dtype=np.float64)) == 0.0:
         raise LmforgetError("Z is constant after dropping NaN: R^2 is undefined")
-    return Cleaned(
-        Z=sub, tasks=matrix.tasks[keep_rows], task_groups=matrix.task_groups[keep_rows],
-        examples=matrix.examples[cols], example_sources=matrix.example_sources[cols],
-        rows_dropped=[str(t) for t in matrix.tasks[empty_rows]],
-        columns_dropped_nan=int(Z.shape[1] - int(col_ok.sum())), columns_available=available,
-        base_nll=None if matrix.base_nll is None else np.asarray(matrix.base_nll, dtype=np.float32)[cols],
-    )
+    return c, how
 
 
 def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = None, seed: int = 0,
@@ -110,8 +55,8 @@ def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = 
     if not clip > 0:
         raise LmforgetError(f"--clip must be positive, got {clip}")
     t0 = time.perf_counter()
-    c = clean_matrix(matrix, columns=columns, seed=seed)
-    Z = c.Z
+    c, how = analysable(matrix, columns=columns, seed=seed)
+    Z = np.ascontiguousarray(c.Z)
     m, n = Z.shape
     binary = matrix.kind == "binary"
     if binary and not np.isin(Z, (0.0, 1.0)).all():
@@ -120,7 +65,7 @@ def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = 
     n_comp = min(components, k_max)
 
     spec = lowrank.spectrum(Z)
-    groups = c.groups
+    groups = {g: np.flatnonzero(c.task_groups == g) for g in c.groups}
     r2 = lowrank.r2_by_rank(Z, spec, k_max, groups=groups)
     models = lowrank.baseline_models(Z)
     models["multiplicative"] = r2["overall"][0]
@@ -145,9 +90,9 @@ def analyze(matrix: ForgettingMatrix, ranks: int = 10, *, columns: int | None = 
             "kind": matrix.kind,
             "shape": [int(s) for s in matrix.Z.shape],
             "analysed_shape": [m, n],
-            "rows_dropped_all_nan": c.rows_dropped,
-            "columns_dropped_nan": c.columns_dropped_nan,
-            "columns_available": c.columns_available,
+            "rows_dropped_all_nan": how.rows_dropped,
+            "columns_dropped_nan": how.columns_dropped_nan,
+            "columns_available": how.columns_available,
             "subsample": None if columns is None else {"columns": columns, "seed": seed},
             "nan_policy": NAN_POLICY,
             "meta": matrix.meta,

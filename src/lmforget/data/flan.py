@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from lmforget.data.files import Record
 from lmforget.data.pools import TaskPools
-from lmforget.data.readers import Record, require
 from lmforget.data.registry import RawTask, records, register_tasks
 from lmforget.data.specs import TaskSpec
-from lmforget.data.types import TaskExample
+from lmforget.data.types import TaskExample, require
 from lmforget.errors import LmforgetError
 
 NAME_FIELDS = ("task", "task_name", "_task_name")

@@ -31,12 +31,14 @@ from lmforget.data import (  # noqa: F401
     tulu,
     wikipedia,
 )
+from lmforget.data.cuts import chunk_words, cut_chars, cut_tokens, cut_words
+from lmforget.data.pools import sample, split_pool
 from lmforget.data.registry import TASKS, UPSTREAM, RawTask
-from lmforget.data.sampling import select_upstream
-from lmforget.data.select import chunk_words, cut_chars, cut_tokens, cut_words, sample, split_pool, task_rng
 from lmforget.data.specs import TaskSpec, UpstreamSpec, task_spec, upstream_spec
+from lmforget.data.subsample import select_upstream
 from lmforget.data.types import TaskSet, UpstreamExample, UpstreamSet
 from lmforget.errors import LmforgetError
+from lmforget.seeding import task_rng
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +201,9 @@ def load_tasks(specs: TaskSpec | dict[str, Any] | Sequence[TaskSpec | dict[str, 
 def load_upstream_arg(arg: str) -> UpstreamSet:
     """An upstream set from a command-line argument: a records file, folder or glob, or FORMAT:PATH."""
     from pathlib import Path
-    from typing import get_args
-
-    from lmforget.data.specs import UpstreamFormat
 
     fmt, sep, path = arg.partition(":")
-    if sep and fmt in get_args(UpstreamFormat) and not Path(arg).exists():
+    if sep and fmt in UPSTREAM and not Path(arg).exists():
         return load_upstream({"format": fmt, **({"path": path} if path else {})})
     if not Path(arg).exists() and not any(ch in arg for ch in "*?["):
         raise LmforgetError(f"--upstream {arg}: no such file (give a records JSONL file, or FORMAT:PATH)")

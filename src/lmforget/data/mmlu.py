@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from lmforget.data.readers import iter_csv
+from lmforget.data.files import iter_csv
 from lmforget.data.registry import RawTask, local_path, register_tasks, skipped
 from lmforget.data.specs import TaskSpec
 from lmforget.data.types import TaskExample

@@ -16,12 +16,12 @@ import tarfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from lmforget.data.readers import require
+from lmforget.data.pools import sample
 from lmforget.data.registry import RawTask, register_tasks, skipped
-from lmforget.data.select import sample, task_rng
 from lmforget.data.specs import TaskSpec
-from lmforget.data.types import TaskExample
+from lmforget.data.types import TaskExample, require
 from lmforget.errors import LmforgetError
+from lmforget.seeding import task_rng
 
 MEMBER = re.compile(r"(?:^|/)natural_instructions/(subtask\d+_[^/]+)/task\.json$")
 PREFIX = re.compile(r"^subtask\d+_")

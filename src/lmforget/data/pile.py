@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from lmforget.data.readers import require
 from lmforget.data.registry import records, register_upstream
 from lmforget.data.specs import UpstreamSpec
-from lmforget.data.types import UpstreamExample
+from lmforget.data.types import UpstreamExample, require
 
 
 @register_upstream("pile")

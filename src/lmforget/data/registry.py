@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from lmforget.data.readers import Record, iter_hub, iter_path
+from lmforget.data.files import Record, iter_path
+from lmforget.data.hub import iter_hub
 from lmforget.data.specs import TaskSpec, UpstreamSpec, _Source
 from lmforget.data.types import TaskExample, UpstreamExample
 from lmforget.errors import LmforgetError

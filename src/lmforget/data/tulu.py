@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from lmforget.data.files import Record
 from lmforget.data.pools import TaskPools
-from lmforget.data.readers import Record, require
 from lmforget.data.registry import RawTask, records, register_tasks, register_upstream
 from lmforget.data.specs import TaskSpec, UpstreamSpec
-from lmforget.data.types import TaskExample, UpstreamExample, to_messages
+from lmforget.data.types import TaskExample, UpstreamExample, require, to_messages
 from lmforget.errors import LmforgetError
 
 SUBSET_FIELDS = ("dataset", "source")

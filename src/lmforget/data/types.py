@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from lmforget.errors import LmforgetError
 
@@ -45,6 +45,17 @@ def to_messages(raw: Iterable[dict], where: str) -> tuple[Message, ...]:
         raise LmforgetError(f"{where}: each message needs 'role' and 'content' ({exc})") from None
     _check_messages(msgs, where)
     return msgs
+
+
+def require(rec: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    """rec[key], or a LmforgetError naming the field and the record."""
+    if key not in rec or rec[key] is None:
+        raise LmforgetError(f"{where}: missing required field {key!r} (has: {', '.join(map(str, rec)) or 'nothing'})")
+    value = rec[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise LmforgetError(f"{where}: field {key!r} must be {names}, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from lmforget.data.readers import json_rows
+from lmforget.data.cuts import slug
+from lmforget.data.files import json_rows
 from lmforget.data.registry import register_upstream
-from lmforget.data.select import slug
 from lmforget.data.specs import UpstreamSpec
 from lmforget.data.types import UpstreamExample
 from lmforget.errors import LmforgetError

@@ -4,7 +4,8 @@ A split names training and test rows (tasks) and is saved as JSON. For each seed
 drawn without replacement and revealed for every test row; each completer, fitted once on the
 training rows, predicts the test rows from those entries; metrics pool the unrevealed entries
 of all test rows; mean and (population) std over seeds are reported.
-NaN policy: columns with a NaN in any used row are dropped (their count is reported).
+NaN policy: `ForgettingMatrix.complete` over the split's rows (columns with a NaN are dropped and counted;
+a split row never measured is refused, as dropping it would change the split).
 """
 
 from __future__ import annotations
@@ -297,13 +298,12 @@ def prepare(matrix: ForgettingMatrix, split: Split, observed: int) -> tuple[np.n
     """Training rows, test rows and kept column indices after the NaN policy; checks k."""
     tr = matrix.rows(split.train)
     te = matrix.rows(split.test)
-    used = np.concatenate([tr, te])
-    Z = matrix.Z[used]
-    empty = [matrix.tasks[used[i]] for i in np.flatnonzero(np.isnan(Z).all(axis=1))]
-    if empty:
-        raise LmforgetError(f"task(s) {', '.join(map(str, empty[:5]))} have no measured entries (all NaN); "
+    used = matrix.subset(rows=np.concatenate([tr, te]))
+    complete, how = used.complete()
+    if how.rows_dropped:  # the split names them: dropping them would change the split
+        raise LmforgetError(f"task(s) {', '.join(how.rows_dropped[:5])} have no measured entries (all NaN); "
                             "drop them from the split")
-    keep = np.flatnonzero(~np.isnan(Z).any(axis=0))
+    keep = how.columns
     if keep.size < 2:
         raise LmforgetError(f"only {keep.size} column(s) have no NaN in the split's rows; nothing to predict")
     if observed < 1:
@@ -311,7 +311,7 @@ def prepare(matrix: ForgettingMatrix, split: Split, observed: int) -> tuple[np.n
     if observed >= keep.size:
         raise LmforgetError(f"--observed {observed} is not smaller than the {keep.size} usable columns "
                             f"(N = {matrix.Z.shape[1]}, {matrix.Z.shape[1] - keep.size} dropped for NaN)")
-    Zk = Z[:, keep].astype(np.float64)
+    Zk = complete.Z.astype(np.float64)
     return Zk[:tr.size], Zk[tr.size:], keep, int(matrix.Z.shape[1] - keep.size)
 
 

@@ -47,7 +47,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     report of a study still running; the report says how many tasks it covers).
     """
     from lmforget.driver import Unit, drive
-    from lmforget.executor import open_executor, single_gpu
+    from lmforget.executor import one_gpu_per_unit, open_executor
 
     study = open_study(recipe, out, methods)
     if report_only:
@@ -61,7 +61,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     log(f"{len(study.cfg.test_tasks)} test tasks x {len(study.methods)} methods; held-out {len(study.split.heldout)}, "
         f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
         f"{len(cells) - len(todo)} cells already done -> {study.out}")
-    exe_cfg = single_gpu(executor or recipe.executor)  # a cell trains and scores in one process
+    exe_cfg = one_gpu_per_unit(executor or recipe.executor)  # a cell trains and scores in one process
     # one unit per task x trained arm: an arm's WiSE-FT cells share its training (they cost only scoring)
     arms: dict[str, tuple[str, list[Method]]] = {}
     for t, m in todo:

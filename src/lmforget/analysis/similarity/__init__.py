@@ -28,8 +28,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from lmforget.analysis.similarity.correlation import align, correlate
 from lmforget.analysis.similarity.embedding import (
     MINILM_PACKAGE,
@@ -48,33 +46,36 @@ __all__ = ["MINILM_PACKAGE", "GradientProjector", "MeanPoolEncoder", "align", "c
            "similarity_for_run", "similarity_report", "similarity_vs_forgetting", "task_examples", "task_text",
            "upstream_text"]
 
+MEASURES = ("embedding", "gradient")
+
+
+def _check_measures(measures: Sequence[str]) -> list[str]:
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown or not measures:
+        raise LmforgetError(f"unknown similarity measure(s) {unknown}; use {' and/or '.join(MEASURES)}")
+    return list(measures)
+
 
 def similarity_vs_forgetting(matrix, model, tokenizer, upstream: UpstreamSet, tasks: list[TaskSet], *,
-                             measures: Sequence[str] = ("embedding", "gradient"), encoder: str = "auto",
+                             measures: Sequence[str] = MEASURES, encoder: str = "auto",
                              dim: int = 1024, projection: str = "auto", seed: int = 0, max_length: int = 256,
                              max_task_examples: int | None = 64, columns: int | None = None) -> dict[str, Any]:
     """Compute the requested similarity measures for the matrix's tasks and examples; correlate with Z.
 
-    Only tasks that are rows of the matrix are used; `columns` limits the upstream examples to a seeded
-    random subset of the matrix's complete columns (the cost is linear in the number of examples).
+    Only tasks that are rows of the matrix are used, on `matrix.complete(columns, seed)`: `columns` limits the
+    upstream examples to a seeded random subset of the complete columns (the cost is linear in their number).
     """
-    unknown = [m for m in measures if m not in ("embedding", "gradient")]
-    if unknown or not measures:
-        raise LmforgetError(f"unknown similarity measure(s) {unknown}; use embedding and/or gradient")
+    _check_measures(measures)
+    matrix, _ = matrix.complete(columns, seed)  # the matrix analyze and predict use too
     rows_known = set(matrix.tasks.tolist())
     tasks = [t for t in tasks if t.name in rows_known]
-    complete = matrix.complete_columns()
-    wanted = np.flatnonzero(complete)
-    if columns is not None and columns < len(wanted):
-        wanted = np.sort(np.random.default_rng(seed).choice(wanted, size=columns, replace=False))
-    ids = set(matrix.examples[wanted].tolist())
+    ids = set(matrix.examples.tolist())
     ups = [e for e in upstream.examples if e.id in ids]
     if not tasks or not ups:
         raise LmforgetError("no task or upstream example of the run matches the matrix; nothing to compare")
     upstream = UpstreamSet(ups, name=upstream.name)
     task_names = [t.name for t in tasks]
-    row_idx = matrix.rows(task_names)
-    Z = matrix.Z[np.ix_(row_idx, wanted)]
+    Z = matrix.Z[matrix.rows(task_names)]
     result: dict[str, Any] = {"shape": [len(tasks), len(ups)], "seed": seed, "measures": {}}
     for measure in measures:
         if measure == "embedding":
@@ -84,7 +85,7 @@ def similarity_vs_forgetting(matrix, model, tokenizer, upstream: UpstreamSet, ta
             S, how = gradient_similarity(model, tokenizer, upstream, tasks, dim=dim, seed=seed,
                                          projection=projection, max_length=max_length,
                                          max_task_examples=max_task_examples)
-        S = align(S, task_names, upstream.ids, task_names, matrix.examples[wanted].tolist())
+        S = align(S, task_names, upstream.ids, task_names, matrix.examples.tolist())
         result["measures"][measure] = {"method": how, **correlate(S, Z)}
     return result
 
@@ -111,17 +112,14 @@ def similarity_for_run(run_dir: str | Path, *, executor=None, out: str | Path | 
     one's error; a re-run with the same options computes only the measures it lacks."""
     from lmforget.atomic import read_json, write_json
     from lmforget.driver import Unit, drive
-    from lmforget.executor import open_executor, single_gpu
+    from lmforget.executor import one_gpu_per_unit, open_executor
     from lmforget.runs import Run
     from lmforget.workdir import open_or_create
 
     run = Run.open(run_dir)
     matrix = run.matrix()
     recipe = run.recipe
-    measures = list(options.pop("measures", ("embedding", "gradient")))
-    unknown = [m for m in measures if m not in ("embedding", "gradient")]
-    if unknown or not measures:
-        raise LmforgetError(f"unknown similarity measure(s) {unknown}; use embedding and/or gradient")
+    measures = _check_measures(options.pop("measures", MEASURES))
     workdir = None if out is None else open_or_create(
         out, "similarity", {"run": run.manifest.get("fingerprints", {}), "options": options},
         fields={"run": str(run_dir)})
@@ -137,7 +135,7 @@ def similarity_for_run(run_dir: str | Path, *, executor=None, out: str | Path | 
             write_json(workdir.unit_file(key, ".json"), record)  # marks the measure done
         return [key]
 
-    with open_executor(single_gpu(executor or recipe.executor)) as ex:
+    with open_executor(one_gpu_per_unit(executor or recipe.executor)) as ex:
         shared = [ex.put(x) for x in (recipe, matrix, run.upstream(), run.tasks())]
         units = [Unit(m, (*shared, m, options)) for m in measures if m not in records]
         drive(workdir, ex, _one_measure, units, write, noun="similarity measure", tracked=measures)

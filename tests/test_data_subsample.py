@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lmforget.data import load_upstream
-from lmforget.data.sampling import shard_specs
 from lmforget.data.specs import upstream_spec
+from lmforget.data.subsample import shard_specs
 from lmforget.errors import LmforgetError
 
 

@@ -19,13 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import orjson
 
-from lmforget.data.readers import LineGate, expand_paths, hub_snapshot, is_saved_dataset, line_gate, snapshot_files
-from lmforget.data.select import first_n
+from lmforget.data.files import LineGate, expand_paths, is_saved_dataset, line_gate
+from lmforget.data.hub import hub_snapshot, snapshot_files
 from lmforget.data.specs import UpstreamSpec
 from lmforget.data.types import UpstreamExample
 from lmforget.errors import LmforgetError
@@ -35,6 +35,21 @@ SHARDABLE = {"dolma"}
 WORKERS_ENV = "LMFORGET_DATA_WORKERS"
 _KEY_BLOCK = 8192
 PARALLEL_MIN_BYTES = 256 * 2**20  # files on disk; below this, one process reads the shards faster
+
+T = TypeVar("T")
+
+
+def first_n(items: Iterable[T], n: int | None) -> list[T]:
+    """The first n items of a stream (all of them when n is None), read no further than needed."""
+    out: list[T] = []
+    if n == 0:
+        return out
+    for item in items:
+        out.append(item)
+        if n is not None and len(out) >= n:
+            break
+    return out
+
 
 @dataclass
 class ShardSample:

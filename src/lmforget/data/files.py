@@ -1,4 +1,4 @@
-"""Local files and Hugging Face data sets -> a stream of (record, where) pairs.
+"""Local files -> a stream of (record, where) pairs: compression, file types, JSON/CSV/Parquet, saved data sets.
 
 Every record travels with a `where` string ("shard.json.gz, line 12") so that an adapter can say
 exactly which file and row a problem comes from. Readers stream: a Dolma shard, a Pile `.jsonl.zst`
@@ -6,7 +6,7 @@ or a Parquet file is never held in memory whole. Files are recognised by content
 mislead: compression by magic bytes (gzip, zstandard), and a `.json` file holding one object per
 line (Dolma's released `*.json.gz` shards) is read as JSON lines. Gzip is decompressed by ISA-L in
 a helper thread and lines are parsed by orjson, which makes a shard read several times faster
-than `gzip` + `json` (benchmarks/bench_data.py).
+than `gzip` + `json` (benchmarks/bench_data.py). Hub data sets: `lmforget.data.hub`.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ SUFFIXES = {
 FILE_TYPES = ("jsonl", "json", "parquet", "csv")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# Errors a broken stream raises while being read (with the decompressors' own, see _read_errors).
-_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, UnicodeDecodeError, ValueError)
 
 
 def file_type(path: str | os.PathLike) -> str:
@@ -56,10 +54,8 @@ def file_type(path: str | os.PathLike) -> str:
     for suffix, kind in SUFFIXES.items():
         if name.endswith(suffix):
             return kind
-    raise LmforgetError(
-        f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)} "
-        "(or a directory saved with datasets' save_to_disk)"
-    )
+    raise LmforgetError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)} "
+                        "(or a directory saved with datasets' save_to_disk)")
 
 
 def expand_paths(path: str | os.PathLike, kinds: Iterable[str] = FILE_TYPES) -> list[Path]:
@@ -73,9 +69,7 @@ def expand_paths(path: str | os.PathLike, kinds: Iterable[str] = FILE_TYPES) -> 
         return files
     p = Path(text).expanduser()
     if p.is_dir():
-        files = sorted(
-            f for f in p.rglob("*") if f.is_file() and _kind_or_none(f) in kinds
-        )
+        files = sorted(f for f in p.rglob("*") if f.is_file() and _kind_or_none(f) in kinds)
         if not files:
             suffixes = ", ".join(s for s, k in SUFFIXES.items() if k in kinds)
             raise LmforgetError(f"{p}: the directory holds no {'/'.join(kinds)} files (looked for {suffixes})")
@@ -120,7 +114,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     import zstandard
     from isal.igzip_lib import IsalError
 
-    return _READ_ERRORS + (zlib.error, zstandard.ZstdError, IsalError)
+    return (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error, zstandard.ZstdError, IsalError)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -297,9 +291,7 @@ def json_rows(data: Any, where: str, key: str | None = None) -> list:
         lists = [k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if len(lists) == 1:
             return data[lists[0]]
-        raise LmforgetError(
-            f"{where}: a JSON file must hold a list of records, or an object with one list of records"
-        )
+        raise LmforgetError(f"{where}: a JSON file must hold a list of records, or an object with one list of records")
     raise LmforgetError(f"{where}: expected a JSON list or object, got {type(data).__name__}")
 
 
@@ -350,9 +342,8 @@ def iter_file(path: Path) -> Iterator[tuple[Record, str]]:
 
 def is_saved_dataset(path: Path) -> bool:
     """A directory written by `datasets`' save_to_disk (a Dataset or a DatasetDict)."""
-    return path.is_dir() and any(
-        (path / name).exists() for name in ("state.json", "dataset_dict.json", "dataset_info.json")
-    )
+    return path.is_dir() and any((path / name).exists()
+                                 for name in ("state.json", "dataset_dict.json", "dataset_info.json"))
 
 
 def iter_path(path: str | os.PathLike, split: str | None = None) -> Iterator[tuple[Record, str]]:
@@ -373,9 +364,6 @@ def read_records(path: str | os.PathLike, split: str | None = None) -> list[Reco
     return rows
 
 
-# --- Hugging Face datasets ------------------------------------------------------------------
-
-
 def _pick_split(ds: Any, split: str | None, where: str) -> Any:
     from datasets import DatasetDict, IterableDatasetDict
 
@@ -391,11 +379,6 @@ def _pick_split(ds: Any, split: str | None, where: str) -> Any:
     return ds
 
 
-def _iter_dataset(ds: Any, where: str) -> Iterator[tuple[Record, str]]:
-    for i, row in enumerate(ds):
-        yield dict(row), f"{where}, row {i}"
-
-
 def iter_saved_dataset(path: Path, split: str | None = None) -> Iterator[tuple[Record, str]]:
     import datasets
 
@@ -403,106 +386,7 @@ def iter_saved_dataset(path: Path, split: str | None = None) -> Iterator[tuple[R
         ds = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise LmforgetError(f"{path}: not a data set saved with save_to_disk ({exc})") from None
-    yield from _iter_dataset(_pick_split(ds, split, str(path)), str(path))
+    for i, row in enumerate(_pick_split(ds, split, str(path))):
+        yield dict(row), f"{path}, row {i}"
 
 
-def hub_offline() -> bool:
-    """True when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set: no network call is attempted."""
-    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no", "off")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def hub_snapshot(name: str) -> Path | None:
-    """The local copy of a hub data set in the Hugging Face cache (`hf download --repo-type dataset`), or
-    None: not cached, not a hub repo id (`datasets` may still know the name) or no huggingface_hub."""
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.utils import HFValidationError, LocalEntryNotFoundError
-    except ImportError:
-        return None
-    try:
-        return Path(snapshot_download(name, repo_type="dataset", local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError):
-        return None
-
-
-_SPLIT_WORDS = ("train", "test", "validation", "valid", "dev", "eval")
-
-
-def _split_files(files: list[Path], root: Path, split: str, where: str) -> list[Path]:
-    """The files of one split, by the hub's naming (`train-00000-of-00002.parquet`, `data/test/...`)."""
-    def has(word: str, f: Path) -> bool:
-        parts = f.relative_to(root).as_posix().lower().replace("-", "/").replace("_", "/").replace(".", "/")
-        return word in parts.split("/")
-
-    chosen = [f for f in files if has(split.lower(), f)]
-    if chosen:
-        return chosen
-    named = sorted({w for f in files for w in _SPLIT_WORDS if has(w, f)})
-    if named:
-        raise LmforgetError(f"{where}: no split {split!r} in the local copy {root} (files name: {', '.join(named)})")
-    return files  # files not named by split: they are the one split
-
-
-def snapshot_files(root: Path, name: str, subset: str | None, split: str | None) -> list[Path]:
-    """The data files of one subset and split in a hub data set's local snapshot."""
-    where = f"hub data set {name!r} (local copy {root})"
-    base = root
-    if subset:
-        base = next((c for c in (root / subset, root / "data" / subset) if c.is_dir()), None)
-        if base is None:
-            raise LmforgetError(f"{where}: no folder for subset {subset!r} (looked for {subset}/ and data/{subset}/)")
-    return _split_files(expand_paths(base), root, split or "train", where)
-
-
-def iter_snapshot(root: Path, name: str, subset: str | None, split: str | None) -> Iterator[tuple[Record, str]]:
-    """Records of a hub data set's local snapshot, read and streamed like local files."""
-    for f in snapshot_files(root, name, subset, split):
-        yield from iter_file(f)
-
-
-def iter_hub(name: str, subset: str | None = None, split: str | None = None,
-             streaming: bool = True) -> Iterator[tuple[Record, str]]:
-    """Records of a Hugging Face hub data set, from a local copy when there is one.
-
-    In order: the Hugging Face hub cache (a snapshot downloaded earlier, read with lmforget's own
-    streaming readers, no network); then `datasets.load_dataset`, which streams from the hub when
-    there is network and falls back to `datasets`' own cache when there is none (or when
-    HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Any failure becomes one clear error.
-    """
-    snapshot = hub_snapshot(name)
-    if snapshot is not None:
-        yield from iter_snapshot(snapshot, name, subset, split)
-        return
-    import datasets
-
-    where = f"hub data set {name!r}" + (f" ({subset})" if subset else "")
-    try:
-        # Offline, streaming is not needed: the cached Arrow files are memory-mapped, not loaded.
-        ds = datasets.load_dataset(name, subset, split=split or "train", streaming=streaming and not hub_offline())
-        it = iter(ds)
-        first = next(it, None)
-    except LmforgetError:
-        raise
-    except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-        raise LmforgetError(
-            f"{where}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "without network, download it once (hf download --repo-type dataset, or save_to_disk) "
-            "and point 'path' at the local copy"
-        ) from None
-    if first is None:
-        return
-    yield dict(first), f"{where}, row 0"
-    for i, row in enumerate(it, start=1):
-        yield dict(row), f"{where}, row {i}"
-
-
-def require(rec: Record, field: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
-    """rec[field], or a LmforgetError naming the field and the record."""
-    if field not in rec or rec[field] is None:
-        raise LmforgetError(f"{where}: missing required field {field!r} (has: {', '.join(map(str, rec)) or 'nothing'})")
-    value = rec[field]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise LmforgetError(f"{where}: field {field!r} must be {names}, got {type(value).__name__}")
-    return value

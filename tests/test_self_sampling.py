@@ -11,11 +11,11 @@ import pytest
 import torch
 from scipy import stats
 
-from lmforget.data.records import upstream_example
+from lmforget.data.records import read_upstream_file, upstream_example
 from lmforget.data.types import UpstreamExample, UpstreamSet
 from lmforget.encoding import encode_upstream
 from lmforget.errors import LmforgetError
-from lmforget.sampling import first_sentences, sample_continuations, self_sampled_upstream
+from lmforget.self_sampling import first_sentences, sample_continuations, self_sampled_upstream
 
 
 def _peaky(model, scale: float = 25.0):
@@ -49,9 +49,8 @@ def test_ids_round_trip_exactly_and_only_the_continuation_is_scored(tiny_tokeniz
     line = json.loads(json.dumps(ex.to_json()))
     back = upstream_example(line, "row 1", default_id="0")
     assert back == ex and back.input_ids == ids
-    from lmforget.runs import _upstream_from_json
-
-    assert _upstream_from_json(line) == ex
+    (tmp_path / "upstream.jsonl").write_text(json.dumps(ex.to_json()) + "\n")
+    assert read_upstream_file(tmp_path / "upstream.jsonl").examples == [ex]  # a run's data/ copy reads back
     enc = encode_upstream(tiny_tokenizer, ex)
     assert enc.input_ids == list(ids)
     assert enc.scored == [False, False, False, True, True, True, True]
