@@ -143,20 +143,22 @@ def test_run_from_an_older_lmforget_is_refused(key: str, tiny_run: Path, tmp_pat
 def test_every_unit_scores_at_the_precision_resolved_once(tmp_path: Path, monkeypatch) -> None:
     """`score.dtype: auto` is resolved by the driver and handed to the units (never re-resolved per worker)."""
     import lmforget.collect as collect_mod
+    import lmforget.scoring.upstream as upstream_mod
     from lmforget.config import load_recipe
 
     seen = []
-    real = collect_mod.score_upstream
+    real = upstream_mod.score_upstream
 
     def spy(model, tokenizer, upstream, cfg, *args, **kwargs):
         seen.append(cfg.dtype)
         return real(model, tokenizer, upstream, cfg, *args, **kwargs)
 
-    monkeypatch.setattr(collect_mod, "score_upstream", spy)
+    monkeypatch.setattr(collect_mod, "score_upstream", spy)  # the base unit
+    monkeypatch.setattr(upstream_mod, "score_upstream", spy)  # the task units (lmforget.unit)
     recipe = load_recipe("tiny", ["score.dtype=auto", "finetune.steps=1"])
     collect_mod.collect(recipe, tmp_path / "r", progress=False)
-    assert seen and set(seen) == {"float32"}
     manifest = Run.open(tmp_path / "r").manifest
+    assert len(seen) == 1 + len(manifest["tasks"]) and set(seen) == {"float32"}
     assert manifest["fingerprints"]["score_dtype"] == "float32"
     from importlib.metadata import version  # provenance: the versions that made the numbers
 
@@ -315,13 +317,14 @@ def test_a_task_unit_frees_its_model_before_returning(monkeypatch) -> None:
     import weakref
 
     import lmforget.collect as collect_mod
+    import lmforget.unit as unit_mod
     from lmforget.config import load_recipe
 
     recipe = load_recipe("tiny", ["finetune.steps=1"])
     recipe = collect_mod.resolve_recipe(recipe, recipe.executor)
     upstream, tasks = collect_mod.load_inputs(recipe, progress=False)
     loaded, alive_at_free = [], []
-    real_load = collect_mod.load_recipe_model
+    real_load = unit_mod.load_recipe_model
 
     def load(*args, **kwargs):
         model, tokenizer = real_load(*args, **kwargs)
@@ -332,8 +335,8 @@ def test_a_task_unit_frees_its_model_before_returning(monkeypatch) -> None:
         gc.collect()
         alive_at_free.append(loaded[-1]() is not None)
 
-    monkeypatch.setattr(collect_mod, "load_recipe_model", load)
-    monkeypatch.setattr(collect_mod, "free_memory", free_memory)
+    monkeypatch.setattr(unit_mod, "load_recipe_model", load)
+    monkeypatch.setattr(unit_mod, "free_memory", free_memory)
     assert collect_mod.finetune_and_score(recipe, upstream, tasks[0]) is not None
     assert alive_at_free == [False]
 

@@ -181,7 +181,8 @@ def test_killed_driver_resumes_without_recomputing_rows(ray_cluster, tmp_path, c
 
 def test_replay_cells_and_similarity_measures_run_as_ray_tasks(ray_cluster, local_tiny, tmp_path) -> None:
     from lmforget.analysis.similarity import similarity_for_run
-    from lmforget.replay.study import load_study_recipe, run_study
+    from lmforget.replay.study import run_study
+    from lmforget.replay.study_setup import load_study_recipe
 
     run_dir = local_tiny.meta["run_dir"]
     ray_cfg = ExecutorConfig(kind="ray")

@@ -140,7 +140,7 @@ def arms_study(tmp_path_factory) -> Path:
 
 
 def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
-    from lmforget.replay.study import cell_file
+    from lmforget.workdir import cell_file
 
     out = arms_study / "study"
     res = json.loads((out / "results.json").read_text())
@@ -180,7 +180,7 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
 
 
 def test_kl_objective_as_the_recipe_default_and_a_resume_runs_only_new_cells(arms_study: Path, capsys) -> None:
-    from lmforget.replay.study import cell_file
+    from lmforget.workdir import cell_file
 
     out = arms_study / "study"
     stamp = cell_file(out, "opposites", "kl-random", ".json").stat().st_mtime_ns

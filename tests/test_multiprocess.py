@@ -32,9 +32,10 @@ import torch.distributed as dist
 
 dist.init_process_group("gloo", timeout=timedelta(seconds={timeout}))
 import lmforget.collect as c
+import lmforget.scoring.upstream as su
 from lmforget.config import load_recipe
 
-rank, real, calls = dist.get_rank(), c.score_upstream, []
+rank, real, calls = dist.get_rank(), su.score_upstream, []
 
 
 def held_back(*args, **kwargs):
@@ -44,7 +45,7 @@ def held_back(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-c.score_upstream = held_back
+c.score_upstream = su.score_upstream = held_back  # the base unit's, the task units' (lmforget.unit)
 m = c.collect(load_recipe("tiny", {overrides!r}), sys.argv[1], progress=False)
 with open(f"{{sys.argv[1]}}.rank{{rank}}.json", "w") as fh:
     json.dump({{"scored": len(calls), "calls": calls, "Z": m.Z.tolist()}}, fh)

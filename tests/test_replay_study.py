@@ -48,7 +48,7 @@ def test_study_writes_every_number(study) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["tasks"] == ["add_numbers"] and list(results["methods"]) == METHODS.split(",")
     assert results["n_heldout"] == 24 and results["n_pool"] == 24
-    from lmforget.replay.study import cell_file
+    from lmforget.workdir import cell_file
 
     for name, m in results["methods"].items():
         assert math.isfinite(m["mean_increase"])
@@ -158,8 +158,8 @@ def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
 def test_status_names_a_corrupt_cell_record_instead_of_counting_it_finished(study, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from lmforget.replay.study import cell_file
     from lmforget.status import run_status
+    from lmforget.workdir import cell_file
 
     out = tmp_path / "study"
     shutil.copytree(study[0], out)
@@ -177,6 +177,7 @@ def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny
                                                                             monkeypatch, capsys) -> None:
     import lmforget.replay.study as study_mod
     from lmforget.status import run_status
+    from lmforget.workdir import cell_file
 
     out = tmp_path / "s"
     args = ["replay", "replay-tiny", f"replay.run={tiny_run}", "-o", str(out), "--methods", "none,random", "-q"]
@@ -207,7 +208,7 @@ def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny
     assert st["counts"] == {"finished": 3, "running": 0, "failed": 1, "pending": 0} and not st["driver_running"]
     [failed] = [c for c in st["cells"] if c["state"] == "failed"]
     assert (failed["task"], failed["method"]) == ("opposites", "random") and "out of memory" in failed["error"]
-    error_file = study_mod.cell_file(out, "opposites", "random", ".error.json")
+    error_file = cell_file(out, "opposites", "random", ".error.json")
     assert "Traceback" in json.loads(error_file.read_text())["traceback"]
 
     # an interim report covers the one task whose methods all finished, and says so
@@ -217,7 +218,7 @@ def test_failed_cell_is_recorded_interim_report_and_a_rerun_retries_only_it(tiny
     assert "Interim report: 1 of 2 test tasks" in (out / "report.md").read_text()
     assert main(args[:2] + ["replay.rate=0.25"] + args[2:] + ["--report-only"]) == 2  # other settings: refused
 
-    done = study_mod.cell_file(out, "add_numbers", "none", ".json")
+    done = cell_file(out, "add_numbers", "none", ".json")
     stamp = done.stat().st_mtime_ns
     monkeypatch.setattr(study_mod, "run_cells", real_cells)
     assert main(args) == 0
@@ -264,7 +265,7 @@ def test_study_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
 
 def test_replay_recipe_takes_model_data_and_finetuning_from_its_run(tiny_run: Path) -> None:
     from lmforget.config import load_recipe
-    from lmforget.replay.study import load_study_recipe
+    from lmforget.replay.study_setup import load_study_recipe
 
     ran = Run.open(tiny_run).recipe
     r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", f"finetune.lr={ran.finetune.lr}"])
@@ -282,7 +283,7 @@ def test_replay_recipe_takes_model_data_and_finetuning_from_its_run(tiny_run: Pa
 def test_study_scores_at_the_runs_recorded_precision(tiny_run: Path, tmp_path: Path) -> None:
     import shutil
 
-    from lmforget.replay.study import load_study_recipe, open_study
+    from lmforget.replay.study_setup import load_study_recipe, open_study
 
     r = load_study_recipe("replay-tiny", [f"replay.run={tiny_run}", "score.dtype=auto"])
     recorded = Run.open(tiny_run).manifest["fingerprints"]["score_dtype"]

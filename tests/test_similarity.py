@@ -150,3 +150,43 @@ def test_similarity_cli_bad_input(tmp_path, capsys):
     assert main(["similarity", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_measure_is_recorded_the_other_kept_and_a_rerun_computes_only_it(tmp_path, data, monkeypatch,
+                                                                                capsys):
+    """Similarity has the driver's failure semantics: the failed measure's error is recorded, the other one
+    finishes, exit 2 names it; a re-run computes only the missing measure; other options are refused."""
+    from lmforget.status import run_status
+
+    ups, tasks = data
+    run = _run_dir(tmp_path, ups, tasks)
+    out = tmp_path / "sim"
+    real, calls = sim._one_measure, []
+
+    def one(*args):
+        calls.append(args[4])
+        if args[4] == "embedding":
+            raise RuntimeError("out of memory (simulated)")
+        return real(*args)
+
+    monkeypatch.setattr(sim, "_one_measure", one)
+    args = ["similarity", str(run), "-o", str(out), "--encoder", "base", "--dim", "64"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 similarity measure(s) failed: embedding" in err[0] and "out of memory" in err[0]
+    assert calls == ["embedding", "gradient"] and not (out / "similarity.json").exists()
+    st = run_status(out)
+    assert st["kind"] == "similarity"
+    assert {m["measure"]: m["state"] for m in st["measures"]} == {"embedding": "failed", "gradient": "finished"}
+    assert "Traceback" in json.loads((out / "measures" / "embedding.error.json").read_text())["traceback"]
+    monkeypatch.setattr(sim, "_one_measure", lambda *a: calls.append(a[4]) or real(*a))
+    calls.clear()
+    assert main(args + ["--json"]) == 0
+    assert calls == ["embedding"] and not (out / "measures" / "embedding.error.json").exists()
+    assert list(json.loads(capsys.readouterr().out)["measures"]) == ["embedding", "gradient"]
+    assert run_status(out)["counts"] == {"finished": 2, "running": 0, "failed": 0, "pending": 0}
+    assert main(args[:-1] + ["32"]) == 2  # another projection: refused, not mixed
+    assert "made with different options" in capsys.readouterr().err
+    assert main(["status", str(out)]) == 0
+    assert "2 finished" in capsys.readouterr().err

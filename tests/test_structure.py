@@ -253,9 +253,18 @@ def _imported_modules(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("low", "high"), [("lmforget.data.subsample", "lmforget.data.load"),
-                                           ("lmforget.status", "lmforget.replay.study")])
+                                           ("lmforget.status", "lmforget.driver")])
 def test_no_import_cycle_between(low: str, high: str) -> None:
-    """`high` uses `low`; `low` must not reach back (sampling is handed its stream; status reads a study
-    through lmforget.replay.layout)."""
+    """`high` uses `low`; `low` must not reach back (sampling is handed its stream; status reads a work
+    directory through lmforget.workdir)."""
     assert low in _imported_modules(high)
     assert high not in _imported_modules(low)
+
+
+@pytest.mark.parametrize("reader", ["lmforget.status", "lmforget.workdir"])
+def test_reading_a_work_directory_imports_no_stage(reader: str) -> None:
+    """`lmforget status` reads a run, a replay study or a similarity analysis without the code that fills it."""
+    code = f"import sys, {reader}; print(sorted(m for m in sys.modules if m.startswith(('lmforget.replay', "
+    code += "'lmforget.collect', 'lmforget.analysis', 'lmforget.driver'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -120,18 +120,19 @@ def test_collect_with_the_vllm_backend_equals_hf(fake_vllm, tmp_path) -> None:
 
 def test_replay_cells_train_while_the_engine_sleeps(fake_vllm, tmp_path, monkeypatch) -> None:
     """Each replay cell after the first used to train beside an awake engine (85% of the GPU)."""
-    import lmforget.finetune as finetune
-    from lmforget.replay.study import load_study_recipe, run_study
+    import lmforget.unit as unit
+    from lmforget.replay.study import run_study
+    from lmforget.replay.study_setup import load_study_recipe
 
     over = ["tasks.tiny.tasks=[add_numbers,opposites,compare_numbers]", "finetune.steps=1", "score.backend=vllm"]
     collect(load_recipe("tiny", over), tmp_path / "run", progress=False)
-    held, real = [], finetune.train
+    held, real = [], unit.train
 
     def train(*args, **kwargs):
         held.append(fake_vllm.GPU["used"])  # what the engine holds while this cell's model trains
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(finetune, "train", train)
+    monkeypatch.setattr(unit, "train", train)
     recipe = load_study_recipe("replay-tiny", [f"replay.run={tmp_path / 'run'}", "replay.test_tasks=[add_numbers]",
                                                "replay.methods=[none,random]"])
     run_study(recipe, tmp_path / "study", progress=False)

@@ -8,21 +8,22 @@ together; only the main process scores and writes.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from lmforget import unit
 from lmforget.config import ExecutorConfig, Recipe
 from lmforget.data import load_tasks, load_upstream
 from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
-from lmforget.finetune import build_train_set, free_memory, plan_steps, train
+from lmforget.finetune import free_memory
 from lmforget.matrix import ForgettingMatrix
 from lmforget.models import load_recipe_model, training_dtype
 from lmforget.runs import Run, prepare_run, write_row, write_table
 from lmforget.scoring.upstream import score_upstream
+from lmforget.workdir import BASE
 
 Log = Callable[[str], None]
 
@@ -61,9 +62,6 @@ def load_inputs(recipe: Recipe, progress: bool = True, log: Log = lambda s: None
     return upstream, tasks
 
 
-BASE = "<base>"  # the executor key of the base-model scoring unit
-
-
 def score_base(recipe: Recipe, upstream: UpstreamSet, progress: bool = False) -> pd.DataFrame | None:
     """One unit of work: the base model's scores (run by an executor, written by the caller).
 
@@ -89,38 +87,11 @@ def finetune_and_score(recipe: Recipe, upstream: UpstreamSet, task: TaskSet, pro
     Returns None on the non-main ranks of an `accelerate launch`; with executor.gpus_per_task > 1 the
     fine-tuning runs on that many Ray Train workers (lmforget.raytrain).
     """
-    from accelerate import PartialState
-
-    from lmforget.executor import fault_point
-
     if recipe.executor.kind == "ray" and recipe.executor.gpus_per_task > 1:
         from lmforget.raytrain import finetune_and_score_distributed
 
         return finetune_and_score_distributed(recipe, upstream, task, int(recipe.executor.gpus_per_task))
-    start = time.perf_counter()
-    if recipe.score.backend == "vllm":
-        from lmforget.scoring.vllm import sleep_engine
-
-        sleep_engine()  # the scoring engine gives the GPU back while this task trains
-    model, tokenizer = load_recipe_model(recipe, dtype=training_dtype(recipe))
-    train_set = build_train_set(tokenizer, task, recipe.finetune)
-    steps = plan_steps(len(train_set), recipe.finetune)
-    result = train(model, tokenizer, train_set, recipe.finetune, max_steps=steps, progress=progress,
-                   description=f"{position}{task.name}")
-    del model  # result.model is this model: without this name gone, `del result` below frees nothing
-    fault_point("task.trained")
-    if not PartialState().is_main_process:
-        del result
-        free_memory()
-        return None
-    scores = score_upstream(result.model, tokenizer, upstream, recipe.score, progress,
-                            description=f"scoring {task.name}")
-    info = {"task": task.name, "group": task.group, "steps": result.steps, "train_loss": result.train_loss,
-            "train_seconds": result.seconds, "n_train_examples": result.n_examples,
-            "seconds": time.perf_counter() - start, "log": result.log}
-    del result
-    free_memory()  # this task's model must not stay under the next one
-    return scores, info
+    return unit.finetune_and_score(recipe, upstream, task, progress=progress, description=f"{position}{task.name}")
 
 
 def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: Log = lambda s: None,
@@ -132,16 +103,15 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
     others finish, then LmforgetError names the failed ones; a re-run retries only unfinished tasks.
     """
     from lmforget import launch
+    from lmforget.driver import Unit, drive
     from lmforget.executor import fault_point, open_executor
     from lmforget.identity import run_fingerprints
-    from lmforget.status import Tracker
 
     exe_cfg = executor or recipe.executor
     recipe = resolve_recipe(recipe, exe_cfg)
     launch.check_launch(recipe, exe_cfg, cuda=launch.units_on_cuda(recipe, exe_cfg))
     state = launch.launch_state()
     launch.prepare_wait()
-    failed: dict[str, str] = {}
     with open_executor(exe_cfg) as ex:  # first: a missing Ray or an unreachable cluster fails before any work
         upstream, tasks = load_inputs(recipe, progress, log)
         fps = run_fingerprints(recipe, upstream, tasks)
@@ -158,38 +128,24 @@ def collect(recipe: Recipe, run_dir: str | Path, *, progress: bool = True, log: 
             f"({len(done)} already finished) -> {run.path}{where}")
         bars = progress and ex.kind == "local"
         shared = ex.put(upstream)  # once: every unit reads the same object
-        units = [(BASE, score_base, (recipe, shared, bars))] if run.base_scores() is None else []
-        units += [(t.name, finetune_and_score, (recipe, shared, ex.put(t), bars,
-                                                 f"[{len(done) + i}/{len(tasks)}] "))
-                  for i, t in enumerate(todo, 1)]
-        tracker = Tracker(run.path, ex.kind, enabled=state.is_main_process)
-        try:
-            for out in ex.map(_dispatch, [(k, (fn, *a)) for k, fn, a in units], on_start=tracker.started,
-                              single_gpu=[BASE]):
-                if out.error is not None:
-                    failed[out.key] = out.error
-                    tracker.failed(out.key, out.error, out.detail)
-                    log(f"failed {out.key}: {out.error}")
-                elif out.key == BASE:
-                    if state.is_main_process:
-                        write_table(run.path / "base.parquet", out.value)
-                    tracker.finished(out.key)
-                elif out.value is not None:
-                    scores, info = out.value
-                    write_row(run, out.key, scores, info)
-                    tracker.finished(out.key)
-                    fault_point("driver.row_written")
-                    log(f"finished {out.key}: {info['steps']} steps, loss {info['train_loss']:.4f}, "
-                        f"{info['seconds']:.0f}s")
-                if ex.kind == "local":
-                    launch.wait_for_main()
-        finally:
-            tracker.close()
-            launch.close_vllm_engine()
-    if failed:
-        names = ", ".join(sorted(failed))
-        raise LmforgetError(f"{len(failed)} task(s) failed: {names} (errors in {run.path}/rows/*.error.json; "
-                            f"first: {next(iter(failed.values()))}); re-run the same command to retry them")
+        units = [Unit(BASE, (score_base, recipe, shared, bars))] if run.base_scores() is None else []
+        units += [Unit(t.name, (finetune_and_score, recipe, shared, ex.put(t), bars,
+                                f"[{len(done) + i}/{len(tasks)}] ")) for i, t in enumerate(todo, 1)]
+
+        def write(key: str, value) -> list[str]:
+            if value is None:  # a non-main rank of a launch: the main one writes
+                return []
+            if key == BASE:
+                write_table(run.path / "base.parquet", value)
+                return [key]
+            scores, info = value
+            write_row(run, key, scores, info)
+            fault_point("driver.row_written")
+            log(f"finished {key}: {info['steps']} steps, loss {info['train_loss']:.4f}, {info['seconds']:.0f}s")
+            return [key]
+
+        drive(run.workdir, ex, _dispatch, units, write, noun="task", log=log, record=state.is_main_process,
+              single_gpu=[BASE], after_each=launch.wait_for_main if ex.kind == "local" else lambda: None)
     matrix = Run.open(run.path).matrix(require_all=True)
     if state.is_main_process:
         matrix.save(run.path / "matrix.npz")

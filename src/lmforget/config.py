@@ -362,7 +362,7 @@ def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
     data = load_recipe_data(recipe, overrides)
     if data.get("replay") and "model" not in data:
         raise LmforgetError(f"recipe {recipe} is a replay recipe: its model, data and fine-tuning come from its "
-                            "run; run it with `lmforget replay` (lmforget.replay.study.load_study_recipe)")
+                            "run; run it with `lmforget replay` (lmforget.replay.study_setup.load_study_recipe)")
     return validate_recipe(data, recipe)
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from lmforget import __version__
-from lmforget.atomic import read_json, write_json
 from lmforget.config import FinetuneConfig, ModelConfig, recipe_from_dict
 from lmforget.errors import LmforgetError
 from lmforget.identity import (
@@ -33,8 +32,8 @@ from lmforget.identity import (
     model_fingerprint,
     tiny_parts,
 )
+from lmforget.workdir import MANIFEST, Kind, WorkDir, kind_of, read_manifest
 
-MANIFEST = "manifest.json"
 _HARDWARE_ONLY_V1 = ("batch_size", "gradient_checkpointing", "deepspeed")  # left out of v1 fine-tuning fingerprints
 _WHY = ("identity version 2: a model given by path is identified by its content, not its location (a moved copy "
         "resumes), and a chat template file by its content; the recipe's top-level `seed` left the fine-tuning "
@@ -126,27 +125,32 @@ def upgrade_study_manifest(manifest: dict, where: Path) -> dict:
 
 
 def upgrade_manifest(manifest: dict, where: Path) -> dict | None:
-    """The manifest of run or study `where` in the current identity version, or None when it is already."""
-    if manifest.get("identity_version") == IDENTITY_VERSION:
+    """The manifest of run or replay study `where` in the current identity version, or None when it is already
+    (or is of a kind that records no identity of its own: a similarity analysis holds its run's fingerprints)."""
+    kind = kind_of(manifest)
+    if kind not in ("run", "replay-study") or manifest.get("identity_version") == IDENTITY_VERSION:
         return None
     if manifest.get("identity_version", 1) != 1:
         raise LmforgetError(f"{where}: identity version {manifest['identity_version']} is newer than this "
                             f"lmforget's ({IDENTITY_VERSION}); upgrade lmforget")
-    if "settings" in manifest:
-        return upgrade_study_manifest(manifest, where)
-    if "fingerprints" in manifest and "recipe" in manifest:
-        return upgrade_run_manifest(manifest, where)
-    raise LmforgetError(f"{where}: not a run or replay study manifest")
+    return upgrade_run_manifest(manifest, where) if kind == "run" else upgrade_study_manifest(manifest, where)
 
 
-def migrate(path: str | Path) -> bool:
-    """Migrate run or study directory `path` in place (`lmforget migrate`); False when it was current already."""
+def migrate(path: str | Path, kind: Kind | None = None) -> bool:
+    """Migrate the run or study directory `path` in place (`lmforget migrate`); False when it was current.
+
+    With `kind` (collect and replay, before they open a directory), anything else is left to their checks:
+    a missing manifest or another kind is not an error here."""
     path = Path(path)
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise LmforgetError(f"{path}: not a run or replay study directory (no {MANIFEST})")
-    new = upgrade_manifest(read_json(mpath, "manifest"), path)
+    manifest = read_manifest(path)
+    if manifest is None or kind_of(manifest) not in ("run", "replay-study"):
+        if kind is not None:
+            return False
+        raise LmforgetError(f"{path}: not a run or replay study directory (no {MANIFEST} of one)")
+    if kind is not None and kind_of(manifest) != kind:
+        return False
+    new = upgrade_manifest(manifest, path)
     if new is None:
         return False
-    write_json(mpath, new)
+    WorkDir(path, kind_of(manifest), manifest).write_manifest(new)
     return True

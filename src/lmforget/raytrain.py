@@ -17,7 +17,6 @@ in one line naming the model, the copies and the memory, rather than left to the
 from __future__ import annotations
 
 import tempfile
-import time
 
 import pandas as pd
 
@@ -105,20 +104,19 @@ def check_host_memory(model: str, n_params: int | None, dtype_bytes: int, worker
 
 
 def _train_loop(config: dict) -> None:
-    """What every Ray Train worker runs: fine-tune (same code path as a local task), rank 0 scores."""
+    """What every Ray Train worker runs: fine-tune (the unit a local task runs, `lmforget.unit`), rank 0 scores."""
     import ray
     import ray.train
     import torch
 
-    from lmforget.finetune import build_train_set, free_memory, plan_steps, train
     from lmforget.launch import zero_stage
-    from lmforget.models import load_recipe_model, resolve_dtype, training_dtype
+    from lmforget.models import resolve_dtype, training_dtype
     from lmforget.scoring.upstream import score_upstream
+    from lmforget.unit import FineTune
 
     recipe: Recipe = config["recipe"]
     upstream: UpstreamSet = ray.get(config["upstream"])
     task: TaskSet = ray.get(config["task"])
-    start = time.perf_counter()
     cuda = torch.cuda.is_available()
     # what a local task on this worker's device loads (the CPU load below must not decide "auto")
     dtype = str(resolve_dtype(training_dtype(recipe), "cuda" if cuda else "cpu")).removeprefix("torch.")
@@ -127,35 +125,26 @@ def _train_loop(config: dict) -> None:
     check_host_memory(m.name, parameter_count(m.name, revision=m.revision, trust_remote_code=m.trust_remote_code),
                       torch.empty((), dtype=getattr(torch, dtype)).element_size(),
                       ray.train.get_context().get_local_world_size(), host_memory_bytes())
-    model, tokenizer = load_recipe_model(cpu_recipe, dtype=dtype)  # the Trainer moves it to this worker's device
-    items = build_train_set(tokenizer, task, recipe.finetune)
-    steps = plan_steps(len(items), recipe.finetune)
-    result = train(model, tokenizer, items, recipe.finetune, max_steps=steps, progress=False)
-    del model
+    unit = FineTune(cpu_recipe, task, dtype=dtype)  # on CPU: the Trainer moves it to this worker's device
+    unit.train(progress=False)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     zero3 = zero_stage(recipe.finetune) == 3
-    state = _gather_zero3(result.model, rank) if zero3 else None
-    info = {"task": task.name, "group": task.group, "steps": result.steps, "train_loss": result.train_loss,
-            "train_seconds": result.seconds, "n_train_examples": result.n_examples, "log": result.log,
-            "train_workers": ctx.get_world_size()}
+    state = _gather_zero3(unit.model, rank) if zero3 else None
     if rank != 0:
-        del result
-        free_memory()
+        unit.release()
         return
     if zero3:  # the training copy leaves the GPU before the scoring copy arrives
-        model_config = result.model.config
-        del result
-        free_memory()
+        model_config = unit.model.config
+        unit.release()
         scorer = _model_from_state(model_config, state, recipe.model.trust_remote_code)
         del state
     else:  # DDP: rank 0 already holds the whole trained model; score it where it is
-        scorer = result.model
-        del result
-        free_memory()
+        scorer = unit.model
+        unit.release()
     scorer.to("cuda" if cuda else "cpu")
-    scores = score_upstream(scorer, tokenizer, upstream, recipe.score, progress=False)
-    info["seconds"] = time.perf_counter() - start
+    scores = score_upstream(scorer, unit.tokenizer, upstream, recipe.score, progress=False)
+    info = unit.info(train_workers=ctx.get_world_size())
     ray.get(config["mailbox"].put.remote({"scores": scores.to_dict(orient="list"), "info": info}))
 
 

@@ -18,8 +18,6 @@ means is `lmforget.identity`'s).
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +33,8 @@ from lmforget.data.types import TaskSet, UpstreamSet
 from lmforget.errors import LmforgetError
 from lmforget.identity import IDENTITY_VERSION, check_compatible, weights_fingerprint
 from lmforget.matrix import ForgettingMatrix
-from lmforget.migrate import upgrade_manifest
-
-MANIFEST = "manifest.json"
-
-
-def task_slug(name: str) -> str:
-    """A file-system-safe, collision-free file stem for a task name."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80].strip("._") or "task"
-    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
+from lmforget.migrate import migrate
+from lmforget.workdir import WorkDir, open_or_create, unit_file
 
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:
@@ -65,11 +54,12 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path) -> "Run":
-        path = Path(path)
-        mpath = path / MANIFEST
-        if not mpath.is_file():
-            raise LmforgetError(f"{path}: not a run directory (no {MANIFEST}); create one with `lmforget collect`")
-        return cls(path, read_json(mpath, "run manifest"))
+        wd = WorkDir.open(path, "run")
+        return cls(wd.path, wd.manifest)
+
+    @property
+    def workdir(self) -> WorkDir:
+        return WorkDir(self.path, "run", self.manifest)
 
     @property
     def recipe(self) -> Recipe:
@@ -152,17 +142,16 @@ class Run:
         return pd.read_parquet(p) if p.is_file() else None
 
     def row_path(self, task: str) -> Path:
-        return self.path / "rows" / f"{task_slug(task)}.parquet"
+        return unit_file(self.path, "run", task, ".parquet")
 
     def error_path(self, task: str) -> Path:
-        return self.path / "rows" / f"{task_slug(task)}.error.json"
+        return unit_file(self.path, "run", task, ".error.json")
 
     def finished(self) -> list[str]:
         return [t for t in self.task_names if self.row_path(t).is_file()]
 
     def row_log(self, task: str) -> dict | None:
-        p = self.path / "rows" / f"{task_slug(task)}.json"
-        return read_json(p, "row log", missing=None)
+        return read_json(unit_file(self.path, "run", task, ".json"), "row log", missing=None)
 
     def matrix(self, require_all: bool = False) -> ForgettingMatrix:
         """Assemble Z from the finished rows (unfinished tasks are left out, or refused)."""
@@ -225,54 +214,36 @@ def prepare_run(recipe: Recipe, run_dir: str | Path, upstream: UpstreamSet, task
                 fps: dict, is_main: bool = True) -> Run:
     """Create the run directory, or check that an existing one was made from the same inputs.
 
-    `fps`: `identity.run_fingerprints(recipe, upstream, tasks)`. A manifest of an older identity version is
-    migrated first (`lmforget.migrate`, verified against the fingerprints it stores).
-    """
-    path = Path(run_dir)
-    mpath = path / MANIFEST
-    old: dict | None = None
-    if mpath.is_file():
-        run = Run.open(path)
-        migrated = upgrade_manifest(run.manifest, path) if is_main else None
-        if migrated is not None:
-            write_json(mpath, migrated)
-            run = Run(path, migrated)
-        check_compatible(path, run.manifest.get("fingerprints", {}), fps)
-        known = set(run.task_names)
-        if all(t.name in known for t in tasks) and len(known) == len(tasks):
-            if is_main and not all((path / "data" / f).is_file() for f in ("upstream.jsonl", "tasks.jsonl")):
-                _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
-            return run
-        old = run.manifest
-    elif path.exists() and any(path.iterdir()):
-        raise LmforgetError(f"{path} exists, is not empty and is not a run directory; choose a new -o directory")
-    now, environment = time.strftime("%Y-%m-%dT%H:%M:%S%z"), _environment()
-    manifest = {
-        "lmforget_version": __version__,
-        "identity_version": IDENTITY_VERSION,
-        "created": now,
-        "environment": environment,  # provenance only: never compared on resume
-        "recipe": recipe.model_dump(mode="json"),
-        "fingerprints": fps,
-        "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
-                  for t in tasks],
-        "n_upstream": len(upstream),
-    }
-    if old is not None:  # the task list changed: the run keeps its provenance and records the change
-        for key in ("lmforget_version", "created", "environment"):
-            manifest[key] = old.get(key, manifest[key])
-        if old.get("notes"):
-            manifest["notes"] = old["notes"]
-        before, after = [t["name"] for t in old.get("tasks", [])], [t.name for t in tasks]
-        manifest["task_changes"] = [*old.get("task_changes", []), {
-            "time": now, "added": [t for t in after if t not in before],
-            "removed": [t for t in before if t not in after], "lmforget_version": __version__,
-            "environment": environment}]
+    A changed task list is written to the manifest and recorded in `task_changes`; the run keeps its
+    provenance (`created`, `environment`, the version that made its first rows). `fps`:
+    `identity.run_fingerprints(recipe, upstream, tasks)`. A manifest of an older identity version is migrated
+    first (`lmforget.migrate`, verified against the fingerprints it stores)."""
     if is_main:
-        path.mkdir(parents=True, exist_ok=True)
-        _write_data(path, upstream, tasks)
-        write_json(mpath, manifest)  # last: the manifest marks a complete directory
-    return Run(path, manifest)
+        migrate(run_dir, kind="run")
+    described = {"recipe": recipe.model_dump(mode="json"),
+                 "tasks": [{"name": t.name, "group": t.group, "n_train": len(t.train), "n_eval": len(t.eval)}
+                           for t in tasks],
+                 "n_upstream": len(upstream)}
+    fields = {"identity_version": IDENTITY_VERSION, "environment": _environment(),  # environment: provenance only
+              **described}
+    wd = open_or_create(run_dir, "run", fps, check=check_compatible, write=is_main, fields=fields)
+    old, path = wd.manifest, wd.path
+    before, after = [t["name"] for t in old["tasks"]], [t.name for t in tasks]
+    changed = set(before) != set(after) or len(before) != len(after)
+    if changed:
+        change = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": [t for t in after if t not in before],
+                  "removed": [t for t in before if t not in after], "lmforget_version": __version__,
+                  "environment": _environment()}
+        manifest = {**old, **described, "fingerprints": fps,
+                    "task_changes": [*old.get("task_changes", []), change]}
+        if is_main:
+            wd.write_manifest(manifest)
+        else:
+            wd.manifest = manifest
+    data = [path / "data" / f for f in ("upstream.jsonl", "tasks.jsonl")]
+    if is_main and (wd.new or changed or not all(p.is_file() for p in data)):
+        _write_data(path, upstream, tasks)  # same fingerprints: the copies a user removed come back
+    return Run(path, wd.manifest)
 
 
 def _write_data(path: Path, upstream: UpstreamSet, tasks: list[TaskSet]) -> None:
@@ -282,7 +253,7 @@ def _write_data(path: Path, upstream: UpstreamSet, tasks: list[TaskSet]) -> None
 
 
 def write_row(run: Run, task: str, scores: pd.DataFrame, log: dict) -> None:
-    write_json(run.path / "rows" / f"{task_slug(task)}.json", log)
+    write_json(unit_file(run.path, "run", task, ".json"), log)
     write_table(run.row_path(task), scores)  # last: its presence marks the task finished
     run.error_path(task).unlink(missing_ok=True)  # an earlier failure of this task is now history
 

@@ -1,7 +1,8 @@
-"""Where a collection or a replay study stands: finished / running / failed / pending units, and an ETA.
+"""Where a work directory stands (a run, a replay study, a similarity analysis): finished / running / failed /
+pending units, and an ETA.
 
-The driver of `collect` or `replay` (and only it) keeps DIR/progress.json: its pid and host, its units
-(tasks, or task x method cells) and those it has handed to the executor. `run_status` reads that file
+The driver filling it (`lmforget.driver`, and only it) keeps DIR/progress.json: its pid and host, its units
+(tasks, task x method cells, or measures) and those it has handed to the executor. `run_status` reads that file
 and the finished results; every file it reads is written atomically, so it is safe to call while the
 driver runs. A progress file whose driver is gone (same host, dead pid) counts its units as pending
 again: that is what a re-run will redo.
@@ -16,44 +17,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmforget.atomic import read_json, write_json
-
-PROGRESS = "progress.json"
+from lmforget.workdir import WorkDir, cell_file, cell_folder, cell_key
 
 
 class Tracker:
     """The driver's side: record units as they start, finish or fail (no-op when not enabled)."""
 
-    def __init__(self, run_dir: Path, executor: str, enabled: bool = True, units: list[str] | None = None,
-                 error_path: Callable[[str], Path] | None = None) -> None:
-        """`units`: every unit of this invocation, finished ones included; `error_path`: where a unit's
-        failure is recorded (default: a collect's rows/<task>.error.json)."""
-        self.path, self.enabled = Path(run_dir), enabled
-        self._error_path = error_path or self._row_error_path
+    def __init__(self, workdir: WorkDir | None, executor: str, enabled: bool = True,
+                 units: list[str] | None = None) -> None:
+        """`units`: every unit of this invocation, finished ones included."""
+        self.workdir, self.enabled = workdir, enabled
         self.state = {"pid": os.getpid(), "host": socket.gethostname(), "executor": executor,
                       "started": time.time(), "units": list(units or []), "running": {}, "closed": None}
         self._save()
 
     def _save(self) -> None:
         if self.enabled:
-            write_json(self.path / PROGRESS, self.state)
+            write_json(self.workdir.progress_path, self.state)
 
     def started(self, key: str) -> None:
         self.state["running"][key] = time.time()
         self._save()
 
-    def _row_error_path(self, key: str) -> Path:
-        from lmforget.runs import task_slug
-
-        return self.path / "rows" / f"{'base' if key == '<base>' else task_slug(key)}.error.json"
-
     def finished(self, key: str) -> None:
         self._done(key)
         if self.enabled:
-            self._error_path(key).unlink(missing_ok=True)  # an earlier failure of this unit is now history
+            self.workdir.error_path(key).unlink(missing_ok=True)  # an earlier failure of this unit is now history
 
     def failed(self, key: str, error: str, detail: str) -> None:
         if self.enabled:
-            write_json(self._error_path(key), {"task": key, "error": error, "traceback": detail, "time": time.time()})
+            write_json(self.workdir.error_path(key),
+                       {"task": key, "error": error, "traceback": detail, "time": time.time()})
         self._done(key)
 
     def _done(self, key: str) -> None:
@@ -113,25 +107,26 @@ def _summary(entries: list[dict], live: bool | None) -> tuple[dict, float | None
     return counts, mean, eta
 
 
-def _progress(path: Path) -> tuple[dict, bool | None, dict]:
+def _progress(wd: WorkDir) -> tuple[dict, bool | None, dict]:
     """The progress file, whether its driver runs (None: no file, so unknown) and its units in flight."""
-    progress = read_json(path / PROGRESS, "progress file", missing={})
+    progress = read_json(wd.progress_path, "progress file", missing={})
     live = _alive(progress) if progress else None
     return progress, live, progress.get("running", {}) if live else {}
 
 
-def run_status(run_dir: str | Path) -> dict:
-    """Per-task state, seconds of each finished task, counts and an ETA (seconds, None when unknown).
+def run_status(path: str | Path) -> dict:
+    """The state of every unit of the work directory at `path`, counts and an ETA (seconds, None when unknown);
+    what a unit is follows the directory's kind (its manifest says which)."""
+    wd = WorkDir.open(path)
+    return {"run": _run_status, "replay-study": _study_status, "similarity": _similarity_status}[wd.kind](wd)
 
-    A replay study's directory gets `study_status` instead."""
-    from lmforget.replay.layout import is_study
 
-    if is_study(run_dir):
-        return study_status(run_dir)
+def _run_status(wd: WorkDir) -> dict:
+    """Per-task state of a run, the seconds of each finished task."""
     from lmforget.runs import Run
 
-    run = Run.open(run_dir)
-    progress, live, running = _progress(run.path)
+    run = Run(wd.path, wd.manifest)
+    progress, live, running = _progress(wd)
 
     def record(name: str) -> dict | None:
         return (run.row_log(name) or {}) if run.row_path(name).is_file() else None
@@ -144,16 +139,14 @@ def run_status(run_dir: str | Path) -> dict:
             "counts": counts, "mean_task_seconds": mean, "eta_seconds": eta, "tasks": tasks}
 
 
-def study_status(out: str | Path) -> dict:
+def _study_status(wd: WorkDir) -> dict:
     """Per-cell (test task x method) state of a replay study, counts and an ETA.
 
     The methods are those the driver recorded in progress.json plus any with a finished cell on disk
     (a study started by an older lmforget has no list: only its finished cells are known)."""
-    from lmforget.replay.layout import cell_file, cell_folder, study_tasks
-
-    out = Path(out)
-    tasks = study_tasks(out)
-    progress, live, running = _progress(out)
+    out = wd.path
+    tasks = list(wd.identity["replay"]["test_tasks"])
+    progress, live, running = _progress(wd)
     methods: list[str] = []
     for key in progress.get("units", []):
         method = key.rpartition(" / ")[2]
@@ -170,7 +163,27 @@ def study_status(out: str | Path) -> dict:
 
     keys = [(t, m) for t in tasks for m in methods]
     cells = [{"task": t, "method": m, **e} for (t, m), e in zip(keys, _entries(
-        keys, record, lambda t, m: cell_file(out, t, m, ".error.json"), running), strict=True)]
+        keys, record, lambda t, m: wd.error_path(cell_key(t, m)), running), strict=True)]
     counts, mean, eta = _summary(cells, live)
     return {"kind": "replay", "study": str(out), "driver_running": live, "executor": progress.get("executor"),
             "methods": methods, "counts": counts, "mean_cell_seconds": mean, "eta_seconds": eta, "cells": cells}
+
+
+def _similarity_status(wd: WorkDir) -> dict:
+    """Per-measure state of a similarity analysis (the measures its driver recorded, and finished ones)."""
+    progress, live, running = _progress(wd)
+    measures = list(progress.get("units", []))
+    for path in sorted((wd.path / "measures").glob("*.json")):
+        if not path.name.endswith(".error.json"):
+            name = read_json(path, "measure record").get("measure")
+            if name and name not in measures:
+                measures.append(name)
+
+    def record(measure: str) -> dict | None:
+        return read_json(wd.unit_file(measure, ".json"), "measure record", missing=None)
+
+    units = [{"measure": m, **e} for m, e in zip(measures, _entries(
+        [(m,) for m in measures], record, wd.error_path, running), strict=True)]
+    counts, mean, eta = _summary(units, live)
+    return {"kind": "similarity", "out": str(wd.path), "driver_running": live, "executor": progress.get("executor"),
+            "counts": counts, "mean_measure_seconds": mean, "eta_seconds": eta, "measures": units}

@@ -25,14 +25,13 @@ import numpy as np
 from lmforget.atomic import write_json, write_text
 from lmforget.data import load_tasks
 from lmforget.data.types import UpstreamSet
-from lmforget.finetune import build_train_set, train
-from lmforget.models import load_recipe_model
 from lmforget.replay.heldout import split_heldout
 from lmforget.replay.mixture import ReplayMixture, mixture_steps, n_replay
 from lmforget.replay.online import MixtureTrainer
 from lmforget.replay.selection import select_random
-from lmforget.runs import Run, task_slug
-from lmforget.scoring.upstream import score_upstream
+from lmforget.runs import Run
+from lmforget.unit import FineTune
+from lmforget.workdir import task_slug
 
 DEFAULT_TASKS = ["qasc_answer_generation", "mctaco_answer_generation_event_duration"]
 
@@ -53,25 +52,23 @@ def run_cell(run: Run, task_name: str, lr: float, n_task: int, rate: float, weig
     upstream = run.upstream()
     split = split_heldout(upstream.ids, heldout_size, seed=0)
     base = run.base_scores()["nll"].to_numpy(np.float64)
-    start = time.perf_counter()
-    model, tok = load_recipe_model(recipe)
-    task_items = build_train_set(tok, task, ft)
+    unit = FineTune(recipe, task, finetune=ft)
+    tok, task_items = unit.tokenizer, unit.train_set
     n_rep = n_replay(len(task_items), rate) if arm == "random" else 0
     steps = mixture_steps(len(task_items), n_rep, ft, rate if n_rep else None)
     picks = split.pool[select_random(len(split.pool), n_rep, seed=0)] if n_rep else split.pool[:0]
     mixture = ReplayMixture(task_items, [upstream.examples[int(c)] for c in picks], tok, ft.max_length,
                             split.heldout_ids)
-    result = train(model, tok, mixture, ft, max_steps=steps, progress=False,
-                   trainer_cls=MixtureTrainer.weighted(weighting))
-    heldout = UpstreamSet([upstream.examples[int(c)] for c in split.heldout])
-    after = score_upstream(result.model, tok, heldout, recipe.score, progress=False)
+    result = unit.train(mixture, steps=steps, trainer_cls=MixtureTrainer.weighted(weighting))
+    after = unit.score(UpstreamSet([upstream.examples[int(c)] for c in split.heldout]))
+    unit.release()
     increase = after["nll"].to_numpy(np.float64) - base[split.heldout]
     return {"task": task_name, "lr": lr, "n_task": len(task_items), "rate": rate, "arm": arm, "n_rep": n_rep,
             "steps": steps, "loss_weighting": weighting, **mixture.replay_share(),
             "heldout_mean_increase": float(np.nanmean(increase)),
             "heldout_sem": float(np.nanstd(increase, ddof=1) / np.sqrt(np.isfinite(increase).sum())),
             "heldout_n": int(np.isfinite(increase).sum()), "train_loss": result.train_loss,
-            "seconds": time.perf_counter() - start,
+            "seconds": time.perf_counter() - unit.start,
             "heldout_ids": list(split.heldout_ids), "heldout_increase": [float(x) for x in increase]}
 
 

@@ -261,11 +261,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def is_predict_results(d: dict) -> bool:
+    """A `predict -o DIR` results.json (a prediction's folder is not a work directory: its contents say)."""
     return isinstance(d.get("methods"), dict) and "split" in d and "observed" in d
 
 
-def is_replay_results(d: dict) -> bool:
-    return isinstance(d.get("methods"), dict) and "n_heldout" in d and "tasks" in d
+def is_study_folder(folder: Path) -> bool:
+    """Whether `folder` is a replay study's work directory (its manifest says so)."""
+    from lmforget.workdir import kind_of, read_manifest
+
+    return kind_of(read_manifest(folder) or {}) == "replay-study"
 
 
 def load_results(path: str | Path, kind: str) -> dict[str, Any]:
@@ -276,7 +280,7 @@ def load_results(path: str | Path, kind: str) -> dict[str, Any]:
     if not p.exists():
         raise LmforgetError(f"--{kind} {path}: no results.json there")
     data = _read_json(p)
-    ok = is_predict_results(data) if kind == "predict" else is_replay_results(data)
+    ok = is_predict_results(data) if kind == "predict" else is_study_folder(p.parent)
     if not ok:
         raise LmforgetError(f"--{kind} {p}: not the results.json of `lmforget {kind}`")
     return data
@@ -288,12 +292,13 @@ def find_results(run_dir: Path) -> tuple[dict | None, dict | None]:
     for p in sorted(run_dir.glob("*/results.json")) + sorted(run_dir.glob("*/*/results.json")):
         try:
             data = _read_json(p)
+            study = is_study_folder(p.parent)
         except LmforgetError:
             continue
-        if predict is None and is_predict_results(data):
-            predict = data
-        elif replay is None and is_replay_results(data):
+        if replay is None and study:
             replay = data
+        elif predict is None and not study and is_predict_results(data):
+            predict = data
     return predict, replay
 
 
@@ -311,10 +316,9 @@ def report_from_path(path: str | Path, out: str | Path, *, upstream: str | None 
     found_predict = found_replay = None
     warning = origin = None
     if p.is_dir():
-        from lmforget.replay.layout import is_study
         from lmforget.runs import Run
 
-        study = p if is_study(p) else None
+        study = p if is_study_folder(p) else None
         run_dir = study_run_dir(p) if study is not None else p
         run = Run.open(run_dir)
         if upstream is None:
@@ -356,14 +360,16 @@ def study_run_dir(study: Path) -> Path:
     """The run directory a replay study was made from: its manifest's `run` path (as given when the
     study was made, so tried from here and from the study's parent folders), checked by fingerprints."""
     from lmforget.runs import Run
+    from lmforget.workdir import WorkDir
 
-    manifest = _read_json(study / "manifest.json")
+    wd = WorkDir.open(study, "replay-study")
+    manifest = wd.manifest
     given = Path(str(manifest.get("run") or ""))
     if not str(given) or str(given) == ".":
         raise LmforgetError(f"{study}: the study's manifest names no run directory")
     here = study.resolve()
     tries = [given] if given.is_absolute() else [given, *(a / given for a in here.parents), here.parent / given.name]
-    want = manifest.get("settings", {}).get("run_fingerprints", {})
+    want = wd.identity.get("run_fingerprints", {})
     for cand in tries:
         if (cand / "manifest.json").is_file():
             run = Run.open(cand)

@@ -52,11 +52,12 @@ def matrix(
 
 @app.command()
 def status(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `lmforget collect`, or a replay study made "
-                                             "by `lmforget replay` (either may be running)."),
+    run_dir: Path = typer.Argument(..., help="A work directory: a run (`lmforget collect`), a replay study "
+                                             "(`lmforget replay`) or a similarity analysis (`lmforget similarity "
+                                             "-o`), finished or running."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Finished / running / failed / pending tasks (or replay cells), seconds per unit and an ETA."""
+    """Finished / running / failed / pending units (tasks, replay cells, measures), seconds per unit and an ETA."""
     from lmforget.status import run_status
 
     st = run_status(run_dir)
@@ -65,21 +66,22 @@ def status(
         return
     from rich.table import Table
 
-    study = st["kind"] == "replay"
-    table = Table("task", *(["method"] if study else []), "state", "seconds", "error")
-    for t in st["cells" if study else "tasks"]:
+    kind = st["kind"]
+    units, labels = {"collect": ("tasks", ["task"]), "replay": ("cells", ["task", "method"]),
+                     "similarity": ("measures", ["measure"])}[kind]
+    table = Table(*labels, "state", "seconds", "error")
+    for t in st[units]:
         secs = t.get("seconds") if t["state"] == "finished" else t.get("running_for")
-        table.add_row(t["task"], *([t["method"]] if study else []), t["state"],
-                      "" if secs is None else f"{secs:.0f}", t.get("error", ""))
+        table.add_row(*(t[label] for label in labels), t["state"], "" if secs is None else f"{secs:.0f}",
+                      t.get("error", ""))
     console.print(table)
     c, eta = st["counts"], st["eta_seconds"]
-    running = st["driver_running"] if study else st["collect_running"]
-    driver = "replay" if study else "collect"
-    state = {True: f"{driver} running", False: f"no {driver} running",
-             None: f"no progress.json: whether a {driver} runs is unknown"}[running]
+    running = st["collect_running"] if kind == "collect" else st["driver_running"]
+    state = {True: f"{kind} running", False: f"no {kind} running",
+             None: f"no progress.json: whether a {kind} runs is unknown"}[running]
     console.print(f"{c['finished']} finished, {c['running']} running, {c['failed']} failed, {c['pending']} pending; "
                   f"{state}; ETA " + ("unknown" if eta is None else f"{eta:.0f} s"))
-    if study and not st["methods"]:
+    if kind == "replay" and not st["methods"]:
         console.print("no cell has finished and no list of methods was recorded (a study started by an older "
                       "lmforget): its cells show up as they finish")
 

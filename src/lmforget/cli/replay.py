@@ -29,7 +29,8 @@ def replay(
 ) -> None:
     """Fine-tune each test task with each replay method; compare forgetting on never-replayed examples."""
     from lmforget.executor import executor_config
-    from lmforget.replay.study import load_study_recipe, run_study
+    from lmforget.replay.study import run_study
+    from lmforget.replay.study_setup import load_study_recipe
 
     cfg = load_study_recipe(recipe, overrides or [])
     results = run_study(cfg, out, methods, progress=not quiet, log=console.print,

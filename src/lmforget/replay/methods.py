@@ -20,7 +20,6 @@ default 0.5; post hoc: it shares its arm's training, see `Method.trained_as`). E
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 from lmforget.errors import LmforgetError
@@ -53,11 +52,6 @@ class Method:
     def training(self) -> "Method":
         """This arm without its post hoc interpolation (what is trained)."""
         return replace(self, name=self.trained_as, wise_ft=None)
-
-
-def method_slug(name: str) -> str:
-    """A method name as a file name (``oracle:top`` -> ``oracle_top``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _number(raw: str, part: str, kind=float):

@@ -92,44 +92,68 @@ def similarity_vs_forgetting(matrix, model, tokenizer, upstream: UpstreamSet, ta
 
 def _one_measure(recipe, matrix, upstream: UpstreamSet, tasks: list[TaskSet], measure: str,
                  options: dict[str, Any]) -> dict[str, Any]:
-    """One unit of work for an executor: load the base model, compute one measure against Z."""
+    """One unit of work for an executor: load the base model, compute one measure against Z -> its record."""
+    import time
+
     from lmforget.models import load_recipe_model
 
+    start = time.perf_counter()
     model, tokenizer = load_recipe_model(recipe)
-    return similarity_vs_forgetting(matrix, model, tokenizer, upstream, tasks, measures=[measure], **options)
+    result = similarity_vs_forgetting(matrix, model, tokenizer, upstream, tasks, measures=[measure], **options)
+    return {"measure": measure, "seconds": time.perf_counter() - start, "result": result}
 
 
-def similarity_for_run(run_dir: str | Path, *, executor=None, **options: Any) -> dict[str, Any]:
+def similarity_for_run(run_dir: str | Path, *, executor=None, out: str | Path | None = None,
+                       **options: Any) -> dict[str, Any]:
     """Open a run directory and compare similarity with its forgetting matrix, one executor unit per measure
-    (`executor`: an ExecutorConfig; default: the run recipe's, which is local unless it says otherwise)."""
+    (`executor`: an ExecutorConfig; default: the run recipe's, which is local unless it says otherwise).
+
+    `out`: a work directory (kind similarity) that keeps each measure's result as it finishes and a failed
+    one's error; a re-run with the same options computes only the measures it lacks."""
+    from lmforget.atomic import read_json, write_json
+    from lmforget.driver import Unit, drive
     from lmforget.executor import one_gpu_per_unit, open_executor
     from lmforget.runs import Run
+    from lmforget.workdir import open_or_create
 
     run = Run.open(run_dir)
     matrix = run.matrix()
     recipe = run.recipe
     measures = _check_measures(options.pop("measures", MEASURES))
-    result: dict[str, Any] = {}
+    workdir = None if out is None else open_or_create(
+        out, "similarity", {"run": run.manifest.get("fingerprints", {}), "options": options},
+        fields={"run": str(run_dir)})
+    records: dict[str, dict] = {}
+    if workdir is not None:
+        for m in measures:
+            if (rec := read_json(workdir.unit_file(m, ".json"), "measure record", missing=None)) is not None:
+                records[m] = rec
+
+    def write(key: str, record: dict) -> list[str]:
+        records[key] = record
+        if workdir is not None:
+            write_json(workdir.unit_file(key, ".json"), record)  # marks the measure done
+        return [key]
+
     with open_executor(one_gpu_per_unit(executor or recipe.executor)) as ex:
         shared = [ex.put(x) for x in (recipe, matrix, run.upstream(), run.tasks())]
-        for out in ex.map(_one_measure, [(m, (*shared, m, options)) for m in measures]):
-            if out.error is not None:
-                raise LmforgetError(f"similarity measure {out.key!r} failed: {out.error}")
-            part = out.value
-            result = {**part, "measures": {**result.get("measures", {}), **part["measures"]}}
-    result["measures"] = {m: result["measures"][m] for m in measures}  # the order asked for
+        units = [Unit(m, (*shared, m, options)) for m in measures if m not in records]
+        drive(workdir, ex, _one_measure, units, write, noun="similarity measure", tracked=measures)
+    result: dict[str, Any] = {}
+    for m in measures:  # the order asked for
+        part = records[m]["result"]
+        result = {**part, "measures": {**result.get("measures", {}), **part["measures"]}}
     result["run"] = str(run_dir)
     result["model"] = recipe.model.name
     return result
 
 
 def similarity_report(run_dir: str | Path, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """`similarity_for_run`, then (when out_dir is given) similarity.json and a small similarity.md table."""
+    """`similarity_for_run`, then (when out_dir is given) similarity.json and a small similarity.md table in
+    that work directory."""
     from lmforget.atomic import write_json, write_text
 
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise LmforgetError(f"{out_dir}: exists and is not a directory; choose another --out")
-    result = similarity_for_run(run_dir, **options)
+    result = similarity_for_run(run_dir, out=out_dir, **options)
     if out_dir is not None:
         write_json(Path(out_dir) / "similarity.json", result)
         write_text(Path(out_dir) / "similarity.md", render_markdown(result))
