@@ -134,7 +134,8 @@ def _make_v1(run_dir: Path, tamper: bool = False) -> dict:
     """Turn a run's manifest into one written before identity version 2."""
     path = run_dir / "manifest.json"
     m = json.loads(path.read_text())
-    m.pop("identity_version")
+    for key in ("identity_version", "kind", "schema"):  # none of them existed then
+        m.pop(key)
     m["recipe"]["seed"] = m["recipe"]["model"].pop("init_seed")
     m["fingerprints"]["finetune"] = "0" * 16 if tamper else _v1_finetune(m["recipe"])
     path.write_text(json.dumps(m))
