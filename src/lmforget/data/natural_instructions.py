@@ -106,7 +106,7 @@ def _iter_dir(root: Path, spec: TaskSpec) -> Iterator[RawTask]:
             yield skipped(short_name(dirname))
 
 
-@register_tasks("natural-instructions")
+@register_tasks("natural-instructions", own_location=True)
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     if spec.dataset is not None:
         raise LmforgetError("format 'natural-instructions' reads the bigbench archive or a folder; use 'path'")

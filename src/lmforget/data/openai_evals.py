@@ -135,7 +135,7 @@ def convert(rec: dict, where: str) -> TaskExample | None:
     return TaskExample(tuple(msgs))
 
 
-@register_tasks("openai-evals")
+@register_tasks("openai-evals", own_location=True)
 def read_tasks(spec: TaskSpec) -> Iterator[RawTask]:
     zf = open_wheel(wheel_of(spec, "openai-evals"))
     files = data_files(zf)

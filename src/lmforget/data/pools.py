@@ -9,7 +9,7 @@ removing a task never changes another task's examples.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -46,14 +46,6 @@ class Reservoir(Generic[T]):
 
     def items(self) -> list[T]:
         return [item for _, item in sorted(self._keep, key=lambda pair: pair[0])]
-
-
-def reservoir(items: Iterable[T], n: int, seed: int) -> list[T]:
-    """A uniform random sample of n items from a stream (Algorithm R), in stream order."""
-    res: Reservoir[T] = Reservoir(n, np.random.default_rng(seed))
-    for item in items:
-        res.add(item)
-    return res.items()
 
 
 def split_pool(pool: Sequence[T], n_train: int | None, n_eval: int,

