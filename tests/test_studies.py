@@ -270,3 +270,20 @@ def test_study2_goal_check_needs_both_the_cut_and_the_gain_significant() -> None
     assert goal["good"]["met"] and goal["good"]["reduction_vs_none"] == pytest.approx(0.95)
     assert not goal["learns_less"]["met"] and goal["learns_less"]["kept"] == pytest.approx(0.5)
     assert not goal["cuts_half"]["met"]
+
+
+def test_study2_kl_budget_compares_33_with_129_replayed_examples_per_task() -> None:
+    report = _study2_report()
+    tasks = ["a", "b", "c", "d"]
+    per = {"none": [0.10, 0.12, 0.08, 0.11], "kl-random": [0.02, 0.03, 0.02, 0.02]}
+    replay = {"tasks": tasks, "methods": {m: {"per_task": dict(zip(tasks, v, strict=True))} for m, v in per.items()},
+              "task_gain": {"methods": {m: {"per_task": dict.fromkeys(tasks, 1.0)} for m in per}}}
+    fewer = {"tasks": tasks[:3], "methods": {"kl-random": {"per_task": {"a": 0.04, "b": 0.05, "c": 0.03}}},
+             "task_gain": {"methods": {"kl-random": {"per_task": dict.fromkeys(tasks[:3], 1.1)}}}}
+    check = report.budget_check(replay, fewer)
+    assert check["tasks"] == ["a", "b", "c"]  # only tasks both studies finished
+    assert check["forgetting"]["kl-random@33"] == pytest.approx(0.04)
+    assert check["forgetting"]["none"] == pytest.approx(0.10)
+    assert check["33_vs_129"]["mean_difference"] == pytest.approx(0.04 - 0.07 / 3)
+    assert check["33_vs_129"]["wins"] == 0 and check["gain"]["kl-random@33"] == pytest.approx(1.1)
+    assert "| kl-random@33 | +0.0400 | 60.0% | 1.100 |" in report.budget_lines(check)

@@ -151,6 +151,51 @@ def goal_lines(goal: dict | None) -> list[str]:
     return lines + [""]
 
 
+# ------------------------------------------------------------------ how many replayed examples KL needs
+def budget_check(replay: dict | None, fewer: dict | None) -> dict | None:
+    """kl-random with 33 replayed examples (runs/replay-33) against 129 (runs/replay) and none, per task:
+    held-out forgetting and task gain, with paired tests of 33 against 129."""
+    from lmforget.replay.stats import bootstrap_ci, paired_tests
+
+    if not replay or not fewer or "kl-random" not in fewer.get("methods", {}):
+        return None
+    tasks = [t for t in fewer["tasks"] if t in replay["methods"].get("kl-random", {}).get("per_task", {})]
+    if len(tasks) < 2:
+        return None
+
+    def col(results: dict, method: str, key: str = "methods") -> np.ndarray:
+        source = results[key]["methods"] if key != "methods" else results["methods"]
+        return np.array([source[method]["per_task"][t] for t in tasks])
+
+    out = {"tasks": tasks, "forgetting": {"none": col(replay, "none").mean(),
+                                          "kl-random@129": col(replay, "kl-random").mean(),
+                                          "kl-random@33": col(fewer, "kl-random").mean()}}
+    diff = col(fewer, "kl-random") - col(replay, "kl-random")
+    out["33_vs_129"] = {**paired_tests(col(fewer, "kl-random"), col(replay, "kl-random")), "ci": bootstrap_ci(diff)}
+    if "task_gain" in replay and "task_gain" in fewer:
+        out["gain"] = {"none": col(replay, "none", "task_gain").mean(),
+                       "kl-random@129": col(replay, "kl-random", "task_gain").mean(),
+                       "kl-random@33": col(fewer, "kl-random", "task_gain").mean()}
+    return {k: ({kk: float(vv) for kk, vv in v.items()} if k in ("forgetting", "gain") else v) for k, v in out.items()}
+
+
+def budget_lines(check: dict | None) -> list[str]:
+    title = "## KL replay with 33 replayed examples instead of 129"
+    if not check:
+        return [title, "", "Not run yet (`run.sh replay-33`, after `run.sh replay`).", ""]
+    f, t = check["forgetting"], check["33_vs_129"]
+    lines = [title, "", f"On the {len(check['tasks'])} tasks both studies finished; the same 400 held-out examples.",
+             "", "| arm | held-out forgetting | cut vs none | task gain |", "|---|---:|---:|---:|"]
+    for name in ("none", "kl-random@129", "kl-random@33"):
+        gain = f"{check['gain'][name]:.3f}" if "gain" in check else ""
+        cut = "" if name == "none" else f"{100 * (1 - f[name] / f['none']):.1f}%"
+        lines.append(f"| {name} | {f[name]:+.4f} | {cut} | {gain} |")
+    lines += ["", f"33 minus 129: mean {t['mean_difference']:+.4f} nats/token, 95% CI [{t['ci'][0]:+.4f}, "
+              f"{t['ci'][1]:+.4f}], paired t p = {t['t_p']:.3g}, Wilcoxon p = {t['wilcoxon_p']:.3g}; 33 forgot less "
+              f"on {t['wins']} of {t['n']} tasks.", ""]
+    return lines
+
+
 # ------------------------------------------------------------------ side by side
 def side_by_side(r2: dict | None, pred: dict | None) -> list[str]:
     """Study 1's and study 2's matrix and prediction numbers in one table."""
@@ -229,8 +274,9 @@ def main() -> None:
     lines += select_lines
     lines += included("Mitigation", args.runs / "replay" / "report.md", "Not finished yet.")
     lines += goal_lines(goal)
-    lines += included("KL replay with 33 replayed examples", args.runs / "replay-33" / "report.md", "Not run yet.")
-    parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal,
+    budget = budget_check(replay, _read(args.runs / "replay-33" / "results.json"))
+    lines += budget_lines(budget)
+    parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal, "kl_budget": budget,
              "replay": {k: v for k, v in replay.items() if k != "cells"} if replay else None}
     args.results.mkdir(parents=True, exist_ok=True)
     if chosen is not None:
