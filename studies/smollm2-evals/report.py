@@ -21,7 +21,6 @@ F_method < 0.2 x F_none (t-test and Wilcoxon), and gain non-inferiority, G_metho
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -32,16 +31,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "common"))  # the analysis scripts both studies use
 from analyze import render as render_r2  # noqa: E402
 from predict import render as render_prediction  # noqa: E402
+from report_parts import included, read_part  # noqa: E402
 
 from lmforget.atomic import write_json, write_text  # noqa: E402
 
 R2_ROWS = ["rank-1", "rank-2", "rank-3", "rank-5", "rank-10", "additive", "example_only", "task_only"]
 STUDY1 = HERE.parent / "smollm2-ni" / "results"
 CUT, KEEP = 0.8, 0.95
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # ------------------------------------------------------------------ lambda and alpha
@@ -179,16 +175,17 @@ def budget_check(replay: dict | None, fewer: dict | None) -> dict | None:
         source = results[key]["methods"] if key != "methods" else results["methods"]
         return np.array([source[method]["per_task"][t] for t in tasks])
 
-    out = {"tasks": tasks, "forgetting": {"none": col(replay, "none").mean(),
-                                          "kl-random@129": col(replay, "kl-random").mean(),
-                                          "kl-random@33": col(fewer, "kl-random").mean()}}
+    def means(key: str = "methods") -> dict[str, float]:
+        return {"none": float(col(replay, "none", key).mean()),
+                "kl-random@129": float(col(replay, "kl-random", key).mean()),
+                "kl-random@33": float(col(fewer, "kl-random", key).mean())}
+
+    out = {"tasks": tasks, "forgetting": means()}
     diff = col(fewer, "kl-random") - col(replay, "kl-random")
     out["33_vs_129"] = {**paired_tests(col(fewer, "kl-random"), col(replay, "kl-random")), "ci": bootstrap_ci(diff)}
     if "task_gain" in replay and "task_gain" in fewer:
-        out["gain"] = {"none": col(replay, "none", "task_gain").mean(),
-                       "kl-random@129": col(replay, "kl-random", "task_gain").mean(),
-                       "kl-random@33": col(fewer, "kl-random", "task_gain").mean()}
-    return {k: ({kk: float(vv) for kk, vv in v.items()} if k in ("forgetting", "gain") else v) for k, v in out.items()}
+        out["gain"] = means("task_gain")
+    return out
 
 
 def budget_lines(check: dict | None) -> list[str]:
@@ -211,11 +208,11 @@ def budget_lines(check: dict | None) -> list[str]:
 # ------------------------------------------------------------------ side by side
 def side_by_side(r2: dict | None, pred: dict | None) -> list[str]:
     """Study 1's and study 2's matrix and prediction numbers in one table."""
-    one_r2, one_pred = _read(STUDY1 / "r2_bootstrap.json"), _read(STUDY1 / "prediction" / "prediction.json")
+    one_r2, one_pred = read_part(STUDY1 / "r2_bootstrap.json"), read_part(STUDY1 / "prediction" / "prediction.json")
     if r2 is None or one_r2 is None:
         return []
     studies = [("study 1, 48 examples x 12 steps", one_r2, one_pred),
-               ("study 1, 192 x 48 (replay run)", _read(STUDY1 / "replay-run" / "r2_bootstrap.json"), None),
+               ("study 1, 192 x 48 (replay run)", read_part(STUDY1 / "replay-run" / "r2_bootstrap.json"), None),
                ("study 2, 192 x 48", r2, pred)]
     lines = ["## Side by side with study 1", "",
              "Same model and the same 1,000 upstream examples. Study 1: Natural-Instructions tasks; its main matrix "
@@ -247,31 +244,21 @@ def side_by_side(r2: dict | None, pred: dict | None) -> list[str]:
     return lines + [""]
 
 
-def included(title: str, md: Path, missing: str) -> list[str]:
-    """A part's own Markdown report under `title`, its other headings one level down."""
-    if not md.is_file():
-        return [f"## {title}", "", missing, ""]
-    lines = [("#" + line if line.startswith("#") else line) for line in md.read_text(encoding="utf-8").splitlines()]
-    if lines and lines[0].startswith("## "):
-        lines[0] = f"## {title}"
-    return lines + [""]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, default=HERE / "runs")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--select-only", action="store_true", help="print the replay part's chosen --methods")
     args = ap.parse_args()
-    select_lines, chosen = select_section(_read(args.runs / "select" / "results.json"))
+    select_lines, chosen = select_section(read_part(args.runs / "select" / "results.json"))
     if args.select_only:
         if chosen is None:
             raise SystemExit("runs/select is not finished: run `studies/smollm2-evals/run.sh select` first")
         print(",".join(chosen["methods"]))
         return
-    r2 = _read(args.results / "r2_bootstrap.json")
-    pred = _read(args.results / "prediction" / "prediction.json")
-    replay = _read(args.runs / "replay" / "results.json")
+    r2 = read_part(args.results / "r2_bootstrap.json")
+    pred = read_part(args.results / "prediction" / "prediction.json")
+    replay = read_part(args.runs / "replay" / "results.json")
     goal = goal_check(replay) if replay else None
     lines = ["# Study 2: SmolLM2-135M-Instruct x eval-suite tasks: results", "",
              "Assembled by `report.py` from the parts' outputs; see README.md for the settings and commands.", ""]
@@ -286,7 +273,7 @@ def main() -> None:
     lines += select_lines
     lines += included("Mitigation", args.runs / "replay" / "report.md", "Not finished yet.")
     lines += goal_lines(goal)
-    budget = budget_check(replay, _read(args.runs / "replay-33" / "results.json"))
+    budget = budget_check(replay, read_part(args.runs / "replay-33" / "results.json"))
     lines += budget_lines(budget)
     parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal, "kl_budget": budget,
              "replay": {k: v for k, v in replay.items() if k != "cells"} if replay else None}

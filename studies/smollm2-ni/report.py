@@ -12,21 +12,17 @@ after each part.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))  # the analysis scripts both studies use
 from analyze import render as render_r2  # noqa: E402
 from predict import render as render_prediction  # noqa: E402
+from report_parts import included, read_part  # noqa: E402
 
 from lmforget.atomic import write_json, write_text
 
 R2_ROWS = ["rank-1", "rank-2", "rank-3", "rank-5", "rank-10", "additive", "example_only", "task_only"]
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def matrix_section(title: str, r2: dict | None) -> list[str]:
@@ -43,27 +39,17 @@ def prediction_section(pred: dict | None) -> list[str]:
     return render_prediction(pred, level=2).splitlines() + [""]
 
 
-def included(title: str, md: Path, missing: str) -> list[str]:
-    """A part's own Markdown report with `title` for its title and its other headings one level down."""
-    if not md.is_file():
-        return [f"## {title}", "", missing, ""]
-    lines = [("#" + line if line.startswith("#") else line) for line in md.read_text(encoding="utf-8").splitlines()]
-    if lines and lines[0].startswith("## "):
-        lines[0] = f"## {title}"
-    return lines + [""]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
     parts = {
-        "matrix": _read(args.results / "r2_bootstrap.json"),
-        "replay_run_matrix": _read(args.results / "replay-run" / "r2_bootstrap.json"),
-        "prediction": _read(args.results / "prediction" / "prediction.json"),
-        "sweep": _read(args.runs / "sweep" / "summary.json"),
-        "replay": _read(args.runs / "replay" / "results.json"),
+        "matrix": read_part(args.results / "r2_bootstrap.json"),
+        "replay_run_matrix": read_part(args.results / "replay-run" / "r2_bootstrap.json"),
+        "prediction": read_part(args.results / "prediction" / "prediction.json"),
+        "sweep": read_part(args.runs / "sweep" / "summary.json"),
+        "replay": read_part(args.runs / "replay" / "results.json"),
     }
     for name in ("sweep", "replay"):  # their per-cell records stay in runs/
         if parts[name] is not None:

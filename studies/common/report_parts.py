@@ -1,0 +1,21 @@
+"""Pieces both studies' report.py assemble their results/report.md with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_part(path: Path) -> dict | None:
+    """A part's JSON output, or None when the part has not run yet."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def included(title: str, md: Path, missing: str) -> list[str]:
+    """A part's own Markdown report with `title` for its title and its other headings one level down."""
+    if not md.is_file():
+        return [f"## {title}", "", missing, ""]
+    lines = [("#" + line if line.startswith("#") else line) for line in md.read_text(encoding="utf-8").splitlines()]
+    if lines and lines[0].startswith("## "):
+        lines[0] = f"## {title}"
+    return lines + [""]
