@@ -376,3 +376,39 @@ def test_replay_set_bad_input(replay_set_inputs, tmp_path: Path, capsys) -> None
     _fails(base + ["--probe", str(probe), "--budget", "3", "--heldout", "48"], capsys, "held-out size 48", out)
     _fails(base + ["--probe", str(probe), "--budget", "3", "--strategy", "best"], capsys,
            "unknown selection strategy", out)
+
+
+def test_tasks_option_runs_finished_test_tasks_while_the_run_is_incomplete(tiny_run: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    """`--tasks` runs some test tasks' cells now (e.g. while the run still collects the others); a later run
+    without it adds the rest. A completer is refused while rows are missing: it would learn from fewer."""
+    import shutil
+
+    from lmforget.workdir import cell_file
+
+    partial = tmp_path / "partial-run"
+    shutil.copytree(tiny_run, partial)
+    dropped = sorted((partial / "rows").glob("opposites-*"))
+    assert dropped
+    for p in dropped:
+        p.unlink()
+    out = tmp_path / "s"
+    base = ["replay", "replay-tiny", f"replay.run={partial}", "-o", str(out), "-q"]
+    _fails(base + ["--methods", "none"], capsys, "task 'opposites' is unfinished", out)
+    _fails(base + ["--methods", "none", "--tasks", "add_numbers,nope"], capsys, "--tasks: nope", out)
+    _fails(base + ["--methods", "none,online-additive", "--tasks", "add_numbers"], capsys,
+           "1 unfinished task(s) (opposites): a completer would learn", out)
+    assert main(base + ["--methods", "none,random", "--tasks", "add_numbers"]) == 0
+    interim = json.loads((out / "results.json").read_text())
+    assert interim["tasks"] == ["add_numbers"] and interim["complete"] is False
+    assert not cell_file(out, "opposites", "none", ".json").exists()
+
+    # the run finishes (its rows come back); the same study, without --tasks, adds only the other task's cells
+    for p in sorted((tiny_run / "rows").glob("opposites-*")):
+        shutil.copy2(p, partial / "rows" / p.name)
+    done = cell_file(out, "add_numbers", "random", ".json")
+    stamp = done.stat().st_mtime_ns
+    assert main(base + ["--methods", "none,random"]) == 0
+    final = json.loads((out / "results.json").read_text())
+    assert final["tasks"] == ["add_numbers", "opposites"] and final["complete"] is True
+    assert done.stat().st_mtime_ns == stamp

@@ -31,6 +31,11 @@ console = Console(stderr=True)
 COMMAND_MODULES = ("collect", "score", "probe", "data", "analyze", "report", "predict", "replay")
 
 
+def csv_list(value: str | None) -> list[str]:
+    """A comma-separated option's items (blank items dropped)."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 def print_json(obj: Any) -> None:
     """The one JSON object a `--json` command prints on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lmforget.cli import app, console, print_json
+from lmforget.cli import app, console, csv_list, print_json
 
 
 @app.command("analyze")
@@ -58,7 +58,7 @@ def similarity_cmd(
 
     exe = executor_config(Run.open(run_dir).recipe.executor, executor, address)
     result = similarity_report(run_dir, out, executor=exe,
-                               measures=[m.strip() for m in measures.split(",") if m.strip()],
+                               measures=csv_list(measures),
                                encoder=encoder, dim=dim, projection=projection, columns=columns,
                                max_task_examples=max_task_examples, max_length=max_length, seed=seed)
     if as_json:

@@ -9,12 +9,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from lmforget.cli import app, console, print_json
+from lmforget.cli import app, console, csv_list, print_json
 from lmforget.errors import LmforgetError
-
-
-def _csv_list(value: Optional[str]) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -51,8 +47,8 @@ def predict_command(
     from lmforget.predict.protocol import DEFAULT_METHODS, check_methods, evaluate, make_split, metric_names
 
     fm = ForgettingMatrix.load(matrix)
-    sp = make_split(fm, split, train_groups=_csv_list(train_groups) or None, seed=split_seed)
-    names = _csv_list(methods) or list(DEFAULT_METHODS[fm.kind])
+    sp = make_split(fm, split, train_groups=csv_list(train_groups) or None, seed=split_seed)
+    names = csv_list(methods) or list(DEFAULT_METHODS[fm.kind])
     check_methods(names, fm.kind)
     params = _parse_params(param)
     unknown = sorted(set(params) - set(names))
@@ -121,7 +117,7 @@ def forecast_command(
 
     fm = ForgettingMatrix.load(matrix)
     row = read_probe(probe).row(fm.examples.tolist(), source=str(probe))
-    res = forecast(fm, row, method=method, train_groups=_csv_list(train_groups) or None, seed=seed)
+    res = forecast(fm, row, method=method, train_groups=csv_list(train_groups) or None, seed=seed)
     write_forecast(res, output)
     order = np.argsort(-res.forgetting)[:10]
     n_fallback = int(res.fallback.sum())

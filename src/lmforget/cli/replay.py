@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lmforget.cli import app, console, print_json
+from lmforget.cli import app, console, csv_list, print_json
 
 
 @app.command()
@@ -18,6 +18,9 @@ def replay(
     out: Path = typer.Option(..., "-o", "--out", help="Study directory (created, or resumed if it exists)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: the recipe's), "
                                           "e.g. none,random,oracle,offline-mf,online-mf,oracle:top."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated test tasks to run now (default: all "
+                                        "of replay.test_tasks), e.g. those whose rows the run has finished; a "
+                                        "later run without it adds the rest."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local | ray: one unit per task x method cell "
@@ -34,7 +37,8 @@ def replay(
 
     cfg = load_study_recipe(recipe, overrides or [])
     results = run_study(cfg, out, methods, progress=not quiet, log=console.print,
-                        executor=executor_config(cfg.executor, executor, address), report_only=report_only)
+                        executor=executor_config(cfg.executor, executor, address), report_only=report_only,
+                        tasks=csv_list(tasks) if tasks is not None else None)
     if as_json:
         print_json(results)
         return

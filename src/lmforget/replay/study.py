@@ -38,27 +38,29 @@ Log = Callable[[str], None]
 
 def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None, *,
               progress: bool = True, log: Log = lambda s: None, executor: ExecutorConfig | None = None,
-              report_only: bool = False) -> dict:
+              report_only: bool = False, tasks: list[str] | None = None) -> dict:
     """Run (or resume) the study and write results.json, report.md and figure.png.
 
     Each (task, method) cell is one unit of `executor` (default: the recipe's); cells are written here
     as they finish. Failed cells are reported together at the end; a re-run retries them.
     `report_only`: run nothing; write the results of the tasks whose cells are all finished (an interim
     report of a study still running; the report says how many tasks it covers).
+    `tasks`: run the cells of only these test tasks now (the results still cover every finished task).
     """
     from lmforget.driver import Unit, drive
     from lmforget.executor import one_gpu_per_unit, open_executor
 
-    study = open_study(recipe, out, methods)
+    study = open_study(recipe, out, methods, None if report_only else tasks)
     if report_only:
         if read_manifest(study.out) is None:
             raise LmforgetError(f"{study.out}: no replay study here yet; run it without --report-only first")
         prepare_out(study)  # refuses a recipe whose settings differ from the study's
         return write_results(study)
     workdir = prepare_out(study)
-    cells = [(t, m) for t in study.cfg.test_tasks for m in study.methods]
+    cells = [(t, m) for t in study.active for m in study.methods]
     todo = [(t, m) for t, m in cells if not study.done(t, m)]
-    log(f"{len(study.cfg.test_tasks)} test tasks x {len(study.methods)} methods; held-out {len(study.split.heldout)}, "
+    now = "" if len(study.active) == len(study.cfg.test_tasks) else f" (of {len(study.cfg.test_tasks)})"
+    log(f"{len(study.active)} test tasks{now} x {len(study.methods)} methods; held-out {len(study.split.heldout)}, "
         f"pool {len(study.split.pool)} of {len(study.upstream)} upstream examples; "
         f"{len(cells) - len(todo)} cells already done -> {study.out}")
     exe_cfg = one_gpu_per_unit(executor or recipe.executor)  # a cell trains and scores in one process

@@ -48,6 +48,7 @@ class Study:
     split: HeldoutSplit
     base_nll: np.ndarray  # [N] base-model NLL of every column (NaN = undefined)
     probes: np.ndarray  # the online methods' fixed probe columns: never replayed by any method
+    active: list[str]  # the test tasks this invocation runs (all of cfg.test_tasks unless --tasks chose some)
 
     # ----------------------------------------------------------------- columns
     @property
@@ -141,8 +142,12 @@ def load_study_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe
     return full
 
 
-def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None) -> Study:
-    """Validate everything a study needs before any work (bad input -> LmforgetError)."""
+def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None,
+               tasks: list[str] | None = None) -> Study:
+    """Validate everything a study needs before any work (bad input -> LmforgetError).
+
+    `tasks`: run only these of `replay.test_tasks` now (e.g. those whose rows the run has finished); the
+    study's identity is unchanged, so a later run without it adds the other tasks' cells."""
     if recipe.replay is None:
         raise LmforgetError(f"recipe {recipe.name!r} has no 'replay:' section; use a replay recipe such as "
                             "replay-demo or replay-tiny")
@@ -161,17 +166,22 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     recipe = _pin_to_run(recipe, run)
     matrix = run.matrix()
     upstream = run.upstream()
-    tasks = {t.name: t for t in run.tasks()}
+    task_sets = {t.name: t for t in run.tasks()}
     finished = set(matrix.tasks.tolist())
-    for name in cfg.test_tasks:
-        if name not in tasks:
-            raise LmforgetError(f"replay.test_tasks: {name!r} is not a task of run {run.path} "
-                                f"(tasks: {', '.join(tasks)})")
-        if name not in finished:
-            raise LmforgetError(f"replay.test_tasks: task {name!r} is unfinished in {run.path}; "
-                                "finish the run with `lmforget collect` first")
     if not cfg.test_tasks:
         raise LmforgetError("replay.test_tasks is empty")
+    active = list(cfg.test_tasks) if tasks is None else list(dict.fromkeys(tasks))
+    unknown = [t for t in active if t not in cfg.test_tasks]
+    if unknown or not active:
+        raise LmforgetError(f"--tasks: {', '.join(unknown) or 'no task given'}; choose among replay.test_tasks "
+                            f"({', '.join(cfg.test_tasks)})")
+    for name in active:
+        if name not in task_sets:
+            raise LmforgetError(f"replay.test_tasks: {name!r} is not a task of run {run.path} "
+                                f"(tasks: {', '.join(task_sets)})")
+        if name not in finished:
+            raise LmforgetError(f"replay.test_tasks: task {name!r} is unfinished in {run.path}; "
+                                "finish the run with `lmforget collect` first, or leave it out with --tasks")
     for name in cfg.train_tasks or []:
         if name not in finished:
             raise LmforgetError(f"replay.train_tasks: {name!r} is not a finished task of run {run.path}")
@@ -179,7 +189,7 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     base_nll = base["nll"].to_numpy(np.float64)
     split = split_heldout(upstream.ids, cfg.heldout, cfg.seed)
     probes = draw_probes(split, cfg.probes, cfg.seed, np.isfinite(base_nll))
-    study = Study(recipe, cfg, chosen, Path(out), run, matrix, upstream, tasks, split, base_nll, probes)
+    study = Study(recipe, cfg, chosen, Path(out), run, matrix, upstream, task_sets, split, base_nll, probes, active)
     _validate_cells(study)
     return study
 
@@ -193,7 +203,13 @@ def _validate_cells(study: Study) -> None:
     if world_size() > 1:
         raise LmforgetError("the replay study runs in a single process (online swaps and scoring happen "
                             "between steps); launch it without accelerate/torchrun")
-    for name in cfg.test_tasks:
+    unfinished = sorted(set(study.tasks) - set(study.matrix.tasks.tolist()))
+    if unfinished and cfg.train_tasks is None and any(m.completer for m in study.methods):
+        named = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+        raise LmforgetError(f"run {study.run.path} has {len(unfinished)} unfinished task(s) ({named}): a completer "
+                            "would learn from the rows "
+                            "finished so far, and a later run from more; finish the run or list replay.train_tasks")
+    for name in study.active:
         if len(study.train_rows(name)) == 0 and any(m.completer for m in study.methods):
             raise LmforgetError(f"no training rows left for task {name!r}; list replay.train_tasks")
         pool = study.pool(name)
