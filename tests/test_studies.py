@@ -270,6 +270,14 @@ def test_study2_goal_check_needs_both_the_cut_and_the_gain_significant() -> None
     assert goal["good"]["met"] and goal["good"]["reduction_vs_none"] == pytest.approx(0.95)
     assert not goal["learns_less"]["met"] and goal["learns_less"]["kept"] == pytest.approx(0.5)
     assert not goal["cuts_half"]["met"]
+    # the same check on exact-match gain, over the tasks where it was measured (short answers only)
+    results["task_em_gain"] = {"tasks": tasks[:6], "methods": {
+        "none": {"per_task": dict.fromkeys(tasks[:6], 0.2)},
+        "good": {"per_task": dict(zip(tasks[:6], [0.1, 0.12, 0.08, 0.1, 0.11, 0.09], strict=True))}}}
+    em = report.goal_check(results, "task_em_gain")
+    assert em["tasks"] == tasks[:6] and list(em["methods"]) == ["good"]
+    assert em["methods"]["good"]["kept"] == pytest.approx(0.5) and not em["methods"]["good"]["met"]
+    assert "exact-match increase" in report.goal_lines(em)[0]
 
 
 def test_study2_kl_budget_compares_33_with_129_replayed_examples_per_task() -> None:
