@@ -402,6 +402,8 @@ def test_tasks_option_runs_finished_test_tasks_while_the_run_is_incomplete(tiny_
     interim = json.loads((out / "results.json").read_text())
     assert interim["tasks"] == ["add_numbers"] and interim["complete"] is False
     assert not cell_file(out, "opposites", "none", ".json").exists()
+    assert main(base + ["--methods", "none,random", "--report-only"]) == 0  # an interim report needs no --tasks
+    assert json.loads((out / "results.json").read_text())["tasks"] == ["add_numbers"]
 
     # the run finishes (its rows come back); the same study, without --tasks, adds only the other task's cells
     for p in sorted((tiny_run / "rows").glob("opposites-*")):

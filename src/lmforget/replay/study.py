@@ -50,7 +50,7 @@ def run_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None =
     from lmforget.driver import Unit, drive
     from lmforget.executor import one_gpu_per_unit, open_executor
 
-    study = open_study(recipe, out, methods, None if report_only else tasks)
+    study = open_study(recipe, out, methods, tasks, report_only=report_only)
     if report_only:
         if read_manifest(study.out) is None:
             raise LmforgetError(f"{study.out}: no replay study here yet; run it without --report-only first")

@@ -143,11 +143,12 @@ def load_study_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe
 
 
 def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None = None,
-               tasks: list[str] | None = None) -> Study:
+               tasks: list[str] | None = None, *, report_only: bool = False) -> Study:
     """Validate everything a study needs before any work (bad input -> LmforgetError).
 
     `tasks`: run only these of `replay.test_tasks` now (e.g. those whose rows the run has finished); the
-    study's identity is unchanged, so a later run without it adds the other tasks' cells."""
+    study's identity is unchanged, so a later run without it adds the other tasks' cells.
+    `report_only`: the study only reads its cells back, so test tasks the run has not finished are skipped."""
     if recipe.replay is None:
         raise LmforgetError(f"recipe {recipe.name!r} has no 'replay:' section; use a replay recipe such as "
                             "replay-demo or replay-tiny")
@@ -170,9 +171,11 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     finished = set(matrix.tasks.tolist())
     if not cfg.test_tasks:
         raise LmforgetError("replay.test_tasks is empty")
+    if report_only:
+        tasks = [t for t in cfg.test_tasks if t in finished]
     active = list(cfg.test_tasks) if tasks is None else list(dict.fromkeys(tasks))
     unknown = [t for t in active if t not in cfg.test_tasks]
-    if unknown or not active:
+    if unknown or (not active and not report_only):
         raise LmforgetError(f"--tasks: {', '.join(unknown) or 'no task given'}; choose among replay.test_tasks "
                             f"({', '.join(cfg.test_tasks)})")
     for name in active:
@@ -190,11 +193,11 @@ def open_study(recipe: Recipe, out: str | Path, methods: list[str] | str | None 
     split = split_heldout(upstream.ids, cfg.heldout, cfg.seed)
     probes = draw_probes(split, cfg.probes, cfg.seed, np.isfinite(base_nll))
     study = Study(recipe, cfg, chosen, Path(out), run, matrix, upstream, task_sets, split, base_nll, probes, active)
-    _validate_cells(study)
+    _validate_cells(study, report_only)
     return study
 
 
-def _validate_cells(study: Study) -> None:
+def _validate_cells(study: Study, report_only: bool = False) -> None:
     cfg = study.cfg
     if any(m.source == "file" for m in study.methods) and not cfg.score_file:
         raise LmforgetError("method 'file' needs replay.score_file=PATH (a CSV id,score[,task])")
@@ -204,7 +207,7 @@ def _validate_cells(study: Study) -> None:
         raise LmforgetError("the replay study runs in a single process (online swaps and scoring happen "
                             "between steps); launch it without accelerate/torchrun")
     unfinished = sorted(set(study.tasks) - set(study.matrix.tasks.tolist()))
-    if unfinished and cfg.train_tasks is None and any(m.completer for m in study.methods):
+    if unfinished and cfg.train_tasks is None and any(m.completer for m in study.methods) and not report_only:
         named = ", ".join(unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
         raise LmforgetError(f"run {study.run.path} has {len(unfinished)} unfinished task(s) ({named}): a completer "
                             "would learn from the rows "
