@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from lmforget.atomic import read_json
 
 
 def read_part(path: Path) -> dict | None:
-    """A part's JSON output, or None when the part has not run yet."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """A part's JSON output, or None when the part has not run yet (a corrupt one is an error)."""
+    return read_json(path, "study part's output", missing=None)
 
 
 def included(title: str, md: Path, missing: str) -> list[str]:
