@@ -70,6 +70,39 @@ def test_kl_term_is_exactly_zero_with_zero_gradient_at_the_base_weights(load_tin
     assert (moved > 0).all()
 
 
+def test_kl_weight_scales_the_kl_term_and_leaves_the_task_loss_alone(load_tiny) -> None:
+    from lmforget.data.types import UpstreamExample
+    from lmforget.encoding import encode_upstream
+    from lmforget.finetune import _collate
+    from lmforget.replay.online import MixtureTrainer
+
+    base, tok = load_tiny("llama")
+    model = copy.deepcopy(base)
+    ex = UpstreamExample("u", text="Water boils at a lower temperature on a mountain top.")
+    targets = base_targets(model, tok, [ex], k=8, max_length=64)
+    enc = encode_upstream(tok, ex, 64)
+    replay = {"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids), "labels": enc.labels(),
+              "kl": targets["u"]}
+    ids = tok("The opposite of hot is cold")["input_ids"]
+    task = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * 5 + ids[5:]}
+    batch = collate_with_targets(_collate(tok))([task, replay])
+    with torch.no_grad():
+        for p in model.parameters():  # away from the base weights, so the KL term is positive
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+
+    def loss(weighting: str, w: float) -> float:
+        trainer = object.__new__(MixtureTrainer.weighted(weighting, "kl", w))  # compute_loss needs no state
+        with torch.no_grad():
+            return float(trainer.compute_loss(model, batch))
+
+    for weighting in ("example", "token"):
+        one, two, three = (loss(weighting, w) for w in (1, 2, 3))
+        assert two > one  # a positive KL term counts more
+        assert three - one == pytest.approx(2 * (two - one), rel=1e-5)  # linear in the weight: the task part stays
+    with pytest.raises(LmforgetError, match="KL weight"):
+        MixtureTrainer.weighted("example", "kl", 0)
+
+
 def test_method_names() -> None:
     from lmforget.replay.methods import parse_method, parse_methods
 
@@ -85,10 +118,16 @@ def test_method_names() -> None:
     assert (w.wise_ft, w.trained_as, w.training().name, w.training().wise_ft) == (0.25, "kl-random", "kl-random", None)
     assert parse_method("wise-ft").wise_ft == 0.5 and parse_method("wise-ft").trained_as == "none"
     assert parse_method("random+lora@8+wise-ft@1").trained_as == "random+lora@8"
+    k = parse_method("kl-oracle+kl-weight@3+wise-ft@0.5")
+    assert (k.kl_weight, k.objective, k.trained_as, k.training().kl_weight) == (3.0, "kl", "kl-oracle+kl-weight@3", 3.0)
+    assert parse_method("kl-random").kl_weight is None  # the recipe's replay.kl_weight
+    assert parse_method("random+kl-weight@2", default_objective="kl").kl_weight == 2.0
     for bad, match in [("kl-none", "no objective"), ("l2-sp", "needs its lambda"), ("l2-sp@x", "not a number"),
                        ("wise-ft@2", r"in \[0, 1\]"), ("wise-ft+lora", "comes last"), ("lora+l2-sp@1", "not to LoRA"),
                        ("random+random", "is not l2-sp"), ("lora+lora", "given twice"), ("kl-nothing", "unknown"),
-                       ("random+", "empty part")]:
+                       ("random+", "empty part"), ("random+kl-weight@2", "KL objective"),
+                       ("kl-weight@2", "KL objective"), ("kl-random+kl-weight", "needs its weight"),
+                       ("kl-random+kl-weight@0", "must be > 0")]:
         with pytest.raises(LmforgetError, match=match):
             parse_method(bad)
     assert [m.name for m in parse_methods("none,kl-random,wise-ft@0.5")] == ["none", "kl-random", "wise-ft@0.5"]
@@ -176,7 +215,8 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
     assert "## Forgetting and learning" in report and "Pareto front" in report and "pareto.png" in report
     assert (out / "pareto.png").stat().st_size > 10_000
     manifest = json.loads((out / "manifest.json").read_text())
-    assert "objective" not in manifest["settings"]["replay"]  # defaults are left out: old studies still resume
+    # defaults are left out: old studies still resume
+    assert "objective" not in manifest["settings"]["replay"] and "kl_weight" not in manifest["settings"]["replay"]
 
 
 def test_kl_objective_as_the_recipe_default_and_a_resume_runs_only_new_cells(arms_study: Path, capsys) -> None:
@@ -191,6 +231,13 @@ def test_kl_objective_as_the_recipe_default_and_a_resume_runs_only_new_cells(arm
     assert cell_file(out, "opposites", "kl-random", ".json").stat().st_mtime_ns == stamp
     new = json.loads(cell_file(out, "opposites", "kl-random+wise-ft@0.25", ".json").read_text())
     assert new["wise_ft"] == 0.25 and new["objective"] == "kl"
+    # a heavier KL term: the same replayed examples and steps, other weights
+    assert main(args + ["--methods", "kl-random,kl-random+kl-weight@100"]) == 0
+    old = json.loads(cell_file(out, "opposites", "kl-random", ".json").read_text())
+    heavy = json.loads(cell_file(out, "opposites", "kl-random+kl-weight@100", ".json").read_text())
+    assert (old["kl_weight"], heavy["kl_weight"]) == (1.0, 100.0)
+    assert (heavy["replay"], heavy["steps"]) == (old["replay"], old["steps"])
+    assert heavy["heldout_mean_increase"] != old["heldout_mean_increase"]
     capsys.readouterr()
     assert main(args + ["replay.objective=kl", "--methods", "random"]) == 2  # another setting: refused
     assert "different replay" in capsys.readouterr().err

@@ -183,6 +183,8 @@ class ReplayConfig(_Strict):
     # plus the rest as one bucket. Sets the default of method names without a `kl-`/`nll-` prefix.
     objective: Annotated[str, one_of("lmforget.replay.online", "OBJECTIVES", "replay objective"), ADDED_LATER] = "nll"
     kl_top_k: Annotated[int, ADDED_LATER] = Field(256, ge=1)
+    # each replayed position's KL counts this many times in the loss (a method's +kl-weight@W overrides it)
+    kl_weight: Annotated[float, ADDED_LATER] = Field(1.0, gt=0)
     # Task gain: exact match of greedy answers is measured when every gold answer of the task's eval split
     # has at most this many tokens (0 = never); the answer NLL always is.
     task_em_max_tokens: Annotated[int, ADDED_LATER] = Field(32, ge=0)

@@ -17,7 +17,9 @@ def replay(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. replay.rate=0.125."),
     out: Path = typer.Option(..., "-o", "--out", help="Study directory (created, or resumed if it exists)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: the recipe's), "
-                                          "e.g. none,random,oracle,offline-mf,online-mf,oracle:top."),
+                                          "e.g. none,random,oracle,offline-mf,online-mf,oracle:top; kl- in front "
+                                          "trains KL to the base model; +l2-sp@L, +lora, +kl-weight@W, +wise-ft@A "
+                                          "add settings (lmforget.replay.methods)."),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated test tasks to run now (default: all "
                                         "of replay.test_tasks), e.g. those whose rows the run has finished; a "
                                         "later run without it adds the rest."),

@@ -172,6 +172,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
         pick_scores = row[picks]
         record.update(extra)
     targets = None
+    kl_weight = method.kl_weight if method.kl_weight is not None else cfg.kl_weight
     if method.replays and method.objective == "kl":  # the base distribution, once per example that may be replayed
         from lmforget.replay.kl import base_targets
 
@@ -179,6 +180,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
         targets = base_targets(model, tokenizer, [study.upstream.examples[int(c)] for c in may_replay],
                                k=cfg.kl_top_k, max_length=ft.max_length)
         record["kl_top_k"] = cfg.kl_top_k
+        record["kl_weight"] = kl_weight
     # replay-only: random replay's examples and steps, without the task (a control for the replay gradient)
     mixture = ReplayMixture([] if method.source == "replay-only" else task_items,
                             [study.upstream.examples[int(c)] for c in picks], tokenizer,
@@ -203,7 +205,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
 
     result = unit.train(mixture, steps=steps, callbacks=callbacks, progress=progress,
                         description=f"{task_name} / {method.name}",
-                        trainer_cls=MixtureTrainer.weighted(cfg.loss_weighting, method.objective))
+                        trainer_cls=MixtureTrainer.weighted(cfg.loss_weighting, method.objective, kl_weight))
     share = mixture.replay_share()
     record.update(share)
     # the share of the training loss that replay took, under the loss weighting in use

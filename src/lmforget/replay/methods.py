@@ -16,6 +16,9 @@ Weight-space changes (`lmforget.weightspace`), alone (= ``none`` + it) or after 
 ``l2-sp@LAMBDA`` (finetune.l2sp = LAMBDA), ``lora`` or ``lora@R`` (finetune.method = lora, rank R, default
 16), ``wise-ft`` or ``wise-ft@ALPHA`` (the fine-tuned weights moved back to theta_0 + ALPHA (theta - theta_0),
 default 0.5; post hoc: it shares its arm's training, see `Method.trained_as`). E.g. ``kl-random+wise-ft@0.5``.
+
+A KL arm may set the weight of its KL term with ``+kl-weight@W`` (default ``replay.kl_weight``, 1): each
+replayed position's KL counts W times, e.g. ``kl-random+kl-weight@10`` or ``kl-oracle+kl-weight@3+wise-ft@0.5``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Method:
     l2sp: float | None = None  # finetune.l2sp for this arm
     lora_rank: int | None = None  # LoRA instead of full fine-tuning, at this rank
     wise_ft: float | None = None  # alpha of the post hoc weight interpolation
+    kl_weight: float | None = None  # weight of the KL term (objective kl); None = the recipe's replay.kl_weight
 
     @property
     def replays(self) -> bool:
@@ -63,8 +67,15 @@ def _number(raw: str, part: str, kind=float):
 
 
 def _weight_space(part: str) -> dict | None:
-    """The setting a weight-space part names (None: not one)."""
+    """The setting a part after the arm names (weight-space, or the KL weight; None: not one)."""
     head, at, value = part.partition("@")
+    if head == "kl-weight":
+        if not at:
+            raise LmforgetError("method part 'kl-weight' needs its weight: kl-weight@W (e.g. kl-weight@10)")
+        weight = _number(value, part)
+        if not weight > 0:
+            raise LmforgetError(f"method part {part!r}: the KL weight must be > 0")
+        return {"kl_weight": weight}
     if head == "l2-sp":
         if not at:
             raise LmforgetError("method part 'l2-sp' needs its lambda: l2-sp@LAMBDA (e.g. l2-sp@0.001)")
@@ -112,7 +123,7 @@ def _replay_arm(raw: str, default_strategy: str, default_objective: str) -> dict
     raise LmforgetError(f"unknown replay method {raw!r}; choose none, random, replay-only, oracle, file, "
                         f"offline-NAME or online-NAME with NAME in {', '.join(completers)} "
                         f"(optionally :STRATEGY, one of {', '.join(STRATEGIES)}; kl- or nll- in front sets the "
-                        "objective), or add l2-sp@LAMBDA, lora[@R], wise-ft[@ALPHA] with +")
+                        "objective), or add l2-sp@LAMBDA, lora[@R], kl-weight@W, wise-ft[@ALPHA] with +")
 
 
 def parse_method(name: str, default_strategy: str = "softmax", default_objective: str = "nll") -> Method:
@@ -132,13 +143,16 @@ def parse_method(name: str, default_strategy: str = "softmax", default_objective
     for part in rest:
         extra = _weight_space(part)
         if extra is None:
-            raise LmforgetError(f"method {raw!r}: {part!r} is not l2-sp@LAMBDA, lora[@R] or wise-ft[@ALPHA] "
-                                "(the replay arm comes first)")
+            raise LmforgetError(f"method {raw!r}: {part!r} is not l2-sp@LAMBDA, lora[@R], wise-ft[@ALPHA] or "
+                                "kl-weight@W (the replay arm comes first)")
         if set(extra) & set(fields):
             raise LmforgetError(f"method {raw!r}: {part.partition('@')[0]!r} is given twice")
         fields.update(extra)
     if fields.get("l2sp") and fields.get("lora_rank"):
         raise LmforgetError(f"method {raw!r}: l2-sp applies to full fine-tuning, not to LoRA")
+    if "kl_weight" in fields and fields.get("objective") != "kl":
+        raise LmforgetError(f"method {raw!r}: kl-weight applies to an arm that replays with the KL objective "
+                            "(kl-random, kl-oracle, ...)")
     if "wise_ft" in fields and not parts[-1].startswith("wise-ft"):
         raise LmforgetError(f"method {raw!r}: wise-ft comes last (it is applied after training)")
     return Method(raw, **fields)

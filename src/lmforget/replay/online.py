@@ -44,15 +44,18 @@ class MixtureTrainer(Trainer):
 
     loss_weighting = "token"
     objective = "nll"  # kl: replay items train KL to the base model (their batches carry kl_* targets)
+    kl_weight = 1.0  # objective kl: a replayed position's KL counts this many times
 
     @classmethod
-    def weighted(cls, loss_weighting: str, objective: str = "nll") -> type["MixtureTrainer"]:
+    def weighted(cls, loss_weighting: str, objective: str = "nll", kl_weight: float = 1.0) -> type["MixtureTrainer"]:
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise LmforgetError(f"loss weighting must be 'token' or 'example', not {loss_weighting!r}")
         if objective not in OBJECTIVES:
             raise LmforgetError(f"replay objective must be 'nll' or 'kl', not {objective!r}")
+        if not kl_weight > 0:
+            raise LmforgetError(f"the KL weight must be > 0, not {kl_weight}")
         return type(f"MixtureTrainer_{loss_weighting}_{objective}", (cls,),
-                    {"loss_weighting": loss_weighting, "objective": objective})
+                    {"loss_weighting": loss_weighting, "objective": objective, "kl_weight": float(kl_weight)})
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.objective == "kl":
@@ -75,8 +78,8 @@ class MixtureTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _kl_loss(self, model, inputs, return_outputs, num_items_in_batch):
-        """Next-token loss on task tokens, KL to the base model at replayed tokens, then weighted as set:
-        a replayed position counts as one loss token (token mean), a replayed example as one example."""
+        """Next-token loss on task tokens, `kl_weight` x KL to the base model at replayed tokens, then weighted
+        as set: a replayed position counts as one loss token (token mean), a replayed example as one example."""
         from lmforget.replay.kl import batch_kl
 
         labels = inputs["labels"]
@@ -87,7 +90,7 @@ class MixtureTrainer(Trainer):
         tok = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target.clamp(min=0),
                                                 reduction="none")
         if len(inputs["kl_rows"]):  # replayed positions: KL in place of the token's loss
-            tok = tok.index_put((inputs["kl_rows"], inputs["kl_cols"]), batch_kl(logits, inputs))
+            tok = tok.index_put((inputs["kl_rows"], inputs["kl_cols"]), self.kl_weight * batch_kl(logits, inputs))
         if self.loss_weighting == "token":  # as transformers does: over every loss token of the optimizer step
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
             loss = (tok * mask).sum() / (num_items_in_batch if num_items_in_batch is not None else mask.sum())
