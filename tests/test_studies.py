@@ -244,13 +244,36 @@ def test_study2_select_rule_picks_least_forgetting_among_settings_keeping_95_per
             "wise-ft@0.25": 0.3, "wise-ft@0.5": 0.94, "wise-ft@0.75": 0.97}
     results = {"methods": {m: {"mean_increase": f, "reduction_vs_none": 1 - f / 0.1} for m, f in forgetting.items()},
                "task_gain": {"methods": {m: {"mean_gain": g} for m, g in gain.items()}}}
-    assert report.choose(results, "l2-sp@")["chosen"] == "l2-sp@1"  # l2-sp@10 forgets least but keeps 50%
-    wise = report.choose(results, "wise-ft@")
+    assert report.choose(results, "l2-sp")["chosen"] == "l2-sp@1"  # l2-sp@10 forgets least but keeps 50%
+    wise = report.choose(results, "wise-ft")
     assert wise["chosen"] == "wise-ft@0.75" and wise["kept_95"]
     gain.update({"wise-ft@0.75": 0.9})  # none keeps 95%: the one that keeps the most
     results["task_gain"]["methods"]["wise-ft@0.75"]["mean_gain"] = 0.9
-    wise = report.choose(results, "wise-ft@")
+    wise = report.choose(results, "wise-ft")
     assert wise["chosen"] == "wise-ft@0.5" and not wise["kept_95"]
+    assert [report.setting_value("kl-weight", n) for n in
+            ("kl-random", "kl-random+kl-weight@10", "kl-oracle+kl-weight@10", "kl-random+kl-weight@10+wise-ft@0.5",
+             "random", "l2-sp@10")] == [1.0, 10.0, None, None, None, None]
+    assert report.setting_value("l2-sp", "l2-sp@10") == 10.0 and report.setting_value("l2-sp", "wise-ft@0.5") is None
+
+
+def test_study2_select_section_adds_the_chosen_kl_weight_only_when_it_is_not_1() -> None:
+    report = _study2_report()
+    forgetting = {"none": 0.10, "l2-sp@1": 0.05, "wise-ft@0.5": 0.03, "kl-random": 0.07,
+                  "kl-random+kl-weight@10": 0.02}
+    gain = {"none": 1.0, "l2-sp@1": 0.96, "wise-ft@0.5": 0.97, "kl-random": 1.0, "kl-random+kl-weight@10": 0.98}
+
+    def select(gains: dict) -> dict:
+        return {"complete": True, "tasks": ["a"],
+                "methods": {m: {"mean_increase": f, "reduction_vs_none": 1 - f / 0.1} for m, f in forgetting.items()},
+                "task_gain": {"methods": {m: {"mean_gain": g, "per_task": {"a": g}} for m, g in gains.items()}}}
+
+    lines, chosen = report.select_section(select(gain))
+    assert chosen["chosen"]["kl-weight"] == "kl-random+kl-weight@10"
+    assert chosen["methods"] == ["l2-sp@1", "kl-random+kl-weight@10", "kl-random+wise-ft@0.5"]
+    assert any(line.startswith("| kl-random+kl-weight@10 (chosen) |") for line in lines)
+    _, chosen = report.select_section(select({**gain, "kl-random+kl-weight@10": 0.9}))  # keeps < 95%
+    assert chosen["chosen"]["kl-weight"] == "kl-random" and "kl-random" not in chosen["methods"]
 
 
 def test_study2_goal_check_needs_both_the_cut_and_the_gain_significant() -> None:

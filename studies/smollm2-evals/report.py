@@ -41,20 +41,32 @@ CUT, KEEP = 0.8, 0.95
 
 
 # ------------------------------------------------------------------ lambda and alpha
-def choose(results: dict, prefix: str) -> dict | None:
-    """The select rule for one family of settings (`l2-sp@` or `wise-ft@`) on a select study's results."""
+def setting_value(family: str, name: str) -> float | None:
+    """The value a method name sets in a family of settings (None: not of the family): `l2-sp@LAMBDA`,
+    `wise-ft@ALPHA`, and the KL weight W of `kl-random+kl-weight@W` (`kl-random` itself: W = 1)."""
+    if family == "kl-weight":
+        if name == "kl-random":
+            return 1.0
+        head, _, value = name.partition("+kl-weight@")
+        return float(value) if head == "kl-random" and value and "+" not in value else None
+    return float(name.split("@", 1)[1]) if name.startswith(family + "@") else None
+
+
+def choose(results: dict, family: str) -> dict | None:
+    """The select rule for one family of settings (`l2-sp`, `wise-ft`, `kl-weight`) on a select study's results."""
     gains = results.get("task_gain", {}).get("methods")
     if not gains or "none" not in gains:
         return None
     base = gains["none"]["mean_gain"]
     rows = []
     for name, m in results["methods"].items():
-        if not name.startswith(prefix):
+        value = setting_value(family, name)
+        if value is None:
             continue
         kept = gains[name]["mean_gain"] / base if abs(base) > 1e-12 else math.nan
         per_task = {t: g / gains["none"]["per_task"][t] for t, g in gains[name].get("per_task", {}).items()
                     if abs(gains["none"]["per_task"].get(t, 0.0)) > 1e-12}
-        rows.append({"method": name, "value": float(name.split("@", 1)[1]), "forgetting": m["mean_increase"],
+        rows.append({"method": name, "value": value, "forgetting": m["mean_increase"],
                      "reduction_vs_none": m.get("reduction_vs_none"), "gain": gains[name]["mean_gain"],
                      "kept": kept, "kept_per_task": per_task})
     if not rows:
@@ -67,10 +79,10 @@ def choose(results: dict, prefix: str) -> dict | None:
 
 
 def select_section(select: dict | None) -> tuple[list[str], dict | None]:
-    title = "## Choosing lambda (L2-SP) and alpha (WiSE-FT)"
+    title = "## Choosing lambda (L2-SP), alpha (WiSE-FT) and the KL weight"
     if select is None or not select.get("complete"):
         return [title, "", "Not finished yet.", ""], None
-    picks = {"l2-sp": choose(select, "l2-sp@"), "wise-ft": choose(select, "wise-ft@")}
+    picks = {family: choose(select, family) for family in ("l2-sp", "wise-ft", "kl-weight")}
     tasks = ", ".join(select["tasks"])
     lines = [title, "", f"On {tasks} (not test tasks); means over the {len(select['tasks'])} tasks. Rule, fixed "
              "before running: the lowest held-out forgetting among the settings that keep >= 95% of none's task "
@@ -106,8 +118,9 @@ def select_section(select: dict | None) -> tuple[list[str], dict | None]:
     chosen = {k: v["chosen"] for k, v in picks.items() if v}
     if "wise-ft" in chosen:
         chosen["kl-random+wise-ft"] = "kl-random+" + chosen["wise-ft"]
-    # what the replay part adds to replay.yaml's methods (which already score WiSE-FT at every alpha)
-    added = [m for k, m in chosen.items() if k != "wise-ft"]
+    # what the replay part adds to replay.yaml's methods (which already score WiSE-FT at every alpha, and
+    # kl-random at weight 1)
+    added = [m for k, m in chosen.items() if k != "wise-ft" and m != "kl-random"]
     return lines + [""], {"picks": picks, "chosen": chosen, "methods": added}
 
 
