@@ -66,23 +66,20 @@ def _number(raw: str, part: str, kind=float):
             from None
 
 
+_REQUIRED = {"kl-weight": ("kl_weight", "weight", "W", "10"), "l2-sp": ("l2sp", "lambda", "LAMBDA", "0.001")}
+
+
 def _weight_space(part: str) -> dict | None:
     """The setting a part after the arm names (weight-space, or the KL weight; None: not one)."""
     head, at, value = part.partition("@")
-    if head == "kl-weight":
+    if head in _REQUIRED:  # a positive number that has no default
+        field, what, symbol, example = _REQUIRED[head]
         if not at:
-            raise LmforgetError("method part 'kl-weight' needs its weight: kl-weight@W (e.g. kl-weight@10)")
-        weight = _number(value, part)
-        if not weight > 0:
-            raise LmforgetError(f"method part {part!r}: the KL weight must be > 0")
-        return {"kl_weight": weight}
-    if head == "l2-sp":
-        if not at:
-            raise LmforgetError("method part 'l2-sp' needs its lambda: l2-sp@LAMBDA (e.g. l2-sp@0.001)")
-        lam = _number(value, part)
-        if not lam > 0:
-            raise LmforgetError(f"method part {part!r}: lambda must be > 0")
-        return {"l2sp": lam}
+            raise LmforgetError(f"method part {head!r} needs its {what}: {head}@{symbol} (e.g. {head}@{example})")
+        number = _number(value, part)
+        if not number > 0:
+            raise LmforgetError(f"method part {part!r}: the {what} must be > 0")
+        return {field: number}
     if head == "lora":
         rank = _number(value, part, int) if at else LORA_RANK
         if rank < 1:
