@@ -91,6 +91,14 @@ def test_ray_map_runs_units_in_parallel_workers(ray_cluster) -> None:
     assert ray.is_initialized()  # a connection it did not open is left open
 
 
+def test_ray_workers_run_at_the_drivers_niceness_not_rays_default_plus_15(ray_cluster) -> None:
+    """A local instance's workers are the job: at Ray's default nice +15 any other busy process starves them."""
+    from lmforget.executor import RayExecutor
+
+    (outcome,) = RayExecutor(ExecutorConfig(kind="ray")).map(os.nice, [("nice", (0,))])
+    assert outcome.value == os.nice(0)
+
+
 def test_worker_killed_mid_task_is_retried_and_matrix_equals_local(ray_cluster, local_tiny, tmp_path,
                                                                    monkeypatch) -> None:
     import lmforget.collect as collect_mod
