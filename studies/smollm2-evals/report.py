@@ -34,6 +34,7 @@ from predict import render as render_prediction  # noqa: E402
 from report_parts import included, read_part  # noqa: E402
 
 from lmforget.atomic import write_json, write_text  # noqa: E402
+from lmforget.replay.methods import parse_method  # noqa: E402
 
 R2_ROWS = ["rank-1", "rank-2", "rank-3", "rank-5", "rank-10", "additive", "example_only", "task_only"]
 STUDY1 = HERE.parent / "smollm2-ni" / "results"
@@ -43,13 +44,17 @@ CUT, KEEP = 0.8, 0.95
 # ------------------------------------------------------------------ lambda and alpha
 def setting_value(family: str, name: str) -> float | None:
     """The value a method name sets in a family of settings (None: not of the family): `l2-sp@LAMBDA`,
-    `wise-ft@ALPHA`, and the KL weight W of `kl-random+kl-weight@W` (`kl-random` itself: W = 1)."""
+    `wise-ft@ALPHA`, and the KL weight W of `kl-random+kl-weight@W` (`kl-random` itself: select.yaml's
+    default weight, 1). Names are read by lmforget's own method parser."""
+    m = parse_method(name)
     if family == "kl-weight":
-        if name == "kl-random":
-            return 1.0
-        head, _, value = name.partition("+kl-weight@")
-        return float(value) if head == "kl-random" and value and "+" not in value else None
-    return float(name.split("@", 1)[1]) if name.startswith(family + "@") else None
+        alone = (m.source, m.objective, m.l2sp, m.lora_rank, m.wise_ft) == ("random", "kl", None, None, None)
+        return (m.kl_weight or 1.0) if alone else None
+    if m.source != "none" or m.lora_rank is not None:
+        return None
+    if family == "l2-sp":
+        return m.l2sp if m.wise_ft is None else None
+    return m.wise_ft if family == "wise-ft" and m.l2sp is None else None
 
 
 def choose(results: dict, family: str) -> dict | None:
