@@ -80,10 +80,11 @@ def ray_cluster():
     The workers import the code under test: the executor ships this lmforget package (py_modules).
     """
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'lmforget[ray]')")
-    from lmforget.executor import LOCAL_START, runtime_env
+    from lmforget.config import ExecutorConfig
+    from lmforget.executor import local_start, runtime_env
 
     ctx = ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", runtime_env=runtime_env(),
-                   log_to_driver=False, configure_logging=False, **LOCAL_START)
+                   log_to_driver=False, configure_logging=False, **local_start(ExecutorConfig()))
     try:
         yield ctx.address_info["gcs_address"]
     finally:

@@ -99,6 +99,37 @@ def test_ray_workers_run_at_the_drivers_niceness_not_rays_default_plus_15(ray_cl
     assert outcome.value == os.nice(0)
 
 
+_OOM_DRILL = """
+import time
+from lmforget.config import ExecutorConfig
+from lmforget.executor import RayExecutor
+
+ex = RayExecutor(ExecutorConfig(kind="ray", max_retries=1))
+try:
+    (outcome,) = ex.map(time.sleep, [("sleeper", (30,))])
+finally:
+    ex.close()
+print(outcome.key, "|", outcome.error)
+"""
+
+
+def test_a_unit_rays_memory_monitor_keeps_killing_fails_after_max_retries_with_one_line(tmp_path) -> None:
+    """Ray retries a unit its memory monitor kills forever by default, so other processes that fill the
+    machine's memory make a run retrain the same units without end. Here the threshold is 1% of the node's
+    memory, so the monitor kills the unit every time: it must fail after 1 + max_retries kills, with a line
+    that says why, instead of running forever (the unit sleeps 30 s; killed twice it ends in ~10)."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'lmforget[ray]')")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "RAY_memory_usage_threshold": "0.01",
+           "RAY_memory_monitor_refresh_ms": "100"}
+    proc = subprocess.run([sys.executable, "-c", _OOM_DRILL], capture_output=True, text=True, env=env,
+                          timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    key, error = proc.stdout.strip().splitlines()[-1].split(" | ")
+    assert key == "sleeper"
+    assert error.startswith("killed for lack of memory 2 times by Ray's memory monitor"), error
+    assert "executor.max_concurrent=1" in error
+
+
 def test_worker_killed_mid_task_is_retried_and_matrix_equals_local(ray_cluster, local_tiny, tmp_path,
                                                                    monkeypatch) -> None:
     import lmforget.collect as collect_mod

@@ -151,7 +151,7 @@ class ExecutorConfig(_Strict):
     address: str | None = None  # a running Ray cluster (host:port, ray://host:port, auto); None = start one
     gpus_per_task: float = Field(0, ge=0)  # > 1: the task's fine-tuning runs on that many Ray Train workers
     cpus_per_task: float = Field(1, gt=0)
-    max_retries: int = Field(3, ge=0)  # retries after a worker process or node dies (not after an error)
+    max_retries: int = Field(3, ge=0)  # retries after a worker dies or Ray kills it for memory (not after an error)
     max_concurrent: int | None = Field(None, ge=1)  # tasks in flight at once; None = as resources allow
 
 

@@ -113,12 +113,19 @@ def _check_reachable(address: str) -> None:
                             "start it with `ray start --head` or fix --address") from None
 
 
-# ray.init options of a local instance started here (not of a cluster joined by address). Ray starts its
-# workers at nice +15 so that other processes come first; here the workers are the job, and at +15 any
-# other busy process starves them (measured on 2 cores: two collect workers got 10% of a core each beside
-# two processes at the driver's niceness). At 0 they run at the driver's own niceness, as the local
-# executor's units do.
-LOCAL_START = {"include_dashboard": False, "_system_config": {"worker_niceness": 0}}
+def local_start(cfg: ExecutorConfig) -> dict:
+    """ray.init options of a local instance started here (not of a cluster joined by address).
+
+    - Workers at the driver's niceness: Ray starts them at nice +15 so that other processes come first, but
+      here they are the job, and at +15 any other busy process starves them (measured on 2 cores: two
+      collect workers got 10% of a core each beside two processes at the driver's niceness).
+    - At most `max_retries` retries of a unit that Ray's memory monitor kills: Ray's default retries it
+      forever, so a machine whose memory other processes fill retrains the same units without end (measured
+      on 2 cores, 24 GiB: 17 kills in 10 minutes, no row finished). A unit killed once more fails with one
+      line that says so, and the command's next run resumes.
+    """
+    return {"include_dashboard": False,
+            "_system_config": {"worker_niceness": 0, "task_oom_retries": cfg.max_retries}}
 
 
 def runtime_env() -> dict:
@@ -174,7 +181,7 @@ class RayExecutor:
                 _check_reachable(cfg.address)
             try:
                 ray.init(address=cfg.address or "local", runtime_env=runtime_env(), log_to_driver=False,
-                         configure_logging=False, **({} if cfg.address else LOCAL_START))
+                         configure_logging=False, **({} if cfg.address else local_start(cfg)))
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise LmforgetError(f"cannot start or join Ray ({_one_line(exc)})") from None
             self._owns = True
@@ -215,6 +222,12 @@ class RayExecutor:
                 key = pending.pop(ref)
                 try:
                     status, value, detail = ray.get(ref)
+                except ray.exceptions.OutOfMemoryError as exc:  # killed by Ray's memory monitor, every retry
+                    yield Outcome(key, error=f"killed for lack of memory {self.cfg.max_retries + 1} times by Ray's "
+                                             "memory monitor (the node's memory, whoever used it, passed Ray's "
+                                             "threshold): run fewer units at once (executor.max_concurrent=1) "
+                                             "or free memory, and run the command again", detail=str(exc))
+                    continue
                 except ray.exceptions.RayError as exc:  # the worker died more often than max_retries allows
                     yield Outcome(key, error=f"Ray task failed ({type(exc).__name__}) after "
                                              f"{self.cfg.max_retries} retries", detail=str(exc))
