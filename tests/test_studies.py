@@ -169,6 +169,21 @@ def test_predict_script_beats_colmean_and_reports_the_noise_floor(tmp_path: Path
     assert "replicate RMSE" in (tmp_path / "p" / "prediction.md").read_text()
 
 
+def test_predict_script_leaves_out_a_noise_run_that_has_not_finished(tmp_path: Path) -> None:
+    """The noise run collects in the background for hours: until its matrix.npz is written (as analyze.py
+    reads it), prediction runs without the noise floor and says so, instead of failing on its open rows."""
+    import json
+
+    z = _low_rank_matrix(tmp_path / "Z.npz", noise_sd=0.004, seed=1)
+    runs = tmp_path / "runs"
+    (runs / "noise").mkdir(parents=True)
+    (runs / "noise" / "manifest.json").write_text("{}")  # started, never finished: never opened
+    out = _script("predict.py", "--matrix", str(z), "--runs", str(runs), "--out", str(tmp_path / "p"), "--seeds", "1")
+    assert "noise has not finished: no noise floor this time" in out
+    assert json.loads((tmp_path / "p" / "prediction.json").read_text())["noise"] is None
+    assert "n/a (noise run not finished)" in (tmp_path / "p" / "prediction.md").read_text()
+
+
 def test_report_assembles_finished_parts_and_names_the_missing_ones(tmp_path: Path) -> None:
     import json
 

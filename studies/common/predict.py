@@ -141,7 +141,11 @@ def main() -> None:
     if args.noise is not None:
         noise = ForgettingMatrix.load(args.noise)
     elif args.runs is not None and (args.runs / "noise" / "manifest.json").is_file():
-        noise = Run.open(args.runs / "noise").matrix(require_all=not args.partial)
+        noise_run = args.runs / "noise"  # finished when its matrix.npz is written (as analyze.py reads it)
+        if (noise_run / "matrix.npz").is_file() or args.partial:
+            noise = Run.open(noise_run).matrix(require_all=not args.partial)
+        else:
+            print(f"{noise_run} has not finished: no noise floor this time (--partial uses its finished tasks)")
     result = {"shape": list(matrix.Z.shape), "seeds": args.seeds, "methods": METHODS,
               **run(matrix, [10, 30, 100], n_test=10, n_folds=5, seeds=args.seeds)}
     result["noise"] = replicate_rmse(matrix, noise) if noise is not None else None
