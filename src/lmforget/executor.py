@@ -176,6 +176,7 @@ class RayExecutor:
     def __init__(self, cfg: ExecutorConfig) -> None:
         ray = _import_ray()
         self.ray, self.cfg, self._owns = ray, cfg, False
+        self._oom_retries: int | None = None  # set here only when this process starts Ray (local_start)
         if not ray.is_initialized():
             if cfg.address:
                 _check_reachable(cfg.address)
@@ -185,6 +186,7 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise LmforgetError(f"cannot start or join Ray ({_one_line(exc)})") from None
             self._owns = True
+            self._oom_retries = None if cfg.address else cfg.max_retries
 
     def put(self, obj: Any) -> Any:
         return self.ray.put(obj)
@@ -223,10 +225,11 @@ class RayExecutor:
                 try:
                     status, value, detail = ray.get(ref)
                 except ray.exceptions.OutOfMemoryError as exc:  # killed by Ray's memory monitor, every retry
-                    yield Outcome(key, error=f"killed for lack of memory {self.cfg.max_retries + 1} times by Ray's "
-                                             "memory monitor (the node's memory, whoever used it, passed Ray's "
-                                             "threshold): run fewer units at once (executor.max_concurrent=1) "
-                                             "or free memory, and run the command again", detail=str(exc))
+                    times = "" if self._oom_retries is None else f" {self._oom_retries + 1} times"
+                    yield Outcome(key, error=f"killed for lack of memory{times} by Ray's memory monitor (the "
+                                             "node's memory, whoever used it, passed Ray's threshold): run fewer "
+                                             "units at once (executor.max_concurrent=1) or free memory, and run "
+                                             "the command again", detail=str(exc))
                     continue
                 except ray.exceptions.RayError as exc:  # the worker died more often than max_retries allows
                     yield Outcome(key, error=f"Ray task failed ({type(exc).__name__}) after "
