@@ -176,7 +176,6 @@ class RayExecutor:
     def __init__(self, cfg: ExecutorConfig) -> None:
         ray = _import_ray()
         self.ray, self.cfg, self._owns = ray, cfg, False
-        self._oom_retries: int | None = None  # set here only when this process starts Ray (local_start)
         if not ray.is_initialized():
             if cfg.address:
                 _check_reachable(cfg.address)
@@ -186,7 +185,6 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise LmforgetError(f"cannot start or join Ray ({_one_line(exc)})") from None
             self._owns = True
-            self._oom_retries = None if cfg.address else cfg.max_retries
 
     def put(self, obj: Any) -> Any:
         return self.ray.put(obj)
@@ -225,7 +223,8 @@ class RayExecutor:
                 try:
                     status, value, detail = ray.get(ref)
                 except ray.exceptions.OutOfMemoryError as exc:  # killed by Ray's memory monitor, every retry
-                    times = "" if self._oom_retries is None else f" {self._oom_retries + 1} times"
+                    started_here = self._owns and not self.cfg.address  # with local_start's retry limit
+                    times = f" {self.cfg.max_retries + 1} times" if started_here else ""
                     yield Outcome(key, error=f"killed for lack of memory{times} by Ray's memory monitor (the "
                                              "node's memory, whoever used it, passed Ray's threshold): run fewer "
                                              "units at once (executor.max_concurrent=1) or free memory, and run "
