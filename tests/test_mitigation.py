@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -209,10 +210,17 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
     gain = res["task_gain"]["methods"]
     assert set(gain) == set(ARMS.split(",")) and "vs_none" in gain["random"] and "t_p_holm" in gain["random"]["vs_none"]
     assert gain["none"]["retained_vs_none"] == pytest.approx(1.0)
+    for g in gain.values():  # the per-task median share: what each task's own ratio says
+        learned = [t for t in g["per_task"] if gain["none"]["per_task"][t] > 0]
+        ratios = [g["per_task"][t] / gain["none"]["per_task"][t] for t in learned]
+        assert g["median_task_retained_vs_none"] == (pytest.approx(float(np.median(ratios))) if ratios else None)
     assert "task_em_gain" in res and res["pareto"]["front"] and set(res["pareto"]["front"]) <= set(gain)
     assert "t_p_holm" in res["methods"]["kl-random"]["vs_none"]
     report = (out / "report.md").read_text()
     assert "## Forgetting and learning" in report and "Pareto front" in report and "pareto.png" in report
+    per_task = report.split("### Per task (answer-NLL gain)")[1].splitlines()
+    assert next(line for line in per_task if line.startswith("| opposites | ")) == (
+        "| opposites | " + " | ".join(f"{gain[m]['per_task']['opposites']:+.3f}" for m in gain) + " |")
     assert (out / "pareto.png").stat().st_size > 10_000
     manifest = json.loads((out / "manifest.json").read_text())
     # defaults are left out: old studies still resume
@@ -253,3 +261,15 @@ def test_a_study_without_task_gain_still_reports(tmp_path: Path) -> None:
     report = render_report(results)
     assert "Task gain was not measured" in report and "## Per method" in report
     assert replay_summary(results)["pareto"] is None
+
+
+def test_the_per_task_share_of_nones_gain_is_a_median_over_the_tasks_where_none_learned() -> None:
+    from lmforget.replay.stats import summarize_gain
+
+    # none gains 4, 1, 1 and -0.5; the arm keeps 100%, 50%, 20% of it (and gains on the task none did not)
+    G = np.array([[4.0, 4.0], [1.0, 0.5], [1.0, 0.2], [-0.5, 0.3]])
+    arm = summarize_gain(G, ["none", "arm"], ["a", "b", "c", "d"])["methods"]["arm"]
+    assert arm["retained_vs_none"] == pytest.approx(5.0 / 5.5)  # ratio of means: the large task dominates
+    assert arm["median_task_retained_vs_none"] == pytest.approx(0.5)  # task d left out: none did not learn it
+    nothing = summarize_gain(np.array([[0.0, 1.0], [-1.0, 1.0]]), ["none", "arm"], ["a", "b"])["methods"]["arm"]
+    assert nothing["median_task_retained_vs_none"] is None

@@ -117,7 +117,16 @@ def _gain_section(results: dict) -> list[str]:
             lines.append(f"| {name} | {_num(g['mean_gain'], '+.3f')} | "
                          f"{_num((g.get('vs_none') or {}).get('t_p_holm'), '.3g')} | "
                          f"{_num((g.get('vs_random') or {}).get('t_p_holm'), '.3g')} |")
-    lines += ["", "![forgetting vs task gain](pareto.png)"]
+    lines += ["", "![forgetting vs task gain](pareto.png)", "", "### Per task (answer-NLL gain)", "",
+              "The share of none's gain above is a ratio of means, so tasks with large gains weigh most; the last "
+              "row weighs tasks alike: the median over tasks of the method's gain / none's gain (tasks where none "
+              "gained).", "", "| task | " + " | ".join(gain["methods"]) + " |",
+              "|---|" + "---:|" * len(gain["methods"])]
+    for t in gain["tasks"]:
+        lines.append(f"| {t} | " + " | ".join(_num(g["per_task"][t], "+.3f") for g in gain["methods"].values()) + " |")
+    if "none" in gain["methods"]:
+        lines.append("| median share of none's | " + " | ".join(
+            _num(g.get("median_task_retained_vs_none"), ".1%") for g in gain["methods"].values()) + " |")
     return lines
 
 

@@ -180,6 +180,10 @@ def summarize_gain(G: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) 
         if "none" in col:
             base = float(G[:, col["none"]].mean())
             entry["retained_vs_none"] = float(G[:, j].mean() / base) if abs(base) > 1e-12 else None
+            # the ratio of means weighs tasks by the size of their gain; the per-task median weighs them alike
+            learned = G[:, col["none"]] > 1e-12
+            entry["median_task_retained_vs_none"] = (float(np.median(G[learned, j] / G[learned, col["none"]]))
+                                                     if learned.any() else None)
         for ref in ("none", "random"):
             if ref in col and ref != m:
                 entry[f"vs_{ref}"] = paired_tests(G[:, j], G[:, col[ref]])
