@@ -307,6 +307,8 @@ def test_study2_goal_check_needs_both_the_cut_and_the_gain_significant() -> None
     goal = report.goal_check(results)["methods"]
     assert goal["good"]["met"] and goal["good"]["reduction_vs_none"] == pytest.approx(0.95)
     assert not goal["learns_less"]["met"] and goal["learns_less"]["kept"] == pytest.approx(0.5)
+    assert goal["learns_less"]["median_task_kept"] == pytest.approx(0.5)
+    assert "| learns_less | 95.0% | 50.0% | 50.0% |" in "\n".join(report.goal_lines(report.goal_check(results)))
     assert not goal["cuts_half"]["met"]
     # the same check on exact-match gain, over the tasks where it was measured (short answers only)
     results["task_em_gain"] = {"tasks": tasks[:6], "methods": {

@@ -165,6 +165,13 @@ def _holm_families(entries: dict, methods: Sequence[str]) -> None:
             entries[m][f"vs_{ref}"]["t_p_holm"] = p
 
 
+def median_share(gain: np.ndarray, reference: np.ndarray) -> float | None:
+    """The median over tasks of gain / reference, over the tasks where the reference gained (None if none did).
+    A ratio of means weighs tasks by the size of their gain; this weighs them alike."""
+    learned = np.asarray(reference) > 1e-12
+    return float(np.median(np.asarray(gain)[learned] / np.asarray(reference)[learned])) if learned.any() else None
+
+
 def summarize_gain(G: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> dict:
     """Per-method task gain (what the model learned of its task; higher = learned more) of a complete tasks
     x methods table: mean, SEM, the share of no replay's gain kept, and paired tests against none and random
@@ -180,10 +187,7 @@ def summarize_gain(G: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) 
         if "none" in col:
             base = float(G[:, col["none"]].mean())
             entry["retained_vs_none"] = float(G[:, j].mean() / base) if abs(base) > 1e-12 else None
-            # the ratio of means weighs tasks by the size of their gain; the per-task median weighs them alike
-            learned = G[:, col["none"]] > 1e-12
-            entry["median_task_retained_vs_none"] = (float(np.median(G[learned, j] / G[learned, col["none"]]))
-                                                     if learned.any() else None)
+            entry["median_task_retained_vs_none"] = median_share(G[:, j], G[:, col["none"]])
         for ref in ("none", "random"):
             if ref in col and ref != m:
                 entry[f"vs_{ref}"] = paired_tests(G[:, j], G[:, col[ref]])
