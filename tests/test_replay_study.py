@@ -155,6 +155,30 @@ def test_status_of_a_study_lists_its_cells(study, capsys) -> None:
     assert "online-additive" in text and "5 finished" in text and "no replay running" in text
 
 
+def test_status_eta_counts_a_training_shared_by_wise_ft_arms_once() -> None:
+    """WiSE-FT cells record the seconds since their unit started (the training included): the ETA must
+    count each unit once, else a study with three alphas per arm looks twice as long as it is."""
+    from lmforget.replay.methods import trained_as
+    from lmforget.status import _summary
+
+    methods = ["none", "wise-ft@0.25", "wise-ft@0.5", "kl-random", "kl-random+wise-ft@0.25"]
+    seconds = {"none": 100.0, "wise-ft@0.25": 110.0, "wise-ft@0.5": 120.0, "kl-random": 200.0,
+               "kl-random+wise-ft@0.25": 220.0}
+    entries, groups = [], []
+    for task, state in (("a", "finished"), ("b", "pending")):
+        for m in methods:
+            entries.append({"state": state, **({"seconds": seconds[m]} if state == "finished" else {})})
+            groups.append(f"{task}/{trained_as(m)}")
+    counts, mean, eta = _summary(entries, live=True, groups=groups)
+    assert counts["pending"] == 5 and mean == pytest.approx(150.0)
+    assert eta == pytest.approx(2 * 170.0)  # task b's two units, each as long as task a's mean unit (170 s)
+    # b's none unit running for 50 s on one worker: what is left of it, then b's kl-random unit
+    entries[5] = entries[6] = entries[7] = {"state": "running", "running_for": 50.0}
+    assert _summary(entries, live=True, groups=groups)[2] == pytest.approx((170.0 - 50.0 + 170.0) / 1)
+    # without groups every entry is its own unit (a run's tasks): the old per-entry estimate
+    assert _summary(entries[:5] + [{"state": "pending"}], live=True)[2] == pytest.approx(150.0)
+
+
 def test_status_names_a_corrupt_cell_record_instead_of_counting_it_finished(study, tmp_path: Path, capsys) -> None:
     import shutil
 

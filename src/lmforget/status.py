@@ -92,16 +92,31 @@ def _entries(keys: list[tuple[str, ...]], record: Callable, error_path: Callable
     return out
 
 
-def _summary(entries: list[dict], live: bool | None) -> tuple[dict, float | None, float | None]:
-    """Counts per state, mean seconds of a finished unit, and the ETA in seconds (None when unknown)."""
+def _summary(entries: list[dict], live: bool | None,
+             groups: list[str] | None = None) -> tuple[dict, float | None, float | None]:
+    """Counts per state, mean seconds of a finished entry, and the ETA in seconds (None when unknown).
+
+    `groups` names, per entry, the unit of work that produces it (default: each entry its own). The entries of
+    one unit finish together and each records the seconds since the unit started, so the ETA counts a unit's
+    time once (its largest entry), not once per entry: a trained arm with three WiSE-FT alphas is one
+    training and four scorings, not four trainings."""
     counts = {s: sum(e["state"] == s for e in entries) for s in ("finished", "running", "failed", "pending")}
     secs = [e["seconds"] for e in entries if e["state"] == "finished" and e.get("seconds")]
     mean = sum(secs) / len(secs) if secs else None
     eta = None
     if mean is not None and live:
-        left = counts["pending"] * mean + sum(max(0.0, mean - e["running_for"])
-                                              for e in entries if e["state"] == "running")
-        eta = left / max(1, counts["running"])
+        units: dict[str, list[dict]] = {}
+        for i, e in enumerate(entries):
+            units.setdefault(groups[i] if groups else str(i), []).append(e)
+        done = [max(e.get("seconds") or 0.0 for e in es) for es in units.values()
+                if all(e["state"] == "finished" for e in es)]
+        per_unit = sum(done) / len(done) if done and max(done) > 0 else mean
+        running = [max(e["running_for"] for e in es if e["state"] == "running")
+                   for es in units.values() if any(e["state"] == "running" for e in es)]
+        pending = sum(1 for es in units.values() if any(e["state"] == "pending" for e in es)
+                      and not any(e["state"] == "running" for e in es))
+        left = pending * per_unit + sum(max(0.0, per_unit - r) for r in running)
+        eta = left / max(1, len(running))
     elif entries and counts["pending"] + counts["running"] == 0:
         eta = 0.0
     return counts, mean, eta
@@ -164,7 +179,10 @@ def _study_status(wd: WorkDir) -> dict:
     keys = [(t, m) for t in tasks for m in methods]
     cells = [{"task": t, "method": m, **e} for (t, m), e in zip(keys, _entries(
         keys, record, lambda t, m: wd.error_path(cell_key(t, m)), running), strict=True)]
-    counts, mean, eta = _summary(cells, live)
+    from lmforget.replay.methods import trained_as
+
+    units = [cell_key(t, trained_as(m)) for t, m in keys]
+    counts, mean, eta = _summary(cells, live, units)
     return {"kind": "replay", "study": str(out), "driver_running": live, "executor": progress.get("executor"),
             "methods": methods, "counts": counts, "mean_cell_seconds": mean, "eta_seconds": eta, "cells": cells}
 

@@ -51,11 +51,16 @@ class Method:
     @property
     def trained_as(self) -> str:
         """The name of the arm whose training this one shares: itself without ``+wise-ft``."""
-        return "none" if self.name.startswith("wise-ft") else self.name.split("+wise-ft")[0]
+        return trained_as(self.name)
 
     def training(self) -> "Method":
         """This arm without its post hoc interpolation (what is trained)."""
         return replace(self, name=self.trained_as, wise_ft=None)
+
+
+def trained_as(name: str) -> str:
+    """The arm whose training the arm `name` shares: `name` without ``+wise-ft`` (``wise-ft@a`` alone: none)."""
+    return "none" if name.startswith("wise-ft") else name.split("+wise-ft")[0]
 
 
 def _number(raw: str, part: str, kind=float):
