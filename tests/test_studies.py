@@ -335,3 +335,27 @@ def test_study2_kl_budget_compares_33_with_129_replayed_examples_per_task() -> N
     assert check["33_vs_129"]["mean_difference"] == pytest.approx(0.04 - 0.07 / 3)
     assert check["33_vs_129"]["wins"] == 0 and check["gain"]["kl-random@33"] == pytest.approx(1.1)
     assert "| kl-random@33 | +0.0400 | 60.0% | 1.100 |" in report.budget_lines(check)
+
+
+def test_study2_targeting_pairs_each_targeted_arm_with_random_replay_of_its_objective() -> None:
+    report = _study2_report()
+    tasks = ["a", "b", "c", "d", "e"]
+    forget = {"random": [0.06, 0.05, 0.07, 0.06, 0.05], "oracle": [0.061, 0.052, 0.069, 0.062, 0.051],
+              "kl-random": [0.03, 0.02, 0.03, 0.04, 0.03], "kl-oracle": [0.025, 0.018, 0.026, 0.033, 0.027]}
+    results = {"methods": {m: {"per_task": dict(zip(tasks, v, strict=True))} for m, v in forget.items()},
+               "task_gain": {"methods": {m: {"per_task": dict.fromkeys(tasks, 1.0)} for m in forget}}}
+    results["task_gain"]["methods"]["kl-oracle"]["per_task"]["a"] = 0.9
+    check = report.targeting_check(results)
+    assert list(check) == ["oracle vs random", "kl-oracle vs kl-random"]
+    kl = check["kl-oracle vs kl-random"]["forgetting"]
+    assert kl["wins"] == 5 and kl["mean_difference"] == pytest.approx(-0.0042)
+    assert kl["random"] == pytest.approx(0.03) and kl["ci"][1] < 0 and kl["t_p"] < 0.05
+    assert check["oracle vs random"]["forgetting"]["wins"] == 1  # oracle lower than random on task c only
+    gain = check["kl-oracle vs kl-random"]["task_gain"]
+    assert gain["mean_difference"] == pytest.approx(-0.02) and gain["targeted"] == pytest.approx(0.98)
+    text = "\n".join(report.targeting_lines(check))
+    assert "| kl-oracle vs kl-random | forgetting | 5 | +0.0258 | +0.0300 | -0.0042 [" in text
+    # a study without the KL arms still reports next-token targeting; one without any pair reports none
+    del results["methods"]["kl-oracle"]
+    assert list(report.targeting_check(results)) == ["oracle vs random"]
+    assert report.targeting_check({"methods": {"random": results["methods"]["random"]}}) is None

@@ -196,6 +196,54 @@ def goal_lines(goal: dict | None) -> list[str]:
     return lines + [""]
 
 
+# ------------------------------------------------------------------ does targeting help, by objective
+TARGETING = (("oracle", "random"), ("kl-oracle", "kl-random"))
+
+
+def targeting_check(results: dict | None) -> dict | None:
+    """Targeted against random replay under each replay objective (next-token, KL), per task: forgetting and
+    answer-NLL gain, two-sided paired tests and a bootstrap CI of targeted minus random."""
+    from lmforget.replay.stats import bootstrap_ci, paired_tests
+
+    if not results:
+        return None
+    out = {}
+    for targeted, rand in TARGETING:
+        parts = {}
+        for measure, source in (("forgetting", results.get("methods", {})),
+                                ("task_gain", results.get("task_gain", {}).get("methods", {}))):
+            if targeted not in source or rand not in source:
+                continue
+            a, b = source[targeted]["per_task"], source[rand]["per_task"]
+            tasks = [t for t in a if t in b and np.isfinite(a[t]) and np.isfinite(b[t])]
+            if len(tasks) < 2:
+                continue
+            x, y = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
+            parts[measure] = {"tasks": tasks, "targeted": float(x.mean()), "random": float(y.mean()),
+                              **paired_tests(x, y), "ci": bootstrap_ci(x - y)}
+        if "forgetting" in parts:
+            out[f"{targeted} vs {rand}"] = parts
+    return out or None
+
+
+def targeting_lines(check: dict | None) -> list[str]:
+    title = "## Does targeting help once the replay objective is KL?"
+    if not check:
+        return [title, "", "Not measured yet (needs oracle, random, kl-oracle and kl-random cells).", ""]
+    lines = [title, "", "Targeted replay (the run's own row, softmax T = 0.1) minus random replay of the same "
+             "number of examples, under each objective; paired over the tasks both arms finished, two-sided tests. "
+             "Forgetting: lower is better; task gain: higher is better. `targeted lower`: the tasks where the "
+             "targeted arm's value was the lower one.", "",
+             "| comparison | measure | tasks | targeted | random | difference [95% CI] | t-test p | Wilcoxon p | "
+             "targeted lower |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    for name, parts in check.items():
+        for measure, r in parts.items():
+            lines.append(f"| {name} | {measure.replace('_', ' ')} | {r['n']} | {r['targeted']:+.4f} | "
+                         f"{r['random']:+.4f} | {r['mean_difference']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | "
+                         f"{r['t_p']:.3g} | {r['wilcoxon_p']:.3g} | {r['wins']} of {r['n']} |")
+    return lines + [""]
+
+
 # ------------------------------------------------------------------ how many replayed examples KL needs
 def budget_check(replay: dict | None, fewer: dict | None) -> dict | None:
     """kl-random with 33 replayed examples (runs/replay-33) against 129 (runs/replay) and none, per task:
@@ -312,10 +360,12 @@ def main() -> None:
     lines += included("Mitigation", args.runs / "replay" / "report.md", "Not finished yet.")
     for g in goals.values():
         lines += goal_lines(g)
+    targeting = targeting_check(replay)
+    lines += targeting_lines(targeting)
     budget = budget_check(replay, read_part(args.runs / "replay-33" / "results.json"))
     lines += budget_lines(budget)
     parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal,
-             "goal_exact_match": goals.get("task_em_gain"), "kl_budget": budget,
+             "goal_exact_match": goals.get("task_em_gain"), "targeting": targeting, "kl_budget": budget,
              "replay": {k: v for k, v in replay.items() if k != "cells"} if replay else None}
     args.results.mkdir(parents=True, exist_ok=True)
     if chosen is not None:
