@@ -179,6 +179,12 @@ def test_status_eta_counts_a_training_shared_by_wise_ft_arms_once() -> None:
     assert _summary(entries[:5] + [{"state": "pending"}], live=True)[2] == pytest.approx(150.0)
 
 
+def test_status_writes_long_etas_in_hours_and_minutes() -> None:
+    from lmforget.cli.collect import _duration
+
+    assert _duration(29592) == "29592 s (8.2 h)" and _duration(750) == "750 s (12 min)" and _duration(40) == "40 s"
+
+
 def test_status_names_a_corrupt_cell_record_instead_of_counting_it_finished(study, tmp_path: Path, capsys) -> None:
     import shutil
 

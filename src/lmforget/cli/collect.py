@@ -80,10 +80,17 @@ def status(
     state = {True: f"{kind} running", False: f"no {kind} running",
              None: f"no progress.json: whether a {kind} runs is unknown"}[running]
     console.print(f"{c['finished']} finished, {c['running']} running, {c['failed']} failed, {c['pending']} pending; "
-                  f"{state}; ETA " + ("unknown" if eta is None else f"{eta:.0f} s"))
+                  f"{state}; ETA " + ("unknown" if eta is None else _duration(eta)))
     if kind == "replay" and not st["methods"]:
         console.print("no cell has finished and no list of methods was recorded (a study started by an older "
                       "lmforget): its cells show up as they finish")
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as written for a person: `29592 s (8.2 h)`, `750 s (12 min)`, `40 s`."""
+    if seconds >= 3600:
+        return f"{seconds:.0f} s ({seconds / 3600:.1f} h)"
+    return f"{seconds:.0f} s ({seconds / 60:.0f} min)" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 @app.command()
