@@ -345,12 +345,14 @@ def test_study2_targeting_pairs_each_targeted_arm_with_random_replay_of_its_obje
     results = {"methods": {m: {"per_task": dict(zip(tasks, v, strict=True))} for m, v in forget.items()},
                "task_gain": {"methods": {m: {"per_task": dict.fromkeys(tasks, 1.0)} for m in forget}}}
     results["task_gain"]["methods"]["kl-oracle"]["per_task"]["a"] = 0.9
+    results["task_gain"]["methods"]["oracle"]["per_task"]["e"] = None  # not measured: left out of the pair
     check = report.targeting_check(results)
     assert list(check) == ["oracle vs random", "kl-oracle vs kl-random"]
     kl = check["kl-oracle vs kl-random"]["forgetting"]
     assert kl["wins"] == 5 and kl["mean_difference"] == pytest.approx(-0.0042)
     assert kl["random"] == pytest.approx(0.03) and kl["ci"][1] < 0 and kl["t_p"] < 0.05
     assert check["oracle vs random"]["forgetting"]["wins"] == 1  # oracle lower than random on task c only
+    assert check["oracle vs random"]["task_gain"]["tasks"] == tasks[:4]
     gain = check["kl-oracle vs kl-random"]["task_gain"]
     assert gain["mean_difference"] == pytest.approx(-0.02) and gain["targeted"] == pytest.approx(0.98)
     text = "\n".join(report.targeting_lines(check))

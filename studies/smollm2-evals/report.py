@@ -215,7 +215,8 @@ def targeting_check(results: dict | None) -> dict | None:
             if targeted not in source or rand not in source:
                 continue
             a, b = source[targeted]["per_task"], source[rand]["per_task"]
-            tasks = [t for t in a if t in b and np.isfinite(a[t]) and np.isfinite(b[t])]
+            tasks = [t for t in a if t in b and None not in (a[t], b[t])  # JSON writes NaN as null
+                     and np.isfinite(a[t]) and np.isfinite(b[t])]
             if len(tasks) < 2:
                 continue
             x, y = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
