@@ -187,7 +187,7 @@ def test_summary_reductions_and_paired_tests() -> None:
     neg = summarize(np.array([[-0.02, -0.01], [-0.03, -0.025]]), ["random", "x"], ["a", "b"])
     assert neg["methods"]["x"]["reduction_vs_random"] < 0
     undefined = paired_tests(np.array([0.1]), np.array([0.2]))
-    assert math.isnan(undefined["t_p"]) and "note" in undefined
+    assert math.isnan(undefined["t_p"]) and "note" in undefined and all(math.isnan(v) for v in undefined["ci"])
     lo, hi = test["ci"]
     assert lo <= (F[:, 2] - F[:, 1]).mean() <= hi < 0
     assert test["t_p_holm"] == test["t_p"]  # a family of one comparison: nothing to adjust

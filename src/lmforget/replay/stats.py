@@ -27,14 +27,15 @@ def _reduction(base: float, value: float) -> float | None:
 
 
 def paired_tests(a: np.ndarray, b: np.ndarray) -> dict:
-    """Two-sided paired t-test and Wilcoxon signed-rank of a vs b; NaN p-values when undefined."""
+    """Two-sided paired t-test and Wilcoxon signed-rank of a vs b, and the bootstrap CI (`ci`) of the mean of
+    a - b; NaN p-values when undefined."""
     from scipy import stats
 
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     diff = a - b
     out: dict = {"n": int(len(diff)), "mean_difference": float(diff.mean()) if len(diff) else math.nan,
-                 "wins": int((diff < 0).sum()), "losses": int((diff > 0).sum())}
+                 "wins": int((diff < 0).sum()), "losses": int((diff > 0).sum()), "ci": bootstrap_ci(diff)}
     if len(diff) < 2 or not np.any(diff):
         out.update(t=math.nan, t_p=math.nan, wilcoxon=math.nan, wilcoxon_p=math.nan,
                    note="fewer than 2 tasks or identical results: tests undefined")
@@ -150,7 +151,6 @@ def summarize(F: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) -> di
                 entry[f"reduction_vs_{ref}"] = _reduction(float(means[col[ref]]), float(means[j]))
                 if ref != m:
                     entry[f"vs_{ref}"] = paired_tests(F[:, j], F[:, col[ref]])
-                    entry[f"vs_{ref}"]["ci"] = bootstrap_ci(F[:, j] - F[:, col[ref]])
         entry["vs_zero"] = below_zero(F[:, j])
         out["methods"][m] = entry
     _holm_families(out["methods"], methods)
@@ -191,7 +191,6 @@ def summarize_gain(G: np.ndarray, methods: Sequence[str], tasks: Sequence[str]) 
         for ref in ("none", "random"):
             if ref in col and ref != m:
                 entry[f"vs_{ref}"] = paired_tests(G[:, j], G[:, col[ref]])
-                entry[f"vs_{ref}"]["ci"] = bootstrap_ci(G[:, j] - G[:, col[ref]])
         out["methods"][m] = entry
     _holm_families(out["methods"], methods)
     return out
