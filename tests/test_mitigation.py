@@ -273,3 +273,38 @@ def test_the_per_task_share_of_nones_gain_is_a_median_over_the_tasks_where_none_
     assert arm["median_task_retained_vs_none"] == pytest.approx(0.5)  # task d left out: none did not learn it
     nothing = summarize_gain(np.array([[0.0, 1.0], [-1.0, 1.0]]), ["none", "arm"], ["a", "b"])["methods"]["arm"]
     assert nothing["median_task_retained_vs_none"] is None
+
+
+def test_exact_match_scope_task_is_all_or_nothing_and_example_scores_the_short_answers(
+        arms_study: Path, tiny_tokenizer) -> None:
+    from lmforget.data.types import Message, UpstreamExample, UpstreamSet
+    from lmforget.replay.cell import em_plan
+    from lmforget.workdir import cell_file
+
+    def ex(i: int, answer: str) -> UpstreamExample:
+        return UpstreamExample(f"e{i}", messages=(Message("user", "q"), Message("assistant", answer)))
+
+    answers = ["low", "dry", "a much longer answer than the others"]
+    lengths = [len(tiny_tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    evals, limit = UpstreamSet([ex(i, a) for i, a in enumerate(answers)]), max(lengths[:2])
+    assert limit < lengths[2]
+    assert em_plan(tiny_tokenizer, evals, limit, "task") is None  # one long answer turns the task off
+    tokens, measured = em_plan(tiny_tokenizer, evals, limit, "example")
+    assert tokens == limit + 8 and measured.tolist() == [True, True, False]
+    assert em_plan(tiny_tokenizer, evals, lengths[2], "task")[0] == lengths[2] + 8
+    assert em_plan(tiny_tokenizer, evals, 0, "example") is None
+
+    # in a study: opposites' eval answers are 1 and 2 tokens; a limit of 1 keeps one of them
+    base = ["replay", "replay-tiny", f"replay.run={arms_study / 'run'}", "replay.test_tasks=[opposites]",
+            "replay.task_em_max_tokens=1", "--methods", "none", "-q"]
+    assert main(base + ["-o", str(arms_study / "em-task")]) == 0
+    cell = json.loads(cell_file(arms_study / "em-task", "opposites", "none", ".json").read_text())
+    assert "task_em_gain" not in cell and cell["task_eval_n"] == 2
+    out = arms_study / "em-example"
+    assert main(base + ["replay.task_em_scope=example", "-o", str(out)]) == 0
+    cell = json.loads(cell_file(out, "opposites", "none", ".json").read_text())
+    table = pd.read_parquet(cell_file(out, "opposites", "none", ".task.parquet"))
+    assert cell["task_eval_n"] == 2 and cell["task_em_n"] == 1
+    assert table["correct_before"].isna().tolist() == table["correct_after"].isna().tolist()
+    assert table["correct_before"].notna().sum() == 1
+    assert cell["task_em_before"] == float(table["correct_before"].dropna().iloc[0])

@@ -185,9 +185,11 @@ class ReplayConfig(_Strict):
     kl_top_k: Annotated[int, ADDED_LATER] = Field(256, ge=1)
     # each replayed position's KL counts this many times in the loss (a method's +kl-weight@W overrides it)
     kl_weight: Annotated[float, ADDED_LATER] = Field(1.0, gt=0)
-    # Task gain: exact match of greedy answers is measured when every gold answer of the task's eval split
-    # has at most this many tokens (0 = never); the answer NLL always is.
+    # Task gain: exact match of greedy answers is measured on gold answers of at most this many tokens
+    # (0 = never); the answer NLL always is, on every eval example. Scope "task": all of a task's eval
+    # examples or none (none when any answer is longer); "example": the short-answer ones of every task.
     task_em_max_tokens: Annotated[int, ADDED_LATER] = Field(32, ge=0)
+    task_em_scope: Annotated[Literal["task", "example"], ADDED_LATER] = "task"
 
 
 class Recipe(_Strict):

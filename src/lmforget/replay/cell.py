@@ -70,26 +70,36 @@ def task_eval_set(task: TaskSet) -> UpstreamSet | None:
                         for i, ex in enumerate(task.eval)], name=f"{task.name} eval")
 
 
-def _em_tokens(tokenizer, examples: UpstreamSet, limit: int) -> int | None:
-    """Greedy tokens to generate for exact match: the longest gold answer + 8, or None when an answer is
-    longer than `limit` tokens (exact match of long answers says little; their NLL is still measured)."""
-    longest = max(len(tokenizer(ex.gold, add_special_tokens=False)["input_ids"]) for ex in examples)
-    return longest + 8 if limit and longest <= limit else None
+def em_plan(tokenizer, examples: UpstreamSet, limit: int, scope: str = "task") -> tuple[int, np.ndarray] | None:
+    """Which eval examples get exact match, and how many greedy tokens to generate (the longest of their
+    gold answers + 8); None when none do. Only answers of at most `limit` tokens qualify (exact match of long
+    answers says little; their NLL is still measured). Scope "task": all examples or none."""
+    if not limit:
+        return None
+    lengths = np.array([len(tokenizer(ex.gold, add_special_tokens=False)["input_ids"]) for ex in examples])
+    short = lengths <= limit
+    if not short.any() or (scope == "task" and not short.all()):
+        return None
+    return int(lengths[short].max()) + 8, short
 
 
-def score_task(model, tokenizer, examples: UpstreamSet, study: Study, em_tokens: int | None) -> pd.DataFrame:
-    """The task's eval examples under `model`: answer NLL (id, nll, n_tokens) and, with `em_tokens`,
-    whether the greedy answer matches the gold one (`correct`)."""
+def score_task(model, tokenizer, examples: UpstreamSet, study: Study, em: tuple[int, np.ndarray] | None
+               ) -> pd.DataFrame:
+    """The task's eval examples under `model`: answer NLL (id, nll, n_tokens) and, with an `em_plan`,
+    whether the greedy answer matches the gold one (`correct`: True/False, missing where not measured)."""
     from lmforget.scoring.generate import generate_and_match
     from lmforget.scoring.upstream import score_upstream
 
     ft, score = study.recipe.finetune, study.recipe.score
     cfg = score.model_copy(update={"metric": "logppl", "max_length": ft.max_length})  # as long as training saw
     frame = score_upstream(model, tokenizer, examples, cfg, progress=False)
-    if em_tokens:
-        gens = generate_and_match(model, tokenizer, list(examples), max_new_tokens=em_tokens,
-                                  max_length=ft.max_length, batch_size=score.batch_size)
-        frame["correct"] = [g.correct for g in gens]
+    if em is not None:
+        em_tokens, measured = em
+        gens = generate_and_match(model, tokenizer, [ex for ex, m in zip(examples, measured, strict=True) if m],
+                                  max_new_tokens=em_tokens, max_length=ft.max_length, batch_size=score.batch_size)
+        correct = pd.array([pd.NA] * len(frame), dtype="boolean")
+        correct[np.flatnonzero(measured)] = [g.correct for g in gens]
+        frame["correct"] = correct
     return frame
 
 
@@ -102,9 +112,10 @@ def task_gain(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, 
            "task_nll_after": float(np.nanmean(table["nll_after"])),
            "task_gain": float(np.nanmean(table["nll_before"] - table["nll_after"]))}
     if "correct" in before and "correct" in after:
-        table["correct_before"] = before["correct"].to_numpy(bool)
-        table["correct_after"] = after["correct"].to_numpy(bool)
-        rec.update(task_em_before=float(table["correct_before"].mean()),
+        table["correct_before"] = before["correct"].astype("boolean").array  # missing: not measured
+        table["correct_after"] = after["correct"].astype("boolean").array
+        rec.update(task_em_n=int(table["correct_before"].notna().sum()),
+                   task_em_before=float(table["correct_before"].mean()),  # over the measured examples
                    task_em_after=float(table["correct_after"].mean()))
         rec["task_em_gain"] = rec["task_em_after"] - rec["task_em_before"]
     return table, rec
@@ -157,8 +168,8 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
 
     # before training: the task's eval split under the base model, and theta_0 for WiSE-FT
     evals = task_eval_set(task)
-    em_tokens = _em_tokens(tokenizer, evals, cfg.task_em_max_tokens) if evals is not None else None
-    task_before = score_task(model, tokenizer, evals, study, em_tokens) if evals is not None else None
+    em = em_plan(tokenizer, evals, cfg.task_em_max_tokens, cfg.task_em_scope) if evals is not None else None
+    task_before = score_task(model, tokenizer, evals, study, em) if evals is not None else None
     from lmforget.weightspace import interpolate, snapshot
 
     theta0 = snapshot(model) if any(m.wise_ft is not None for m in methods) else None
@@ -255,7 +266,7 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
             rec.update(wise_ft=m.wise_ft, trained_as=method.name)
         table = None
         if task_before is not None:
-            table, gain = task_gain(task_before, score_task(result.model, tokenizer, evals, study, em_tokens))
+            table, gain = task_gain(task_before, score_task(result.model, tokenizer, evals, study, em))
             rec.update(gain)
         rec["seconds"] = time.perf_counter() - unit.start
         cells.append(Cell(m, after, rec, table))
