@@ -218,6 +218,7 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
     assert "t_p_holm" in res["methods"]["kl-random"]["vs_none"]
     report = (out / "report.md").read_text()
     assert "## Forgetting and learning" in report and "Pareto front" in report and "pareto.png" in report
+    assert "Exact match was measured on 2 of the 2 tasks: add_numbers, opposites." in report
     per_task = report.split("### Per task (answer-NLL gain)")[1].splitlines()
     assert next(line for line in per_task if line.startswith("| opposites | ")) == (
         "| opposites | " + " | ".join(f"{gain[m]['per_task']['opposites']:+.3f}" for m in gain) + " |")

@@ -88,7 +88,8 @@ def _gain_section(results: dict) -> list[str]:
     lines = ["", "## Forgetting and learning", "",
              f"Task gain = the decrease of the answer's NLL (nats/token) on the task's own eval examples, after "
              f"minus before fine-tuning (higher = learned more); exact-match gain = the change of the share of "
-             f"greedy answers that match the gold one (tasks whose answers are short). Over the {n} tasks with "
+             f"greedy answers that match the gold one, where the gold answers are short (`replay.task_em_max_tokens`; "
+             f"scope `replay.task_em_scope`). Over the {n} tasks with "
              "task gain for every method. On the Pareto front: no other method forgets less and learns at "
              "least as much (or learns more and forgets no more). Tests are paired across tasks; `gained more` "
              "counts the tasks where the method's gain exceeded the reference's.", "",
@@ -112,7 +113,9 @@ def _gain_section(results: dict) -> list[str]:
                      f"{'**yes**' if name in par['front'] else ''} | {test(g.get('vs_none'))} | "
                      f"{test(g.get('vs_random'))} |")
     if em:
-        lines += ["", "| method | exact-match gain | vs none: Holm p | vs random: Holm p |", "|---|---:|---:|---:|"]
+        em_tasks = results["task_em_gain"]["tasks"]
+        lines += ["", f"Exact match was measured on {len(em_tasks)} of the {n} tasks: {', '.join(em_tasks)}.", "",
+                  "| method | exact-match gain | vs none: Holm p | vs random: Holm p |", "|---|---:|---:|---:|"]
         for name, g in em.items():
             lines.append(f"| {name} | {_num(g['mean_gain'], '+.3f')} | "
                          f"{_num((g.get('vs_none') or {}).get('t_p_holm'), '.3g')} | "
