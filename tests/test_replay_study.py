@@ -127,6 +127,27 @@ def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Pat
         assert r["score"] == pytest.approx(by_id[r["id"]], abs=1e-6)
 
 
+def test_kl_replay_combines_with_offline_and_online_selection(study, tiny_run: Path, tmp_path: Path) -> None:
+    """KL replay trains whatever a selection strategy picks: offline completion's examples, and online's
+    swapped-in ones (whose base targets must exist: the mixture refuses a replay example without them)."""
+    from lmforget.workdir import cell_file
+
+    ref = {c["method"]: c for c in json.loads((study[0] / "results.json").read_text())["cells"]}
+    out = tmp_path / "kl"
+    assert main(["replay", "replay-tiny", f"replay.run={tiny_run}", "replay.test_tasks=[add_numbers]", "-o", str(out),
+                 "--methods", "offline-additive,kl-offline-additive,kl-online-additive", "-q"]) == 0
+    cells = {m: json.loads(cell_file(out, "add_numbers", m, ".json").read_text())
+             for m in ("offline-additive", "kl-offline-additive", "kl-online-additive")}
+    nll, kl, online = cells["offline-additive"], cells["kl-offline-additive"], cells["kl-online-additive"]
+    assert (nll["objective"], kl["objective"], online["objective"]) == ("nll", "kl", "kl")
+    assert kl["replay"] == nll["replay"] and kl["revealed"] == nll["revealed"]  # same picks, other loss
+    assert kl["heldout_mean_increase"] != nll["heldout_mean_increase"] and kl["kl_top_k"] == 256
+    # online: random's examples first, the predicted ones after the switch, trained under KL
+    assert online["initial_replay"] == [r["id"] for r in ref["random"]["replay"]]
+    assert online["switch_step"] == ref["online-additive"]["switch_step"] and online["n_chosen_trained"] > 0
+    assert {r["id"] for r in online["replay"]} & set(online["replay_trained"])
+
+
 def test_study_resumes_and_refuses_other_settings(study, capsys) -> None:
     out, args = study
     cells = sorted((out / "results").rglob("*.json"))
