@@ -350,14 +350,32 @@ def test_study2_targeting_pairs_each_targeted_arm_with_random_replay_of_its_obje
     assert list(check) == ["oracle vs random", "kl-oracle vs kl-random"]
     kl = check["kl-oracle vs kl-random"]["forgetting"]
     assert kl["wins"] == 5 and kl["mean_difference"] == pytest.approx(-0.0042)
-    assert kl["random"] == pytest.approx(0.03) and kl["ci"][1] < 0 and kl["t_p"] < 0.05
+    assert kl["b"] == pytest.approx(0.03) and kl["ci"][1] < 0 and kl["t_p"] < 0.05
     assert check["oracle vs random"]["forgetting"]["wins"] == 1  # oracle lower than random on task c only
     assert check["oracle vs random"]["task_gain"]["tasks"] == tasks[:4]
     gain = check["kl-oracle vs kl-random"]["task_gain"]
-    assert gain["mean_difference"] == pytest.approx(-0.02) and gain["targeted"] == pytest.approx(0.98)
+    assert gain["mean_difference"] == pytest.approx(-0.02) and gain["a"] == pytest.approx(0.98)
     text = "\n".join(report.targeting_lines(check))
     assert "| kl-oracle vs kl-random | forgetting | 5 | +0.0258 | +0.0300 | -0.0042 [" in text
     # a study without the KL arms still reports next-token targeting; one without any pair reports none
     del results["methods"]["kl-oracle"]
     assert list(report.targeting_check(results)) == ["oracle vs random"]
     assert report.targeting_check({"methods": {"random": results["methods"]["random"]}}) is None
+
+
+def test_study2_pairs_kl_replay_with_wise_ft_at_each_alpha_both_were_scored_at() -> None:
+    report = _study2_report()
+    tasks = ["a", "b", "c", "d"]
+    forget = {"none": [0.06, 0.05, 0.07, 0.06], "kl-random": [0.03, 0.02, 0.03, 0.04],
+              "wise-ft@0.25": [0.004, 0.003, 0.005, 0.004], "wise-ft@0.5": [0.015, 0.012, 0.02, 0.016],
+              "kl-random+wise-ft@0.25": [0.002, 0.002, 0.003, 0.002]}
+    results = {"methods": {m: {"per_task": dict(zip(tasks, v, strict=True))} for m, v in forget.items()},
+               "task_gain": {"methods": {m: {"per_task": dict.fromkeys(tasks, 1.0)} for m in forget}}}
+    check = report.combine_check(results)
+    # alpha 0.5 has no KL cell: left out; alpha 1 is the arms themselves
+    assert list(check) == ["kl-random+wise-ft@0.25 vs wise-ft@0.25", "kl-random vs none"]
+    low = check["kl-random+wise-ft@0.25 vs wise-ft@0.25"]["forgetting"]
+    assert low["mean_difference"] == pytest.approx(-0.00175) and low["wins"] == 4 and low["n"] == 4
+    text = "\n".join(report.combine_lines(check))
+    assert "| KL replay | no replay |" in text and "| kl-random vs none | forgetting | 4 | +0.0300 | +0.0600 |" in text
+    assert report.combine_check({"methods": {"none": results["methods"]["none"]}}) is None

@@ -196,53 +196,80 @@ def goal_lines(goal: dict | None) -> list[str]:
     return lines + [""]
 
 
-# ------------------------------------------------------------------ does targeting help, by objective
+# ------------------------------------------------------------------ pairs of arms: targeting, KL with WiSE-FT
 TARGETING = (("oracle", "random"), ("kl-oracle", "kl-random"))
 
 
-def targeting_check(results: dict | None) -> dict | None:
-    """Targeted against random replay under each replay objective (next-token, KL), per task: forgetting and
-    answer-NLL gain, two-sided paired tests and a bootstrap CI of targeted minus random."""
+def paired_arms(results: dict | None, pairs) -> dict | None:
+    """Each pair (a, b) of arms, per task: forgetting and answer-NLL gain, two-sided paired tests and a
+    bootstrap CI of a minus b, over the tasks where both have a value. Pairs with an arm missing are left out."""
     from lmforget.replay.stats import paired_tests
 
     if not results:
         return None
     out = {}
-    for targeted, rand in TARGETING:
+    for first, second in pairs:
         parts = {}
         for measure, source in (("forgetting", results.get("methods", {})),
                                 ("task_gain", results.get("task_gain", {}).get("methods", {}))):
-            if targeted not in source or rand not in source:
+            if first not in source or second not in source:
                 continue
-            a, b = source[targeted]["per_task"], source[rand]["per_task"]
+            a, b = source[first]["per_task"], source[second]["per_task"]
             tasks = [t for t in a if t in b and None not in (a[t], b[t])  # JSON writes NaN as null
                      and np.isfinite(a[t]) and np.isfinite(b[t])]
             if len(tasks) < 2:
                 continue
             x, y = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
-            parts[measure] = {"tasks": tasks, "targeted": float(x.mean()), "random": float(y.mean()),
-                              **paired_tests(x, y)}
+            parts[measure] = {"tasks": tasks, "a": float(x.mean()), "b": float(y.mean()), **paired_tests(x, y)}
         if "forgetting" in parts:
-            out[f"{targeted} vs {rand}"] = parts
+            out[f"{first} vs {second}"] = parts
     return out or None
 
 
-def targeting_lines(check: dict | None) -> list[str]:
-    title = "## Does targeting help once the replay objective is KL?"
+def pair_lines(check: dict | None, title: str, intro: str, first: str, second: str, missing: str) -> list[str]:
     if not check:
-        return [title, "", "Not measured yet (needs oracle, random, kl-oracle and kl-random cells).", ""]
-    lines = [title, "", "Targeted replay (the run's own row, softmax T = 0.1) minus random replay of the same "
-             "number of examples, under each objective; paired over the tasks both arms finished, two-sided tests. "
-             "Forgetting: lower is better; task gain: higher is better. `targeted lower`: the tasks where the "
-             "targeted arm's value was the lower one.", "",
-             "| comparison | measure | tasks | targeted | random | difference [95% CI] | t-test p | Wilcoxon p | "
-             "targeted lower |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+        return [title, "", missing, ""]
+    lines = [title, "", intro + " Paired over the tasks both arms finished, two-sided tests. Forgetting: lower is "
+             f"better; task gain: higher is better. `{first} lower`: the tasks where the first arm's value was the "
+             "lower one.", "",
+             f"| comparison | measure | tasks | {first} | {second} | difference [95% CI] | t-test p | Wilcoxon p | "
+             f"{first} lower |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for name, parts in check.items():
         for measure, r in parts.items():
-            lines.append(f"| {name} | {measure.replace('_', ' ')} | {r['n']} | {r['targeted']:+.4f} | "
-                         f"{r['random']:+.4f} | {r['mean_difference']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | "
+            lines.append(f"| {name} | {measure.replace('_', ' ')} | {r['n']} | {r['a']:+.4f} | "
+                         f"{r['b']:+.4f} | {r['mean_difference']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | "
                          f"{r['t_p']:.3g} | {r['wilcoxon_p']:.3g} | {r['wins']} of {r['n']} |")
     return lines + [""]
+
+
+def targeting_check(results: dict | None) -> dict | None:
+    """Targeted against random replay under each replay objective (next-token, KL)."""
+    return paired_arms(results, TARGETING)
+
+
+def targeting_lines(check: dict | None) -> list[str]:
+    return pair_lines(check, "## Does targeting help once the replay objective is KL?",
+                      "Targeted replay (the run's own row, softmax T = 0.1) minus random replay of the same number of "
+                      "examples, under each objective.", "targeted", "random",
+                      "Not measured yet (needs oracle, random, kl-oracle and kl-random cells).")
+
+
+def combine_check(results: dict | None) -> dict | None:
+    """KL replay's weights against none's at each WiSE-FT alpha both were scored at (alpha 1: the arms)."""
+    methods = (results or {}).get("methods", {})
+    alphas = sorted({m.wise_ft for m in map(parse_method, methods) if m.wise_ft is not None})
+    pairs = [(f"kl-random+wise-ft@{a:g}", f"wise-ft@{a:g}") for a in alphas] + [("kl-random", "none")]
+    return paired_arms(results, pairs)
+
+
+def combine_lines(check: dict | None) -> list[str]:
+    return pair_lines(check, "## Do KL replay and WiSE-FT combine?",
+                      "kl-random's weights moved back towards the base model (`kl-random+wise-ft@ALPHA`) minus none's "
+                      "moved back as far (`wise-ft@ALPHA`); alpha 1 is the two arms themselves. If KL replay's curve "
+                      "forgets less at the same alpha and keeps the gain, the two combine. Alpha 0.25 was fixed "
+                      "before the study (runs/select); 0.5 and 0.75 on kl-random's weights were added after the "
+                      "6-task interim, to draw its curve beside WiSE-FT's.", "KL replay", "no replay",
+                      "Not measured yet (needs kl-random, none and their WiSE-FT cells).")
 
 
 # ------------------------------------------------------------------ how many replayed examples KL needs
@@ -362,10 +389,13 @@ def main() -> None:
         lines += goal_lines(g)
     targeting = targeting_check(replay)
     lines += targeting_lines(targeting)
+    combine = combine_check(replay)
+    lines += combine_lines(combine)
     budget = budget_check(replay, read_part(args.runs / "replay-33" / "results.json"))
     lines += budget_lines(budget)
     parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal,
-             "goal_exact_match": goals.get("task_em_gain"), "targeting": targeting, "kl_budget": budget,
+             "goal_exact_match": goals.get("task_em_gain"), "targeting": targeting, "kl_with_wise_ft": combine,
+             "kl_budget": budget,
              "replay": {k: v for k, v in replay.items() if k != "cells"} if replay else None}
     args.results.mkdir(parents=True, exist_ok=True)
     if chosen is not None:
