@@ -240,6 +240,8 @@ def test_kl_objective_as_the_recipe_default_and_a_resume_runs_only_new_cells(arm
     assert cell_file(out, "opposites", "kl-random", ".json").stat().st_mtime_ns == stamp
     new = json.loads(cell_file(out, "opposites", "kl-random+wise-ft@0.25", ".json").read_text())
     assert new["wise_ft"] == 0.25 and new["objective"] == "kl"
+    first = json.loads(cell_file(out, "opposites", "kl-random", ".json").read_text())
+    assert (new["train_loss"], new["replay"]) == (first["train_loss"], first["replay"])  # the same training again
     # a heavier KL term: the same replayed examples and steps, other weights
     assert main(args + ["--methods", "kl-random,kl-random+kl-weight@100"]) == 0
     old = json.loads(cell_file(out, "opposites", "kl-random", ".json").read_text())
