@@ -6,7 +6,9 @@
 Reads what the parts wrote (studies/common/analyze.py: results/r2_bootstrap.json; studies/common/predict.py:
 results/prediction/prediction.json; the replay studies runs/select, runs/replay, runs/replay-33:
 results.json and report.md), puts study 1's matrix and prediction numbers next to study 2's, applies the
-lambda / alpha rule to runs/select (results/select.json) and checks the mitigation goal on runs/replay.
+lambda / alpha rule to runs/select (results/select.json), checks the mitigation goal on runs/replay, and
+pairs arms per task: targeted vs random replay under each objective, and KL replay's weights vs none's at
+each WiSE-FT alpha.
 
 The selection rule (fixed in select.yaml before any select cell ran): per setting, the mean over the select
 tasks of held-out forgetting and of task gain (answer NLL decrease, the gain every cell measures); lambda
