@@ -219,6 +219,15 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
     report = (out / "report.md").read_text()
     assert "## Forgetting and learning" in report and "Pareto front" in report and "pareto.png" in report
     assert "Exact match was measured on 2 of the 2 tasks: add_numbers, opposites." in report
+    vs = res["methods"]["kl-random"]["vs_none"]  # forgetting against none: the paired tests, in the report too
+    row = next(line for line in report.split("### Against no replay")[1].splitlines()
+               if line.startswith("| kl-random | "))
+    assert row.endswith(f"| {vs['mean_difference']:+.4f} [{vs['ci'][0]:+.4f}, {vs['ci'][1]:+.4f}], "
+                        f"{vs['t_p_holm']:.3g}, {vs['wilcoxon_p']:.3g}, {vs['wins']}/2 |")
+    em_vs = res["task_em_gain"]["methods"]["random"]["vs_none"]
+    em_row = next(line for line in report.split("Exact match was measured")[1].splitlines()
+                  if line.startswith("| random | "))
+    assert f"| {em_vs['mean_difference']:+.3f} [{em_vs['ci'][0]:+.3f}, {em_vs['ci'][1]:+.3f}], " in em_row
     per_task = report.split("### Per task (answer-NLL gain)")[1].splitlines()
     assert next(line for line in per_task if line.startswith("| opposites | ")) == (
         "| opposites | " + " | ".join(f"{gain[m]['per_task']['opposites']:+.3f}" for m in gain) + " |")

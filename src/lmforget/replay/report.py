@@ -13,6 +13,17 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:+.1f}%"
 
 
+def _paired(t: dict | None, count: str, fmt: str = "+.4f") -> str:
+    """One paired comparison in a cell: mean difference [95% bootstrap CI], Holm p, Wilcoxon p, k/n tasks.
+    `count`: `wins` (the method was lower) or `losses` (it was higher, e.g. gained more)."""
+    if not t:
+        return ""
+    ci = t.get("ci") or [None, None]
+    return (f"{_num(t.get('mean_difference'), fmt)} [{_num(ci[0], fmt)}, {_num(ci[1], fmt)}], "
+            f"{_num(t.get('t_p_holm', t.get('t_p')), '.3g')}, {_num(t.get('wilcoxon_p'), '.3g')}, "
+            f"{t.get(count, 0)}/{t.get('n', 0)}")
+
+
 def _verdict(results: dict) -> list[str]:
     """Plain sentences: did targeted replay beat random replay, and is it significant?"""
     methods = results["methods"]
@@ -76,6 +87,23 @@ def _quartile_section(results: dict) -> list[str]:
     return lines
 
 
+def _vs_none_section(methods: dict) -> list[str]:
+    """Held-out forgetting of every arm against no replay: what each arm cuts, with its paired tests."""
+    rows = [(name, m) for name, m in methods.items() if m.get("vs_none")]
+    if not rows:
+        return []
+    n = rows[0][1]["vs_none"]["n"]
+    lines = ["", "### Against no replay", "",
+             f"Each method's held-out increase minus none's, paired over the {n} tasks (Holm over every method "
+             "compared with none); `lower` counts the tasks where the method forgot less than none.", "",
+             "| method | mean increase | cut vs none | vs none: diff [95% CI], Holm p, Wilcoxon p, lower |",
+             "|---|---:|---:|---|"]
+    for name, m in rows:
+        lines.append(f"| {name} | {_num(m['mean_increase'])} | {_pct(m.get('reduction_vs_none'))} | "
+                     f"{_paired(m['vs_none'], 'wins')} |")
+    return lines
+
+
 def _gain_section(results: dict) -> list[str]:
     """Forgetting and learning side by side, the Pareto front, and the paired tests on task gain."""
     gain = results.get("task_gain")
@@ -97,29 +125,21 @@ def _gain_section(results: dict) -> list[str]:
              "vs none: diff [95% CI], Holm p, Wilcoxon p, gained more | vs random: diff [95% CI], Holm p, "
              "Wilcoxon p, gained more |", "|---|---:|---:|---:|---:|---:|---|---|---|"]
 
-    def test(t):
-        if not t:
-            return ""
-        ci = t.get("ci") or [None, None]
-        return (f"{_num(t.get('mean_difference'))} [{_num(ci[0])}, {_num(ci[1])}], "
-                f"{_num(t.get('t_p_holm', t.get('t_p')), '.3g')}, {_num(t.get('wilcoxon_p'), '.3g')}, "
-                f"{t.get('losses', 0)}/{t.get('n', 0)}")
-
     for name, g in gain["methods"].items():
         kept = g.get("retained_vs_none")
         lines.append(f"| {name} | {_num(par['forgetting'][name])} | {_num(g['mean_gain'])} | "
                      f"{_num(g['sem_gain'], '.4f')} | {'n/a' if kept is None else f'{100 * kept:.1f}%'} | "
                      f"{_num(em[name]['mean_gain'], '+.3f') if name in em else 'n/a'} | "
-                     f"{'**yes**' if name in par['front'] else ''} | {test(g.get('vs_none'))} | "
-                     f"{test(g.get('vs_random'))} |")
+                     f"{'**yes**' if name in par['front'] else ''} | {_paired(g.get('vs_none'), 'losses')} | "
+                     f"{_paired(g.get('vs_random'), 'losses')} |")
     if em:
         em_tasks = results["task_em_gain"]["tasks"]
         lines += ["", f"Exact match was measured on {len(em_tasks)} of the {n} tasks: {', '.join(em_tasks)}.", "",
-                  "| method | exact-match gain | vs none: Holm p | vs random: Holm p |", "|---|---:|---:|---:|"]
+                  "| method | exact-match gain | vs none: diff [95% CI], Holm p, Wilcoxon p, gained more | "
+                  "vs random: diff [95% CI], Holm p, Wilcoxon p, gained more |", "|---|---:|---|---|"]
         for name, g in em.items():
-            lines.append(f"| {name} | {_num(g['mean_gain'], '+.3f')} | "
-                         f"{_num((g.get('vs_none') or {}).get('t_p_holm'), '.3g')} | "
-                         f"{_num((g.get('vs_random') or {}).get('t_p_holm'), '.3g')} |")
+            lines.append(f"| {name} | {_num(g['mean_gain'], '+.3f')} | {_paired(g.get('vs_none'), 'losses', '+.3f')} | "
+                         f"{_paired(g.get('vs_random'), 'losses', '+.3f')} |")
     lines += ["", "![forgetting vs task gain](pareto.png)", "", "### Per task (answer-NLL gain)", "",
               "The share of none's gain above is a ratio of means, so tasks with large gains weigh most; the last "
               "row weighs tasks alike: the median over tasks of the method's gain / none's gain (tasks where none "
@@ -150,8 +170,9 @@ def render_report(results: dict) -> str:
         "",
         "Forgetting = mean NLL increase (nats/token) on the held-out set after fine-tuning, averaged over "
         "test tasks. Reductions are relative to the mean of no replay / random replay; tests are paired "
-        "across tasks (two-sided) against random replay; Holm p adjusts the t-test p-values for comparing "
-        "every other method with random replay.",
+        "across tasks (two-sided), against random replay and against no replay; Holm p adjusts the t-test "
+        "p-values within each family (every other method against random replay; every other method against "
+        "no replay).",
         "",
         *([] if results.get("complete", True) else [
             f"**Interim report: {len(results['tasks'])} of {results['n_test_tasks']} test tasks have every "
@@ -178,6 +199,7 @@ def render_report(results: dict) -> str:
                     f"{_num(test.get('wilcoxon_p'), '.3g')} | "
                     f"{test.get('wins', '') if test else ''}{'/' + str(test['n']) if test else ''} | {zero} | "
                     f"{_num(m.get('mean_replay_loss_share'), '.1%')} |")
+    head += _vs_none_section(methods)
     head += _gain_section(results)
     head += ["", "## Diagnostics", "",
              "How forgotten the replayed examples were in the previous run (targeting should pick higher "
