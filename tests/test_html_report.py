@@ -115,6 +115,25 @@ def test_replay_summary_gives_t_intervals() -> None:
     assert s["methods"]["oracle"]["t_p_holm"] == res["methods"]["oracle"]["vs_random"]["t_p_holm"]
 
 
+STUDY2 = Path("studies/smollm2-evals/runs/replay/results.json")  # a study that measured task gain
+
+
+def test_replay_summary_puts_every_arm_on_the_pareto_chart() -> None:
+    results = json.loads(STUDY2.read_text())
+    par = replay_summary(results)["pareto"]
+    gain = results["task_gain"]["methods"]
+    assert {p["method"] for p in par["points"]} == set(gain) == set(results["methods"])
+    assert par["n_tasks"] == len(results["tasks"]) and set(par["front"]) <= set(gain)
+    for p in par["points"]:
+        assert p["gain"] == gain[p["method"]]["mean_gain"]
+        assert p["forgetting"] == pytest.approx(results["methods"][p["method"]]["mean_increase"], abs=1e-12)
+    # the front: the arms no other arm beats on both axes (forgets no more, gains no less, one strictly)
+    pts = {p["method"]: (p["forgetting"], p["gain"]) for p in par["points"]}
+    dominated = {a for a, (f, g) in pts.items()
+                 if any(f2 <= f and g2 >= g and (f2, g2) != (f, g) for b, (f2, g2) in pts.items() if b != a)}
+    assert set(par["front"]) == set(pts) - dominated
+
+
 def test_report_cli_from_a_matrix_file(tmp_path: Path, capsys) -> None:
     fm, texts = make()
     fm.save(tmp_path / "Z.npz")
@@ -205,4 +224,19 @@ def test_script_in_a_document_shows_as_text_in_chromium(browser, tmp_path: Path)
     assert page.locator("#example-body img, #example-body script").count() == 0
     page.select_option("#task-panel select", str(len(fm.tasks) - 1))  # a task of the group "<b>tulu</b>"
     assert "group <b>tulu</b> " in page.locator("#task-body .meta").inner_text()
+    assert errors == []
+
+
+def test_pareto_front_of_a_study_in_chromium(browser, tmp_path: Path) -> None:
+    """`lmforget report --replay` on a study that measured task gain: every arm a dot, the front filled."""
+    fm, texts = make()
+    results = json.loads(STUDY2.read_text())
+    out = write_html_report(analyze(fm, ranks=5, clip=0.1), tmp_path / "report.html", texts, replay=results)
+    page, errors = open_page(browser, out)
+    dots = page.locator("#pareto-chart circle")
+    assert dots.count() == len(results["methods"])
+    filled = [dots.nth(i).get_attribute("fill") for i in range(dots.count())]
+    assert filled.count("#0b62a4") == len(results["pareto"]["front"])
+    titles = [dots.nth(i).locator("title").text_content() for i in range(dots.count())]
+    assert {t.split(":")[0] for t in titles} == set(results["methods"])
     assert errors == []

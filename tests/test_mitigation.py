@@ -71,6 +71,29 @@ def test_kl_term_is_exactly_zero_with_zero_gradient_at_the_base_weights(load_tin
     assert (moved > 0).all()
 
 
+def test_truncation_error_is_zero_at_full_vocabulary_and_a_lower_bound_below(load_tiny) -> None:
+    """What the benchmark behind the documented truncation table measures: exact at k = vocab, below the
+    exact KL (a lower bound) and further from it as k shrinks, with the gradient's direction kept."""
+    from lmforget.data.types import UpstreamExample
+    from lmforget.replay.kl import truncation_error
+
+    base, tok = load_tiny("llama")
+    other = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    examples = [UpstreamExample(f"u{i}", text=t) for i, t in
+                enumerate(["Water boils at a lower temperature on a mountain top.",
+                           "The river runs north through three towns before it reaches the sea."])]
+    vocab = base.config.vocab_size
+    out = truncation_error(base, other, tok, examples, [4, 64, vocab], max_length=64)
+    assert out["positions"] > 10 and out["exact_mean_kl"] > 0
+    full, mid, low = (out["top_k"][k] for k in (vocab, 64, 4))
+    assert abs(full["relative_error"]) < 1e-9 and full["gradient_cosine"] == pytest.approx(1.0, abs=1e-9)
+    assert low["relative_error"] < mid["relative_error"] < 0  # a lower bound, looser with fewer kept
+    assert low["gradient_cosine"] < mid["gradient_cosine"] <= 1 + 1e-12
+
+
 def test_kl_weight_scales_the_kl_term_and_leaves_the_task_loss_alone(load_tiny) -> None:
     from lmforget.data.types import UpstreamExample
     from lmforget.encoding import encode_upstream

@@ -1,5 +1,5 @@
 """The README walk-through, on tiny models: "I fine-tuned my model on my task: what did it forget, and
-what should I replay?" -> `lmforget probe`, `lmforget forecast`, `lmforget replay-set`."""
+how do I prevent it?" -> `lmforget probe`, `lmforget forecast`, `lmforget replay-set`."""
 
 from __future__ import annotations
 
@@ -118,6 +118,18 @@ def test_probe_bad_input_leaves_no_file(walk: Path, tmp_path: Path, capsys) -> N
         assert not out.exists()
 
 
+def _kl_replay_set(walk: Path, out: Path) -> Path:
+    """README "Replay with KL to the base model", step 1: probe, then `lmforget replay-set --objective kl`
+    (its --json summary goes to stdout)."""
+    matrix, upstream = walk / "run" / "matrix.npz", walk / "run" / "data" / "upstream.jsonl"
+    assert main(["probe", "--base", "tiny:llama", "--model", str(walk / "my-model"), "--upstream", str(upstream),
+                 "-k", "12", "--seed", "0", "-o", str(out / "probe.csv"), "-q"]) == 0
+    assert main(["replay-set", str(matrix), "--probe", str(out / "probe.csv"), "--upstream", str(upstream),
+                 "--budget", "6", "-o", str(out / "r.jsonl"), "--objective", "kl", "--model", "tiny:llama",
+                 "--top-k", "16", "--json"]) == 0
+    return out / "r.jsonl"
+
+
 def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -> None:
     """README "Replay with KL to the base model": replay-set --objective kl, then KLReplayTrainer."""
     import copy
@@ -133,14 +145,8 @@ def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -
     from lmforget.replay.kl import batch_kl
     from lmforget.replay.trainer import KLReplayTrainer, load_kl_replay
 
-    matrix, upstream = walk / "run" / "matrix.npz", walk / "run" / "data" / "upstream.jsonl"
-    replay = tmp_path / "r.jsonl"
-    assert main(["probe", "--base", "tiny:llama", "--model", str(walk / "my-model"), "--upstream", str(upstream),
-                 "-k", "12", "--seed", "0", "-o", str(tmp_path / "probe.csv"), "-q"]) == 0
     capsys.readouterr()
-    assert main(["replay-set", str(matrix), "--probe", str(tmp_path / "probe.csv"), "--upstream", str(upstream),
-                 "--budget", "6", "-o", str(replay), "--objective", "kl", "--model", "tiny:llama", "--top-k", "16",
-                 "--json"]) == 0
+    replay = _kl_replay_set(walk, tmp_path)
     assert json.loads(capsys.readouterr().out)["kl_targets"] == str(tmp_path / "r.kl.safetensors")
     records = [json.loads(line) for line in replay.read_text().splitlines()]
     with safe_open(str(tmp_path / "r.kl.safetensors"), framework="pt") as fh:
@@ -174,3 +180,51 @@ def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -
     assert with_kl.kl_values[0] == 0.0 and len(with_kl.kl_values) == 8  # at the base weights: exactly zero
     assert replay_kl(base) < 1e-6  # padded batches: zero up to rounding
     assert 0 < replay_kl(with_kl.model) < 0.5 * replay_kl(plain.model)
+
+
+def test_kl_replay_in_trl_sft_trainer(walk: Path, tmp_path: Path) -> None:
+    """README: `class SFTWithKLReplay(KLReplayMixin, SFTTrainer)` on TRL's own chat data path: SFTTrainer
+    tokenizes the task's conversations and computes its loss and metrics; the mix-in adds the KL term."""
+    pytest.importorskip("trl")
+    import copy
+
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from lmforget.config import load_recipe
+    from lmforget.data import load_tasks
+    from lmforget.models import load_model
+    from lmforget.replay.kl import batch_kl
+    from lmforget.replay.trainer import KLReplayMixin, load_kl_replay
+
+    class SFTWithKLReplay(KLReplayMixin, SFTTrainer):
+        pass
+
+    kl_replay = load_kl_replay(_kl_replay_set(walk, tmp_path))
+    recipe = load_recipe("tiny")
+    task = next(t for t in load_tasks(list(recipe.tasks.values())) if t.name == MY_TASK)
+    chats = Dataset.from_list([{"messages": [{"role": m.role, "content": m.content} for m in ex.messages]}
+                               for ex in task.train])
+    base, tok = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    args = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=8, per_device_train_batch_size=2,
+                     learning_rate=3e-3, report_to="none", use_cpu=True, save_strategy="no", seed=0,
+                     disable_tqdm=True, max_length=64, logging_steps=1,
+                     bf16=False)  # SFTConfig's default is bf16 autocast: the targets here are fp32
+
+    def replay_kl(model) -> float:
+        model.eval()
+        with torch.no_grad():
+            batch = kl_replay.batch(list(range(len(kl_replay))))
+            return float(batch_kl(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch).mean())
+
+    plain = SFTTrainer(model=copy.deepcopy(base), args=args, train_dataset=chats, processing_class=tok)
+    plain.train()
+    with_kl = SFTWithKLReplay(model=copy.deepcopy(base), args=args, train_dataset=chats, processing_class=tok,
+                              kl_replay=kl_replay, kl_weight=4.0)
+    with_kl.train()
+    assert with_kl.kl_values[0] == 0.0 and len(with_kl.kl_values) == 8
+    # SFTTrainer's own compute_loss ran under the mix-in: its token accuracy is logged every step
+    assert sum("mean_token_accuracy" in e for e in with_kl.state.log_history) == 8
+    assert 0 < replay_kl(with_kl.model) < 0.75 * replay_kl(plain.model)  # measured: 0.55x
