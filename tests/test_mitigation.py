@@ -187,7 +187,7 @@ def test_wise_ft_endpoints_are_exact_and_l2sp_holds_weights_near_the_start(load_
     assert "l2sp" not in recipe.finetune.science() and cfg.science()["l2sp"] == 1.0  # fingerprint unchanged at 0
 
 
-ARMS = "none,random,kl-random,l2-sp@1000,lora,wise-ft@0,wise-ft@1,kl-random+wise-ft@0.5"
+ARMS = "none,random,oracle,kl-random,kl-oracle,l2-sp@1000,lora,wise-ft@0,wise-ft@1,kl-random+wise-ft@0.5"
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +226,15 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
     assert cells[("add_numbers", "kl-random")]["kl_top_k"] == 256
     assert cells[("add_numbers", "kl-random+wise-ft@0.5")]["replay"] == cells[("add_numbers", "kl-random")]["replay"]
     assert cells[("add_numbers", "lora")]["lora_rank"] == 16 and cells[("add_numbers", "l2-sp@1000")]["l2sp"] == 1000
-    # KL replay trained on random's very examples, with random's steps
+    # KL replay trained on random's (oracle's) very examples, with its steps; only the objective differs
     for t in ("add_numbers", "opposites"):
-        assert cells[(t, "kl-random")]["replay"] == cells[(t, "random")]["replay"]
-        assert cells[(t, "kl-random")]["steps"] == cells[(t, "random")]["steps"]
+        for sel in ("random", "oracle"):
+            kl, nll = cells[(t, f"kl-{sel}")], cells[(t, sel)]
+            assert (kl["replay"], kl["steps"], kl["objective"], nll["objective"]) == (
+                nll["replay"], nll["steps"], "kl", "nll")
+        assert all(math.isfinite(r["score"]) for r in cells[(t, "kl-oracle")]["replay"])  # the run's true row
+    assert any([r["id"] for r in cells[(t, "oracle")]["replay"]] != [r["id"] for r in cells[(t, "random")]["replay"]]
+               for t in ("add_numbers", "opposites"))  # targeting chose other examples than the random draw
     gain = res["task_gain"]["methods"]
     assert set(gain) == set(ARMS.split(",")) and "vs_none" in gain["random"] and "t_p_holm" in gain["random"]["vs_none"]
     assert gain["none"]["retained_vs_none"] == pytest.approx(1.0)
