@@ -297,8 +297,11 @@ def budget_check(replay: dict | None, fewer: dict | None) -> dict | None:
 
     out = {"tasks": tasks, "forgetting": means()}
     out["33_vs_129"] = paired_tests(col(fewer, "kl-random"), col(replay, "kl-random"))
+    out["33_vs_none"] = paired_tests(col(fewer, "kl-random"), col(replay, "none"))
     if "task_gain" in replay and "task_gain" in fewer:
         out["gain"] = means("task_gain")
+        out["gain_33_vs_129"] = paired_tests(col(fewer, "kl-random", "task_gain"),
+                                             col(replay, "kl-random", "task_gain"))
     return out
 
 
@@ -315,8 +318,16 @@ def budget_lines(check: dict | None) -> list[str]:
         lines.append(f"| {name} | {f[name]:+.4f} | {cut} | {gain} |")
     lines += ["", f"33 minus 129: mean {t['mean_difference']:+.4f} nats/token, 95% CI [{t['ci'][0]:+.4f}, "
               f"{t['ci'][1]:+.4f}], paired t p = {t['t_p']:.3g}, Wilcoxon p = {t['wilcoxon_p']:.3g}; 33 forgot less "
-              f"on {t['wins']} of {t['n']} tasks.", ""]
-    return lines
+              f"on {t['wins']} of {t['n']} tasks."]
+    if "33_vs_none" in check:
+        v = check["33_vs_none"]
+        lines.append(f"33 minus none: {v['mean_difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}], paired t "
+                     f"p = {v['t_p']:.3g}, Wilcoxon p = {v['wilcoxon_p']:.3g}; lower on {v['wins']} of {v['n']} tasks.")
+    if "gain_33_vs_129" in check:
+        g = check["gain_33_vs_129"]
+        lines.append(f"Task gain (answer NLL), 33 minus 129: {g['mean_difference']:+.4f} [{g['ci'][0]:+.4f}, "
+                     f"{g['ci'][1]:+.4f}], paired t p = {g['t_p']:.3g}, Wilcoxon p = {g['wilcoxon_p']:.3g}.")
+    return lines + [""]
 
 
 # ------------------------------------------------------------------ side by side
