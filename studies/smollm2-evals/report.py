@@ -298,6 +298,8 @@ def budget_check(replay: dict | None, fewer: dict | None) -> dict | None:
     out = {"tasks": tasks, "forgetting": means()}
     out["33_vs_129"] = paired_tests(col(fewer, "kl-random"), col(replay, "kl-random"))
     out["33_vs_none"] = paired_tests(col(fewer, "kl-random"), col(replay, "none"))
+    if "random" in replay["methods"]:  # next-token replay of 129
+        out["33_vs_random_129"] = paired_tests(col(fewer, "kl-random"), col(replay, "random"))
     if "task_gain" in replay and "task_gain" in fewer:
         out["gain"] = means("task_gain")
         out["gain_33_vs_129"] = paired_tests(col(fewer, "kl-random", "task_gain"),
@@ -323,6 +325,11 @@ def budget_lines(check: dict | None) -> list[str]:
         v = check["33_vs_none"]
         lines.append(f"33 minus none: {v['mean_difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}], paired t "
                      f"p = {v['t_p']:.3g}, Wilcoxon p = {v['wilcoxon_p']:.3g}; lower on {v['wins']} of {v['n']} tasks.")
+    if "33_vs_random_129" in check:
+        v = check["33_vs_random_129"]
+        lines.append(f"33 (KL) minus random next-token replay of 129: {v['mean_difference']:+.4f} [{v['ci'][0]:+.4f}, "
+                     f"{v['ci'][1]:+.4f}], paired t p = {v['t_p']:.3g}, Wilcoxon p = {v['wilcoxon_p']:.3g}; lower on "
+                     f"{v['wins']} of {v['n']} tasks.")
     if "gain_33_vs_129" in check:
         g = check["gain_33_vs_129"]
         lines.append(f"Task gain (answer NLL), 33 minus 129: {g['mean_difference']:+.4f} [{g['ci'][0]:+.4f}, "
