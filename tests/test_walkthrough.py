@@ -118,6 +118,19 @@ def test_probe_bad_input_leaves_no_file(walk: Path, tmp_path: Path, capsys) -> N
         assert not out.exists()
 
 
+def _replay_kl(kl_replay, model) -> float:
+    """Mean KL to the base model over every example of a KL replay set, under `model`."""
+    import torch
+
+    from lmforget.replay.kl import batch_kl
+
+    model.eval()
+    with torch.no_grad():
+        batch = kl_replay.batch(list(range(len(kl_replay))))
+        return float(batch_kl(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                              batch).mean())
+
+
 def _kl_replay_set(walk: Path, out: Path) -> Path:
     """README "Replay with KL to the base model", step 1: probe, then `lmforget replay-set --objective kl`
     (its --json summary goes to stdout)."""
@@ -134,7 +147,6 @@ def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -
     """README "Replay with KL to the base model": replay-set --objective kl, then KLReplayTrainer."""
     import copy
 
-    import torch
     from safetensors import safe_open
     from transformers import Trainer, TrainingArguments
 
@@ -142,7 +154,6 @@ def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -
     from lmforget.data import load_tasks
     from lmforget.finetune import EncodedDataset, _collate, build_train_set
     from lmforget.models import load_model
-    from lmforget.replay.kl import batch_kl
     from lmforget.replay.trainer import KLReplayTrainer, load_kl_replay
 
     capsys.readouterr()
@@ -165,21 +176,14 @@ def test_kl_replay_set_in_your_own_trainer(walk: Path, tmp_path: Path, capsys) -
                              learning_rate=3e-3, report_to="none", use_cpu=True, save_strategy="no", seed=0,
                              remove_unused_columns=False, disable_tqdm=True)
 
-    def replay_kl(model) -> float:  # mean KL to the base model over every replay example
-        model.eval()
-        with torch.no_grad():
-            batch = kl_replay.batch(list(range(len(kl_replay))))
-            return float(batch_kl(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                  batch).mean())
-
     plain = Trainer(model=copy.deepcopy(base), args=args, train_dataset=data, data_collator=_collate(tok))
     plain.train()
     with_kl = KLReplayTrainer(model=copy.deepcopy(base), args=args, train_dataset=data, data_collator=_collate(tok),
                               kl_replay=kl_replay, kl_weight=4.0, kl_batch_size=1)
     with_kl.train()
     assert with_kl.kl_values[0] == 0.0 and len(with_kl.kl_values) == 8  # at the base weights: exactly zero
-    assert replay_kl(base) < 1e-6  # padded batches: zero up to rounding
-    assert 0 < replay_kl(with_kl.model) < 0.5 * replay_kl(plain.model)
+    assert _replay_kl(kl_replay, base) < 1e-6  # padded batches: zero up to rounding
+    assert 0 < _replay_kl(kl_replay, with_kl.model) < 0.5 * _replay_kl(kl_replay, plain.model)
 
 
 def test_kl_replay_in_trl_sft_trainer(walk: Path, tmp_path: Path) -> None:
@@ -188,14 +192,12 @@ def test_kl_replay_in_trl_sft_trainer(walk: Path, tmp_path: Path) -> None:
     pytest.importorskip("trl")
     import copy
 
-    import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from lmforget.config import load_recipe
     from lmforget.data import load_tasks
     from lmforget.models import load_model
-    from lmforget.replay.kl import batch_kl
     from lmforget.replay.trainer import KLReplayMixin, load_kl_replay
 
     class SFTWithKLReplay(KLReplayMixin, SFTTrainer):
@@ -212,13 +214,6 @@ def test_kl_replay_in_trl_sft_trainer(walk: Path, tmp_path: Path) -> None:
                      disable_tqdm=True, max_length=64, logging_steps=1,
                      bf16=False)  # SFTConfig's default is bf16 autocast: the targets here are fp32
 
-    def replay_kl(model) -> float:
-        model.eval()
-        with torch.no_grad():
-            batch = kl_replay.batch(list(range(len(kl_replay))))
-            return float(batch_kl(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                  batch).mean())
-
     plain = SFTTrainer(model=copy.deepcopy(base), args=args, train_dataset=chats, processing_class=tok)
     plain.train()
     with_kl = SFTWithKLReplay(model=copy.deepcopy(base), args=args, train_dataset=chats, processing_class=tok,
@@ -227,4 +222,4 @@ def test_kl_replay_in_trl_sft_trainer(walk: Path, tmp_path: Path) -> None:
     assert with_kl.kl_values[0] == 0.0 and len(with_kl.kl_values) == 8
     # SFTTrainer's own compute_loss ran under the mix-in: its token accuracy is logged every step
     assert sum("mean_token_accuracy" in e for e in with_kl.state.log_history) == 8
-    assert 0 < replay_kl(with_kl.model) < 0.75 * replay_kl(plain.model)  # measured: 0.55x
+    assert 0 < _replay_kl(kl_replay, with_kl.model) < 0.75 * _replay_kl(kl_replay, plain.model)  # measured: 0.55x
