@@ -94,6 +94,25 @@ def test_truncation_error_is_zero_at_full_vocabulary_and_a_lower_bound_below(loa
     assert low["gradient_cosine"] < mid["gradient_cosine"] <= 1 + 1e-12
 
 
+def test_kl_targets_file_gets_the_usual_permissions(tmp_path: Path) -> None:
+    """safetensors writes its files 0600; the atomic write gives the targets the JSONL's mode (0666 - umask)."""
+    import os
+    import stat
+
+    from lmforget.atomic import write_jsonl
+    from lmforget.replay.kl import read_targets, write_targets
+
+    targets = {"a": topk_targets(torch.randn(3, 40, generator=torch.Generator().manual_seed(0)), 4)}
+    out = write_targets(tmp_path / "r.kl.safetensors", ["a"], targets, {"model": "m", "k": 4})
+    write_jsonl(tmp_path / "r.jsonl", [{"id": "a"}])
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE(out.stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "r.jsonl").stat().st_mode) == 0o666 & ~umask
+    ids, read, _ = read_targets(out)
+    assert ids == ["a"] and torch.equal(read["a"].ids, targets["a"].ids)
+
+
 def test_kl_weight_scales_the_kl_term_and_leaves_the_task_loss_alone(load_tiny) -> None:
     from lmforget.data.types import UpstreamExample
     from lmforget.encoding import encode_upstream
