@@ -318,21 +318,21 @@ def budget_lines(check: dict | None) -> list[str]:
         gain = f"{check['gain'][name]:.3f}" if "gain" in check else ""
         cut = "" if name == "none" else f"{100 * (1 - f[name] / f['none']):.1f}%"
         lines.append(f"| {name} | {f[name]:+.4f} | {cut} | {gain} |")
-    lines += ["", f"33 minus 129: mean {t['mean_difference']:+.4f} nats/token, 95% CI [{t['ci'][0]:+.4f}, "
+    lines += ["", f"- 33 minus 129: mean {t['mean_difference']:+.4f} nats/token, 95% CI [{t['ci'][0]:+.4f}, "
               f"{t['ci'][1]:+.4f}], paired t p = {t['t_p']:.3g}, Wilcoxon p = {t['wilcoxon_p']:.3g}; 33 forgot less "
               f"on {t['wins']} of {t['n']} tasks."]
     if "33_vs_none" in check:
         v = check["33_vs_none"]
-        lines.append(f"33 minus none: {v['mean_difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}], paired t "
+        lines.append(f"- 33 minus none: {v['mean_difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}], paired t "
                      f"p = {v['t_p']:.3g}, Wilcoxon p = {v['wilcoxon_p']:.3g}; lower on {v['wins']} of {v['n']} tasks.")
     if "33_vs_random_129" in check:
         v = check["33_vs_random_129"]
-        lines.append(f"33 (KL) minus random next-token replay of 129: {v['mean_difference']:+.4f} [{v['ci'][0]:+.4f}, "
-                     f"{v['ci'][1]:+.4f}], paired t p = {v['t_p']:.3g}, Wilcoxon p = {v['wilcoxon_p']:.3g}; lower on "
-                     f"{v['wins']} of {v['n']} tasks.")
+        lines.append(f"- 33 (KL) minus random next-token replay of 129: {v['mean_difference']:+.4f} "
+                     f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}], paired t p = {v['t_p']:.3g}, "
+                     f"Wilcoxon p = {v['wilcoxon_p']:.3g}; lower on {v['wins']} of {v['n']} tasks.")
     if "gain_33_vs_129" in check:
         g = check["gain_33_vs_129"]
-        lines.append(f"Task gain (answer NLL), 33 minus 129: {g['mean_difference']:+.4f} [{g['ci'][0]:+.4f}, "
+        lines.append(f"- Task gain (answer NLL), 33 minus 129: {g['mean_difference']:+.4f} [{g['ci'][0]:+.4f}, "
                      f"{g['ci'][1]:+.4f}], paired t p = {g['t_p']:.3g}, Wilcoxon p = {g['wilcoxon_p']:.3g}.")
     return lines + [""]
 
