@@ -318,6 +318,13 @@ def test_study2_goal_check_needs_both_the_cut_and_the_gain_significant() -> None
     assert em["tasks"] == tasks[:6] and list(em["methods"]) == ["good"]
     assert em["methods"]["good"]["kept"] == pytest.approx(0.5) and not em["methods"]["good"]["met"]
     assert "exact-match increase" in report.goal_lines(em)[0]
+    assert not any("exploratory" in line for line in report.goal_lines(em))
+    # arms added after an interim look are marked as exploratory in the goal table
+    results["methods"]["kl-random+wise-ft@0.5"] = results["methods"]["good"]
+    results["task_gain"]["methods"]["kl-random+wise-ft@0.5"] = results["task_gain"]["methods"]["good"]
+    text = "\n".join(report.goal_lines(report.goal_check(results)))
+    assert "| kl-random+wise-ft@0.5 (exploratory) | 95.0% |" in text and "| good | 95.0% |" in text
+    assert "Exploratory, added after the 6-task interim: kl-random+wise-ft@0.5." in text
 
 
 def test_study2_kl_budget_compares_33_with_129_replayed_examples_per_task() -> None:
