@@ -234,6 +234,13 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
         table = pd.read_parquet(cell_file(out, task, name, ".task.parquet"))
         assert len(table) == c["task_eval_n"] and table["nll_before"].tolist() == pytest.approx(
             pd.read_parquet(cell_file(out, task, "none", ".task.parquet"))["nll_before"].tolist())
+        # the base model's task scores are computed once per task (with none and its WiSE-FT cells, which run
+        # first) and read back by every other arm
+        source = c.get("task_before_from")
+        if c.get("trained_as", name) == "none":
+            assert source is None
+        else:
+            assert cell_file(out, task, source, ".task.parquet").is_file() and source != name
         # WiSE-FT: alpha 0 is the base model exactly, alpha 1 the arm's own weights exactly
         if name == "wise-ft@0":
             assert c["heldout_mean_increase"] == pytest.approx(0, abs=1e-6) and c["task_gain"] == 0.0
@@ -282,6 +289,31 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     # defaults are left out: old studies still resume
     assert "objective" not in manifest["settings"]["replay"] and "kl_weight" not in manifest["settings"]["replay"]
+
+
+def test_reused_base_task_scores_equal_a_fresh_scoring_and_a_file_that_does_not_fit_is_ignored(
+        arms_study: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from lmforget.replay.study_setup import load_study_recipe, open_study, prepare_out
+    from lmforget.workdir import cell_file
+
+    out = tmp_path / "study"
+    args = [f"replay.run={arms_study / 'run'}", "replay.test_tasks=[add_numbers]"]
+    prepare_out(open_study(load_study_recipe("replay-tiny", args), out, "random"))  # an empty study
+    # a finished cell of the other task, planted in add_numbers' folder: its ids differ, so it must not be used
+    for suffix in (".json", ".task.parquet"):
+        target = cell_file(out, "add_numbers", "none", suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cell_file(arms_study / "study", "opposites", "none", suffix), target)
+    (target.parent / "broken.task.parquet").write_bytes(b"not parquet")  # unreadable: ignored too
+    (target.parent / "broken.json").write_text("{}")
+    assert main(["replay", "replay-tiny", *args, "-o", str(out), "--methods", "random", "-q"]) == 0
+    fresh = json.loads(cell_file(out, "add_numbers", "random", ".json").read_text())
+    reused = json.loads(cell_file(arms_study / "study", "add_numbers", "random", ".json").read_text())
+    assert "task_before_from" not in fresh and "task_before_from" in reused
+    for key in ("task_nll_before", "task_em_before", "task_gain", "task_em_gain", "heldout_mean_increase"):
+        assert fresh[key] == reused[key], key  # bit for bit: reading the scores back changes nothing
 
 
 def test_kl_objective_as_the_recipe_default_and_a_resume_runs_only_new_cells(arms_study: Path, capsys) -> None:

@@ -3,6 +3,7 @@ replay mixture), then its held-out set and its eval split scored, once per WiSE-
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -103,6 +104,42 @@ def score_task(model, tokenizer, examples: UpstreamSet, study: Study, em: tuple[
     return frame
 
 
+def finished_task_before(study: Study, task_name: str, examples: UpstreamSet,
+                         em: tuple[int, np.ndarray] | None) -> tuple[pd.DataFrame, str] | None:
+    """The task's eval scores under the base model, taken from a finished cell of the same task (its
+    `.task.parquet`), and that cell's file name; None when there is none that fits.
+
+    Every arm of a task scores the same base model on the same examples (in study 2 `task_nll_before` was
+    bit-identical in all 15 arms of each of the 12 tasks), so one scoring serves them all and the other cells
+    skip it: 25-100 s each on CPU. Only files this process can see count (a Ray worker on another node scores
+    anew); one of another task, or whose ids or exact-match plan differ from this cell's, is ignored.
+    """
+    from lmforget.workdir import cell_folder
+
+    folder = cell_folder(study.out, task_name)
+    ids = [ex.id for ex in examples]
+    for path in sorted(folder.glob("*.task.parquet")):
+        done = path.with_name(path.name.removesuffix(".task.parquet") + ".json")
+        try:
+            if json.loads(done.read_text(encoding="utf-8")).get("task") != task_name:
+                continue
+            table = pd.read_parquet(path)
+        except (OSError, ValueError, AttributeError):  # missing or unreadable: score anew rather than trust it
+            continue
+        if not {"id", "nll_before", "n_tokens"} <= set(table.columns) or table["id"].tolist() != ids:
+            continue
+        before = pd.DataFrame({"id": table["id"], "nll": table["nll_before"], "n_tokens": table["n_tokens"]})
+        if em is not None:
+            if "correct_before" not in table.columns:
+                continue
+            correct = table["correct_before"].astype("boolean")
+            if not np.array_equal(correct.notna().to_numpy(), em[1]):
+                continue
+            before["correct"] = correct.array
+        return before, done.stem
+    return None
+
+
 def task_gain(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Per-example task scores before and after, and the cell's task-gain numbers (positive = learned)."""
     table = pd.DataFrame({"id": before["id"], "nll_before": before["nll"].to_numpy(np.float64),
@@ -169,7 +206,13 @@ def run_cells(study: Study, task_name: str, methods: list[Method], progress: boo
     # before training: the task's eval split under the base model, and theta_0 for WiSE-FT
     evals = task_eval_set(task)
     em = em_plan(tokenizer, evals, cfg.task_em_max_tokens, cfg.task_em_scope) if evals is not None else None
-    task_before = score_task(model, tokenizer, evals, study, em) if evals is not None else None
+    task_before = None
+    if evals is not None:
+        reused = finished_task_before(study, task_name, evals, em)
+        if reused is None:
+            task_before = score_task(model, tokenizer, evals, study, em)
+        else:
+            task_before, record["task_before_from"] = reused
     from lmforget.weightspace import interpolate, snapshot
 
     theta0 = snapshot(model) if any(m.wise_ft is not None for m in methods) else None

@@ -10,6 +10,8 @@ Layout of OUT_DIR::
 
     manifest.json                    settings + fingerprints (a different setting is refused)
     results/<task>/<method>.parquet  held-out scores after fine-tuning (id, nll, n_tokens, increase)
+    results/<task>/<method>.task.parquet  the task's eval examples before and after (the task's later
+                                     cells read their `before` back instead of scoring the base model again)
     results/<task>/<method>.json     the cell's numbers and replay set; written last = cell done
     results/<task>/<method>.error.json  a failed cell's error (removed when a re-run finishes it)
     progress.json                    the running driver's pid, host, cells and cells in flight (`lmforget status`)
