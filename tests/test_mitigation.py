@@ -399,3 +399,31 @@ def test_exact_match_scope_task_is_all_or_nothing_and_example_scores_the_short_a
     assert table["correct_before"].isna().tolist() == table["correct_after"].isna().tolist()
     assert table["correct_before"].notna().sum() == 1
     assert cell["task_em_before"] == float(table["correct_before"].dropna().iloc[0])
+
+
+def test_pareto_labels_never_cover_each_other_or_a_point() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from lmforget.replay.plots import place_labels
+
+    fig = Figure(figsize=(7.5, 5.5), dpi=130)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)  # 16 arms crowded into a corner, as study 2's weight-space arms are
+    xy = np.vstack([[0.0, 0.1], rng.uniform([1.4, 0.0], [1.75, 0.035], (15, 2))])
+    ax.scatter(xy[:, 0], xy[:, 1])
+    points = [(x, y, f"arm-{i}+wise-ft@0.{i}", i % 3 == 0) for i, (x, y) in enumerate(xy)]
+    notes = place_labels(ax, points)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(n, renderer) for n in notes]  # the text alone, not its leader line
+    assert [n.get_text() for n in notes] == [p[2] for p in points]
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1:]), points[i][2]
+        for x, y in xy:
+            mx, my = ax.transData.transform((x, y))
+            assert not (a.x0 < mx < a.x1 and a.y0 < my < a.y1), points[i][2]  # no label over a point's centre
+        assert ax.bbox.contains(a.x0, a.y0) and ax.bbox.contains(a.x1, a.y1)  # inside the axes
+    assert any(n.arrow_patch is not None for n in notes)  # some were set apart, joined to their points

@@ -103,6 +103,48 @@ def plot_study(results: dict, path: str | Path) -> Path:
     return path
 
 
+def place_labels(ax, points: list[tuple[float, float, str, bool]], fontsize: float = 8) -> list:
+    """Label each point (x, y, text, bold) beside it without covering another label or point: four spots
+    around the point are tried, then spots further away, nearest first, and the first free one inside the
+    axes is taken (a thin line joins a label set apart to its point). Call after the layout is final: it
+    works in display pixels. Returns the annotations, in the order of `points`."""
+    ax.figure.canvas.draw()  # settles the view limits (autoscaling is lazy), so data maps to final pixels
+    renderer = ax.figure.canvas.get_renderer()
+    pt = ax.figure.dpi / 72  # pixels per point
+    marks = [ax.transData.transform((x, y)) for x, y, _, _ in points]
+    taken = [(mx - 5, my - 5, mx + 5, my + 5) for mx, my in marks]  # the markers themselves
+    frame = ax.bbox
+
+    def free(box) -> bool:
+        inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
+        return inside and all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in taken)
+
+    out = [None] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: -marks[i][1]):  # top to bottom
+        x, y, text, bold = points[i]
+        style = {"fontsize": fontsize, "fontweight": "bold" if bold else "normal", "ha": "left", "va": "bottom"}
+        probe = ax.text(0, 0, text, **style)
+        w, h = probe.get_window_extent(renderer).width, probe.get_window_extent(renderer).height
+        probe.remove()
+        (mx, my), gap = marks[i], 3
+        near = [(gap + 3, gap), (gap + 3, -h - gap), (-w - gap - 3, gap), (-w - gap - 3, -h - gap)]
+        # further spots: rows above and below, columns to the right and left, nearest first
+        dxs = [gap + 3 + 30 * k for k in range(8)] + [-w - gap - 3 - 30 * k for k in range(8)]
+        dys = [gap + k * (h + 1) for k in range(16)] + [-h - gap - k * (h + 1) for k in range(16)]
+
+        # nearest first: by the distance from the point to the nearest point of the label's box
+        far = sorted(((dx, dy) for dx in dxs for dy in dys if (dx, dy) not in near),
+                     key=lambda d, w=w, h=h: float(np.hypot(max(d[0], 0, -(d[0] + w)), max(d[1], 0, -(d[1] + h)))))
+        dx, dy = next(((dx, dy) for dx, dy in near + far if free((mx + dx, my + dy, mx + dx + w, my + dy + h))),
+                      near[0])  # nowhere free (a very crowded plot): beside the point, as without this
+        line = {} if (dx, dy) in near else {"arrowprops": {"arrowstyle": "-", "color": "0.55", "linewidth": 0.5,
+                                                          "shrinkA": 0, "shrinkB": 4}}
+        out[i] = ax.annotate(text, (x, y), xytext=(dx / pt, dy / pt), textcoords="offset points", zorder=4,
+                             **style, **line)
+        taken.append((mx + dx, my + dy, mx + dx + w, my + dy + h))
+    return out
+
+
 def plot_pareto(results: dict, path: str | Path) -> Path:
     """Held-out forgetting against task gain, one point per method (mean over tasks, whiskers = SEM), the
     Pareto front (forgets less for the same gain) joined by a line: "forgets less" vs "learned less"."""
@@ -122,8 +164,6 @@ def plot_pareto(results: dict, path: str | Path) -> Path:
         kl = sources[m].get("objective") == "kl"
         ax.errorbar(par["gain"][m], par["forgetting"][m], xerr=g_sem, yerr=f_sem, fmt="s" if kl else "o",
                     color=_colour(sources[m]), markeredgecolor="black", markersize=7, capsize=3, zorder=3)
-        ax.annotate(m, (par["gain"][m], par["forgetting"][m]), xytext=(5, 4), textcoords="offset points",
-                    fontsize=8, fontweight="bold" if m in par["front"] else "normal")
     front = sorted(par["front"], key=lambda m: par["gain"][m])
     ax.plot([par["gain"][m] for m in front], [par["forgetting"][m] for m in front], color="black",
             linewidth=1.0, linestyle="--", zorder=2, label="Pareto front")
@@ -135,6 +175,7 @@ def plot_pareto(results: dict, path: str | Path) -> Path:
     ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    place_labels(ax, [(par["gain"][m], par["forgetting"][m], m, m in par["front"]) for m in par["forgetting"]])
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
