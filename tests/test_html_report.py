@@ -239,4 +239,12 @@ def test_pareto_front_of_a_study_in_chromium(browser, tmp_path: Path) -> None:
     assert filled.count("#0b62a4") == len(results["pareto"]["front"])
     titles = [dots.nth(i).locator("title").text_content() for i in range(dots.count())]
     assert {t.split(":")[0] for t in titles} == set(results["methods"])
+    # one label per arm, none covering another (study 2's weight-space arms sit close together)
+    boxes = page.evaluate("""() => Array.from(document.querySelectorAll('#pareto-chart .pareto-label'))
+        .map(t => { const b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height]; })""")
+    assert sorted(b[0] for b in boxes) == sorted(results["methods"]) and all(b[3] > 0 for b in boxes)
+    for i, (name, x, y, w, h) in enumerate(boxes):
+        for other, x2, y2, w2, h2 in boxes[i + 1:]:
+            assert x + w <= x2 + 0.5 or x2 + w2 <= x + 0.5 or y + h <= y2 + 0.5 or y2 + h2 <= y + 0.5, (name, other)
+    assert page.locator("#pareto-chart .pareto-leader").count() >= 1  # some labels were set apart
     assert errors == []

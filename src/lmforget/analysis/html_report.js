@@ -44,6 +44,40 @@
     parent.appendChild(typeof kid === "object" ? kid : document.createTextNode(String(kid)));
   }
   var SVGNS = "http://www.w3.org/2000/svg";
+  // Move each label (in the SVG, so it can be measured) to the first spot near its dot where it covers no other
+  // label and no dot, nearest first; a label set apart gets a thin line to its dot. Top to bottom.
+  function placeLabels(root, labels, area) {
+    var taken = labels.map(function (l) { return { x0: l.x - 5, x1: l.x + 5, y0: l.y - 5, y1: l.y + 5 }; });
+    var free = function (b) {
+      if (b.x0 < area.x0 || b.x1 > area.x1 || b.y0 < area.y0 || b.y1 > area.y1) return false;
+      return taken.every(function (t) { return b.x1 <= t.x0 || b.x0 >= t.x1 || b.y1 <= t.y0 || b.y0 >= t.y1; });
+    };
+    labels.slice().sort(function (a, b) { return a.y - b.y; }).forEach(function (l) {
+      var bb = l.el.getBBox(), w = bb.width, h = bb.height, ascent = Number(l.el.getAttribute("y")) - bb.y;
+      var gap = 3, spots = [[gap + 4, -gap - h], [gap + 4, gap], [-w - gap - 4, -gap - h], [-w - gap - 4, gap]], far = [];
+      for (var i = 0; i < 8; i++) for (var k = 0; k < 16; k++) {
+        [gap + 4 + 30 * i, -w - gap - 4 - 30 * i].forEach(function (dx) {
+          far.push([dx, -gap - h - k * (h + 1)], [dx, gap + k * (h + 1)]);
+        });
+      }
+      var dist = function (d) { return Math.hypot(Math.max(d[0], 0, -(d[0] + w)), Math.max(d[1], 0, -(d[1] + h))); };
+      far.sort(function (a, b) { return dist(a) - dist(b); });
+      var near = spots.length, all = spots.concat(far), pick = 0;
+      for (var n = 0; n < all.length; n++) {
+        var d = all[n];
+        if (free({ x0: l.x + d[0], x1: l.x + d[0] + w, y0: l.y + d[1], y1: l.y + d[1] + h })) { pick = n; break; }
+      }
+      var dx = all[pick][0], dy = all[pick][1];
+      l.el.setAttribute("x", l.x + dx);
+      l.el.setAttribute("y", l.y + dy + ascent);  // y is the baseline: the box's top lands at l.y + dy
+      taken.push({ x0: l.x + dx, x1: l.x + dx + w, y0: l.y + dy, y1: l.y + dy + h });
+      if (pick >= near) {
+        var ex = dx < 0 ? l.x + dx + w : l.x + dx, ey = Math.min(Math.max(l.y, l.y + dy), l.y + dy + h);
+        root.insertBefore(svg("line", { class: "pareto-leader", x1: l.x, y1: l.y, x2: ex, y2: ey, stroke: "#999", "stroke-width": 0.6 }), root.firstChild);
+      }
+    });
+  }
+
   function svg(tag, attrs, text) {
     var e = document.createElementNS(SVGNS, tag);
     for (var k in attrs) e.setAttribute(k, attrs[k]);
@@ -456,11 +490,14 @@
       var fr = pts.filter(function (p) { return front[p.method]; }).sort(function (a, b) { return a.gain - b.gain; });
       if (fr.length > 1) ps.appendChild(svg("polyline", { points: fr.map(function (p) { return px(p.gain) + "," + py(p.forgetting); }).join(" "),
         fill: "none", stroke: "#333", "stroke-dasharray": "4 3" }));
+      var labels = [];
       pts.forEach(function (p) {
         var dot = svg("circle", { cx: px(p.gain), cy: py(p.forgetting), r: 5, fill: front[p.method] ? "#0b62a4" : "#fff", stroke: "#0b62a4", "stroke-width": 1.5 });
         dot.appendChild(svg("title", {}, p.method + ": forgetting " + fmt(p.forgetting, 4, true) + ", task gain " + fmt(p.gain, 4, true)));
         ps.appendChild(dot);
-        ps.appendChild(svg("text", { x: px(p.gain) + 7, y: py(p.forgetting) - 5 }, p.method));
+        var label = svg("text", { class: "pareto-label", x: px(p.gain) + 7, y: py(p.forgetting) - 5 }, p.method);
+        ps.appendChild(label);
+        labels.push({ el: label, x: px(p.gain), y: py(p.forgetting) });
       });
       [gl, gh].forEach(function (v) { ps.appendChild(svg("text", { x: px(v), y: PH - 22, "text-anchor": "middle" }, fmt(v, 3))); });
       [fl, fh].forEach(function (v) { ps.appendChild(svg("text", { x: PL - 6, y: py(v) + 4, "text-anchor": "end" }, fmt(v, 3))); });
@@ -469,6 +506,7 @@
         pts.map(function (p) {
           return [p.method, fmt(p.forgetting, 4, true), fmt(p.gain, 4, true), p.kept == null ? "n/a" : (100 * p.kept).toFixed(1) + "%", pval(p.p_none), pval(p.p_random), front[p.method] ? "yes" : ""];
         }), [false, true, true, true, true, true, false])));
+      placeLabels(ps, labels, { x0: 0, x1: PW, y0: 0, y1: PH - PB });
     }
     add(app, [el("h3", { text: "Per task (held-out NLL increase)" }),
       table(["task"].concat(names), Rp.tasks.map(function (t) { return [t].concat(names.map(function (n) { return fmt(Rp.methods[n].per_task[t], 4, true); })); }),
