@@ -223,3 +223,61 @@ def test_kl_replay_in_trl_sft_trainer(walk: Path, tmp_path: Path) -> None:
     # SFTTrainer's own compute_loss ran under the mix-in: its token accuracy is logged every step
     assert sum("mean_token_accuracy" in e for e in with_kl.state.log_history) == 8
     assert 0 < _replay_kl(kl_replay, with_kl.model) < 0.75 * _replay_kl(kl_replay, plain.model)  # measured: 0.55x
+
+
+def test_wise_ft_of_a_model_fine_tuned_elsewhere_and_of_a_lora_adapter(walk: Path, tmp_path: Path, capsys) -> None:
+    """`lmforget wise-ft`: base + alpha (fine-tuned - base), written as a model directory every loader reads."""
+    import torch
+
+    from lmforget.config import load_recipe
+    from lmforget.models import load_model
+
+    base, _ = load_model("tiny:llama", device="cpu", dtype="float32", seed=0)
+    tuned, _ = load_model(str(walk / "my-model"), device="cpu", dtype="float32")
+    theta0, theta1 = base.state_dict(), tuned.state_dict()
+    capsys.readouterr()
+    for alpha in (0.0, 0.5):
+        out = tmp_path / f"wise-{alpha}"
+        assert main(["wise-ft", "--base", "tiny:llama", "--model", str(walk / "my-model"), "--alpha", str(alpha),
+                     "-o", str(out), "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["alpha"] == alpha and summary["changed_tensors"] > 0
+        assert (out / "model.safetensors").is_file() and (out / "lmforget_wise_ft.json").is_file()
+        mixed, _ = load_model(str(out), device="cpu", dtype="float32")
+        for name, w in mixed.state_dict().items():
+            torch.testing.assert_close(w, torch.lerp(theta0[name], theta1[name], alpha), rtol=0, atol=0)
+    # the interpolated model is a model like any other: probe what it forgot
+    upstream = walk / "run" / "data" / "upstream.jsonl"
+    assert main(["probe", "--base", "tiny:llama", "--model", str(tmp_path / "wise-0.5"), "--upstream", str(upstream),
+                 "-k", "6", "-o", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert len(read_probe(tmp_path / "p.csv").ids) == 6
+
+    # a LoRA adapter is merged into the base first: half its update at alpha 0.5
+    from lmforget.finetune import wrap_lora
+
+    cfg = load_recipe("tiny").finetune.model_copy(update={"method": "lora"})
+    lora = wrap_lora(load_model("tiny:llama", device="cpu", dtype="float32", seed=0)[0], cfg)
+    with torch.no_grad():  # as if trained: peft starts lora_B at zero, an update of nothing
+        generator = torch.Generator().manual_seed(0)
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+    lora.save_pretrained(tmp_path / "adapter")
+    merged = lora.merge_and_unload().state_dict()
+    assert main(["wise-ft", "--base", "tiny:llama", "--model", str(tmp_path / "adapter"), "--alpha", "0.5",
+                 "-o", str(tmp_path / "wise-lora")]) == 0
+    capsys.readouterr()
+    half, _ = load_model(str(tmp_path / "wise-lora"), device="cpu", dtype="float32")
+    moved = 0
+    for name, w in half.state_dict().items():
+        torch.testing.assert_close(w, torch.lerp(theta0[name], merged[name], 0.5), rtol=0, atol=0)
+        moved += not torch.equal(theta0[name], merged[name])
+    assert moved > 0
+
+    # bad input: one line, exit 2, no directory left behind
+    for args, message in ((["--alpha", "1.5", "-o", str(tmp_path / "bad")], "alpha must be in [0, 1]"),
+                          (["--alpha", "0.5", "-o", str(tmp_path / "wise-0.5")], "exists; choose a new directory")):
+        assert main(["wise-ft", "--base", "tiny:llama", "--model", str(walk / "my-model"), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".*tmp-*"))

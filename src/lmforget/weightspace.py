@@ -4,10 +4,12 @@
   (`finetune.l2sp`; `with_l2sp` makes any Trainer class do it).
 - WiSE-FT: after training, theta_0 + alpha (theta - theta_0) for alpha in [0, 1] (`interpolate`); post hoc,
   so a grid of alphas costs only scoring. `torch.lerp` gives exactly theta_0 at alpha 0 and exactly the
-  fine-tuned weights at alpha 1.
+  fine-tuned weights at alpha 1. `wise_ft_checkpoint` (`lmforget wise-ft`) writes it for any fine-tuned model.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -70,3 +72,62 @@ def interpolate(model, theta0: dict[str, torch.Tensor], theta1: dict[str, torch.
             target.copy_(end)
             continue
         target.copy_(torch.lerp(theta0[name].to(end.dtype), end, alpha))
+
+
+def wise_ft_checkpoint(base: str, finetuned: str, alpha: float, out: str | Path, *, dtype: str = "float32",
+                       trust_remote_code: bool = False, model_seed: int = 0) -> dict:
+    """Write theta_0 + alpha (theta_ft - theta_0) as a model directory (safetensors, config, tokenizer) that
+    every loader reads: WiSE-FT for a model fine-tuned anywhere, the post hoc half of study 2's best trade-off.
+
+    `finetuned` is a model directory or hub id, or a PEFT adapter directory (merged into the base first).
+    Interpolates on the CPU in `dtype` (fp32 by default, whatever the checkpoints' own dtype); the tokenizer
+    is the fine-tuned model's (the base's for an adapter without one). `out` must not exist yet: it appears
+    whole or not at all. Returns a summary (also written to `out/lmforget_wise_ft.json`).
+    """
+    import copy
+    import os
+    import shutil
+
+    from lmforget.atomic import write_json
+    from lmforget.models import load_model, load_tokenizer
+    from lmforget.models.hub import no_hf_progress_bars
+
+    if not 0 <= alpha <= 1:
+        raise LmforgetError(f"WiSE-FT alpha must be in [0, 1] (got {alpha})")
+    out = Path(out)
+    if out.exists():
+        raise LmforgetError(f"{out} exists; choose a new directory for the interpolated model")
+    opts = {"device": "cpu", "dtype": dtype, "trust_remote_code": trust_remote_code}
+    model, tokenizer = load_model(base, seed=model_seed, **opts)
+    theta0 = snapshot(model)
+    adapter = Path(finetuned) / "adapter_config.json"
+    if adapter.is_file():  # a LoRA (or other PEFT) adapter: its weights are the base plus the merged update
+        from peft import PeftModel
+
+        tuned = PeftModel.from_pretrained(copy.deepcopy(model), finetuned).merge_and_unload()
+        if (Path(finetuned) / "tokenizer_config.json").is_file():
+            tokenizer = load_tokenizer(finetuned, trust_remote_code=trust_remote_code)
+    else:
+        tuned, tokenizer = load_model(finetuned, **opts)
+    theta1 = snapshot(tuned)
+    del tuned
+    shapes = {k: (tuple(v.shape), tuple(theta1[k].shape)) for k, v in theta0.items() if k in theta1}
+    differ = {k: s for k, s in shapes.items() if s[0] != s[1]}
+    if differ:
+        name, (a, b) = next(iter(differ.items()))
+        raise LmforgetError(f"--model {finetuned}: {name} has shape {list(b)}, the base's {list(a)} (tokens added "
+                            "in fine-tuning?); WiSE-FT needs the very parameters of --base")
+    interpolate(model, theta0, theta1, alpha)
+    summary = {"base": base, "model": finetuned, "alpha": alpha, "dtype": dtype, "out": str(out),
+               "changed_tensors": sum(not torch.equal(theta0[k], theta1[k]) for k in theta0)}
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with no_hf_progress_bars():
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "lmforget_wise_ft.json", summary)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary

@@ -1,4 +1,5 @@
-"""`lmforget replay` (the replay study) and `lmforget replay-set` (replay data for your own trainer)."""
+"""`lmforget replay` (the replay study), `lmforget replay-set` (replay data for your own trainer) and `lmforget
+wise-ft` (weight interpolation of a model fine-tuned anywhere): the mitigation commands."""
 
 from __future__ import annotations
 
@@ -113,3 +114,28 @@ def replay_set(
     console.print(f"{summary['n']} replay examples (pool {summary['pool']}, {summary['probes']} probes, "
                   f"{method} + {strategy}; mean predicted forgetting {summary['mean_score']:+.4f}) -> {out}"
                   + (f" + {summary['kl_targets']}" if objective == "kl" else ""))
+
+
+@app.command("wise-ft")
+def wise_ft(
+    base: str = typer.Option(..., "--base", help="The model you started from (hub id, directory, tiny:<arch>)."),
+    model: str = typer.Option(..., "--model", "-m", help="Your fine-tuned model: a directory or hub id, or a PEFT "
+                              "(LoRA) adapter directory, merged into --base first."),
+    alpha: float = typer.Option(..., "--alpha", help="Weight of the fine-tuning, in [0, 1]: 0 is --base, 1 is "
+                                "--model; study 2 measured 0.25, 0.5 and 0.75."),
+    out: Path = typer.Option(..., "-o", "--out", help="New model directory (must not exist)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Precision of the interpolation and of the written "
+                              "weights: float32, bfloat16 or float16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the models' own code."),
+    model_seed: int = typer.Option(0, "--model-seed", help="Seed of a tiny:<arch> random base model."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """WiSE-FT: write base + alpha (fine-tuned - base) as a model directory, to probe, score or serve."""
+    from lmforget.weightspace import wise_ft_checkpoint
+
+    summary = wise_ft_checkpoint(base, model, alpha, out, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 model_seed=model_seed)
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"{summary['changed_tensors']} tensors moved {alpha:g} of the way from --base to --model -> {out}")
