@@ -243,6 +243,7 @@ def test_wise_ft_of_a_model_fine_tuned_elsewhere_and_of_a_lora_adapter(walk: Pat
         summary = json.loads(capsys.readouterr().out)
         assert summary["alpha"] == alpha and summary["changed_tensors"] > 0
         assert (out / "model.safetensors").is_file() and (out / "lmforget_wise_ft.json").is_file()
+        assert len({f.stat().st_mode for f in out.iterdir()}) == 1  # the weights too get the usual permissions
         mixed, _ = load_model(str(out), device="cpu", dtype="float32")
         for name, w in mixed.state_dict().items():
             torch.testing.assert_close(w, torch.lerp(theta0[name], theta1[name], alpha), rtol=0, atol=0)

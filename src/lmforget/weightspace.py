@@ -87,6 +87,7 @@ def wise_ft_checkpoint(base: str, finetuned: str, alpha: float, out: str | Path,
     import copy
     import os
     import shutil
+    import stat
 
     from lmforget.atomic import write_json
     from lmforget.models import load_model, load_tokenizer
@@ -127,6 +128,10 @@ def wise_ft_checkpoint(base: str, finetuned: str, alpha: float, out: str | Path,
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "lmforget_wise_ft.json", summary)
+        usual = stat.S_IMODE((tmp / "lmforget_wise_ft.json").stat().st_mode)  # 0666 minus the umask
+        for f in tmp.iterdir():  # safetensors writes its file 0600
+            if f.is_file() and stat.S_IMODE(f.stat().st_mode) != usual:
+                os.chmod(f, usual)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
