@@ -386,3 +386,19 @@ def test_study2_pairs_kl_replay_with_wise_ft_at_each_alpha_both_were_scored_at()
     text = "\n".join(report.combine_lines(check))
     assert "| KL replay | no replay |" in text and "| kl-random vs none | forgetting | 4 | +0.0300 | +0.0600 |" in text
     assert report.combine_check({"methods": {"none": results["methods"]["none"]}}) is None
+
+
+def test_study2_compares_replay_without_the_task_under_both_objectives() -> None:
+    report = _study2_report()
+    tasks = ["a", "b", "c"]
+    forget = {"none": [0.04, 0.09, 0.05], "kl-replay-only": [0.10, 0.09, 0.11], "replay-only": [0.19, 0.19, 0.18]}
+    results = {"methods": {m: {"per_task": dict(zip(tasks, v, strict=True))} for m, v in forget.items()},
+               "task_gain": {"methods": {m: {"per_task": dict.fromkeys(tasks, 0.1)} for m in forget}}}
+    check = report.control_check(results)
+    assert list(check) == ["kl-replay-only vs replay-only", "replay-only vs none", "kl-replay-only vs none"]
+    kl = check["kl-replay-only vs replay-only"]["forgetting"]
+    assert kl["mean_difference"] == pytest.approx(-0.0867, abs=1e-4) and kl["wins"] == 3 and kl["n"] == 3
+    assert "## Replay without the task" in report.control_lines(check)[0]
+    del results["methods"]["replay-only"]  # not run yet: only the pair that has both arms
+    assert list(report.control_check(results)) == ["kl-replay-only vs none"]
+    assert "Not measured yet" in "\n".join(report.control_lines(None))

@@ -282,6 +282,25 @@ def combine_lines(check: dict | None) -> list[str]:
                       "Not measured yet (needs kl-random, none and their WiSE-FT cells).")
 
 
+# ------------------------------------------------------------------ replay without the task
+CONTROLS = (("kl-replay-only", "replay-only"), ("replay-only", "none"), ("kl-replay-only", "none"))
+
+
+def control_check(results: dict | None) -> dict | None:
+    """Replay alone (no task; random replay's examples and steps) under KL against next-token loss, and each
+    against fine-tuning on the task without replay: how far the replay gradient alone moves the model."""
+    return paired_arms(results, CONTROLS)
+
+
+def control_lines(check: dict | None) -> list[str]:
+    return pair_lines(check, "## Replay without the task: KL against next-token loss",
+                      "Training on the replayed examples alone, with random replay's examples and steps: KL to the "
+                      "base model (`kl-replay-only`) against next-token loss (`replay-only`, study 1's control), "
+                      "and each against `none` (the task, no replay). Task gain here is what training without the "
+                      "task did to the task's answers.", "first", "second",
+                      "Not measured yet (needs replay-only, kl-replay-only and none cells).")
+
+
 # ------------------------------------------------------------------ how many replayed examples KL needs
 def budget_check(replay: dict | None, fewer: dict | None) -> dict | None:
     """kl-random with 33 replayed examples (runs/replay-33) against 129 (runs/replay) and none, per task:
@@ -419,11 +438,13 @@ def main() -> None:
     lines += targeting_lines(targeting)
     combine = combine_check(replay)
     lines += combine_lines(combine)
+    controls = control_check(replay)
+    lines += control_lines(controls)
     budget = budget_check(replay, read_part(args.runs / "replay-33" / "results.json"))
     lines += budget_lines(budget)
     parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal,
              "goal_exact_match": goals.get("task_em_gain"), "targeting": targeting, "kl_with_wise_ft": combine,
-             "kl_budget": budget,
+             "replay_alone": controls, "kl_budget": budget,
              "replay": {k: v for k, v in replay.items() if k != "cells"} if replay else None}
     args.results.mkdir(parents=True, exist_ok=True)
     if chosen is not None:
