@@ -77,7 +77,7 @@ def interpolate(model, theta0: dict[str, torch.Tensor], theta1: dict[str, torch.
 def wise_ft_checkpoint(base: str, finetuned: str, alpha: float, out: str | Path, *, dtype: str = "float32",
                        trust_remote_code: bool = False, model_seed: int = 0) -> dict:
     """Write theta_0 + alpha (theta_ft - theta_0) as a model directory (safetensors, config, tokenizer) that
-    every loader reads: WiSE-FT for a model fine-tuned anywhere, the post hoc half of study 2's best trade-off.
+    every loader reads: WiSE-FT for a model fine-tuned anywhere (study 2 measured it alone and on KL replay).
 
     `finetuned` is a model directory or hub id, or a PEFT adapter directory (merged into the base first).
     Interpolates on the CPU in `dtype` (fp32 by default, whatever the checkpoints' own dtype); the tokenizer
