@@ -394,11 +394,11 @@ def test_study2_compares_replay_without_the_task_under_both_objectives() -> None
     forget = {"none": [0.04, 0.09, 0.05], "kl-replay-only": [0.10, 0.09, 0.11], "replay-only": [0.19, 0.19, 0.18]}
     results = {"methods": {m: {"per_task": dict(zip(tasks, v, strict=True))} for m, v in forget.items()},
                "task_gain": {"methods": {m: {"per_task": dict.fromkeys(tasks, 0.1)} for m in forget}}}
-    check = report.control_check(results)
+    check = report.paired_arms(results, report.CONTROLS)
     assert list(check) == ["kl-replay-only vs replay-only", "replay-only vs none", "kl-replay-only vs none"]
     kl = check["kl-replay-only vs replay-only"]["forgetting"]
     assert kl["mean_difference"] == pytest.approx(-0.0867, abs=1e-4) and kl["wins"] == 3 and kl["n"] == 3
-    assert "## Replay without the task" in report.control_lines(check)[0]
+    assert "## Replay without the task" in report.pair_lines(check, **report.CONTROL_SECTION)[0]
     del results["methods"]["replay-only"]  # not run yet: only the pair that has both arms
-    assert list(report.control_check(results)) == ["kl-replay-only vs none"]
-    assert "Not measured yet" in "\n".join(report.control_lines(None))
+    assert list(report.paired_arms(results, report.CONTROLS)) == ["kl-replay-only vs none"]
+    assert "Not measured yet" in "\n".join(report.pair_lines(None, **report.CONTROL_SECTION))

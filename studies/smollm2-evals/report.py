@@ -283,22 +283,17 @@ def combine_lines(check: dict | None) -> list[str]:
 
 
 # ------------------------------------------------------------------ replay without the task
+# Replay alone (no task; random replay's examples and steps) under KL against next-token loss, and each against
+# fine-tuning on the task without replay: how far the replay gradient alone moves the model.
 CONTROLS = (("kl-replay-only", "replay-only"), ("replay-only", "none"), ("kl-replay-only", "none"))
-
-
-def control_check(results: dict | None) -> dict | None:
-    """Replay alone (no task; random replay's examples and steps) under KL against next-token loss, and each
-    against fine-tuning on the task without replay: how far the replay gradient alone moves the model."""
-    return paired_arms(results, CONTROLS)
-
-
-def control_lines(check: dict | None) -> list[str]:
-    return pair_lines(check, "## Replay without the task: KL against next-token loss",
-                      "Training on the replayed examples alone, with random replay's examples and steps: KL to the "
-                      "base model (`kl-replay-only`) against next-token loss (`replay-only`, study 1's control), "
-                      "and each against `none` (the task, no replay). Task gain here is what training without the "
-                      "task did to the task's answers.", "first", "second",
-                      "Not measured yet (needs replay-only, kl-replay-only and none cells).")
+CONTROL_SECTION = {
+    "title": "## Replay without the task: KL against next-token loss",
+    "intro": "Training on the replayed examples alone, with random replay's examples and steps: KL to the base model "
+             "(`kl-replay-only`) against next-token loss (`replay-only`, study 1's control), and each against "
+             "`none` (the task, no replay). Task gain here is what training without the task did to the task's "
+             "answers.",
+    "first": "first", "second": "second",
+    "missing": "Not measured yet (needs replay-only, kl-replay-only and none cells)."}
 
 
 # ------------------------------------------------------------------ how many replayed examples KL needs
@@ -438,8 +433,8 @@ def main() -> None:
     lines += targeting_lines(targeting)
     combine = combine_check(replay)
     lines += combine_lines(combine)
-    controls = control_check(replay)
-    lines += control_lines(controls)
+    controls = paired_arms(replay, CONTROLS)
+    lines += pair_lines(controls, **CONTROL_SECTION)
     budget = budget_check(replay, read_part(args.runs / "replay-33" / "results.json"))
     lines += budget_lines(budget)
     parts = {"matrix": r2, "prediction": pred, "select": chosen, "goal": goal,
