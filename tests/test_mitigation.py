@@ -226,7 +226,8 @@ def test_every_arm_reports_forgetting_and_task_gain(arms_study: Path) -> None:
 
     out = arms_study / "study"
     res = json.loads((out / "results.json").read_text())
-    cells = {(c["task"], c["method"]): c for c in res["cells"]}
+    cells = {(c["task"], c["method"]): json.loads(cell_file(out, c["task"], c["method"], ".json").read_text())
+             for c in res["cells"]}  # the full records, with their replay sets
     for (task, name), c in cells.items():
         assert c["task_eval_n"] >= 2 and math.isfinite(c["task_gain"])
         assert c["task_gain"] == pytest.approx(c["task_nll_before"] - c["task_nll_after"])

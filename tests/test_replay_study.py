@@ -63,7 +63,12 @@ def test_study_writes_every_number(study) -> None:
     ids = pd.read_parquet(cell_file(out, "add_numbers", "none", ".parquet"))["id"].tolist()
     cols = [run.examples.tolist().index(i) for i in ids]
     assert cells[0]["run_heldout_mean_increase"] == pytest.approx(np.nanmean(run.Z[run.rows(["add_numbers"])[0], cols]))
-    for c in results["cells"]:  # what training read: every slot once, so the picks, except online's early slots
+    # results.json holds each cell's numbers; its lists (replay set, learning rates) stay in the cell's record
+    assert all(not set(c) & {"replay", "replay_trained", "learning_rates"} for c in results["cells"])
+    records = [json.loads(cell_file(out, c["task"], c["method"], ".json").read_text()) for c in results["cells"]]
+    assert [{k: v for k, v in r.items() if k in c} for r, c in zip(records, results["cells"], strict=True)] \
+        == results["cells"]
+    for c in records:  # what training read: every slot once, so the picks, except online's early slots
         slots = {r["id"] for r in c["replay"]}
         if c["source"] == "online":
             assert c["n_chosen_trained"] == len(slots & set(c["replay_trained"])) <= c["n_rep"]
@@ -84,6 +89,7 @@ def test_study_writes_every_number(study) -> None:
 
 def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Path) -> None:
     from lmforget.replay.heldout import split_heldout
+    from lmforget.workdir import cell_file
 
     out, _ = study
     results = json.loads((out / "results.json").read_text())
@@ -91,7 +97,8 @@ def test_mixtures_follow_the_formula_and_never_hold_heldout(study, tiny_run: Pat
     heldout = set(split_heldout(ids, 24, seed=0).heldout_ids)
     scored = pd.read_parquet(next((out / "results").rglob("oracle.parquet")))
     assert set(scored["id"]) == heldout  # the evaluation set is the held-out set
-    cells = {c["method"]: c for c in results["cells"]}
+    cells = {c["method"]: json.loads(cell_file(out, c["task"], c["method"], ".json").read_text())
+             for c in results["cells"]}  # the full records, with their replay sets
     for name, cell in cells.items():
         n_task = cells["random"]["n_task"] if name == "replay-only" else cell["n_task"]  # random's budget
         replayed = [r["id"] for r in cell["replay"]] + cell.get("initial_replay", [])
@@ -132,7 +139,8 @@ def test_kl_replay_combines_with_offline_and_online_selection(study, tiny_run: P
     swapped-in ones (whose base targets must exist: the mixture refuses a replay example without them)."""
     from lmforget.workdir import cell_file
 
-    ref = {c["method"]: c for c in json.loads((study[0] / "results.json").read_text())["cells"]}
+    ref = {m: json.loads(cell_file(study[0], "add_numbers", m, ".json").read_text())
+           for m in ("random", "online-additive")}
     out = tmp_path / "kl"
     assert main(["replay", "replay-tiny", f"replay.run={tiny_run}", "replay.test_tasks=[add_numbers]", "-o", str(out),
                  "--methods", "offline-additive,kl-offline-additive,kl-online-additive", "-q"]) == 0

@@ -224,5 +224,6 @@ def render_report(results: dict) -> str:
     for t in results["tasks"]:
         head.append(f"| {t} | " + " | ".join(_num(methods[m]["per_task"][t]) for m in methods) + " |")
     head += ["", "![replay study](figure.png)", "",
-             "Every number above is in `results.json` (with each cell's replay set, steps and learning rates).", ""]
+             "Every number above is in `results.json`; each cell's replay set and learning rates are in its own "
+             "record, `results/<task>/<method>.json`.", ""]
     return "\n".join(head)

@@ -15,7 +15,7 @@ Layout of OUT_DIR::
     results/<task>/<method>.json     the cell's numbers and replay set; written last = cell done
     results/<task>/<method>.error.json  a failed cell's error (removed when a re-run finishes it)
     progress.json                    the running driver's pid, host, cells and cells in flight (`lmforget status`)
-    results.json, report.md, figure.png
+    results.json, report.md, figure.png  the aggregate, with each cell's numbers (its lists stay in its record)
 
 Every (task, method) cell is written atomically and skipped when re-run, like `collect`.
 Within a task every replaying method shares the mixture layout, sampler seed and step count, and
